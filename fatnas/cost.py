@@ -1,0 +1,271 @@
+"""Cost model: exact analytic params and FLOPs, measured latency and memory, and budgets.
+
+FLOPs are fvcore's total (`FlopCountAnalysis(model, x).total()` at batch 1, eval mode): one
+multiply-add counts as one FLOP, and the total adds convolutions, attention matmuls, norms
+and the head. The paper's FLOPs column counts convolutions only.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from .config import FATConfig
+from .counting import OPERATORS
+from .model import FAT, FASA
+
+FLOP_CONVENTION = "fvcore total: 1 multiply-add = 1 FLOP; conv + matmul + norms + head"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Analytic cost of one config at one input size."""
+
+    params: int
+    flops: int
+    flops_by_operator: dict[str, int]
+    height: int
+    width: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def analytic_cost(cfg: FATConfig, res: int | tuple[int, int] = 224) -> Cost:
+    """Params and fvcore-equal FLOPs (by operator) from the config alone, no module built."""
+    height, width = (res, res) if isinstance(res, int) else res
+    cx = FAT.complexity(cfg, height, width)
+    return Cost(cx.params, cx.total_flops, dict(cx.flops), height, width)
+
+
+def params(cfg: FATConfig) -> int:
+    """Parameter count, equal to `sum(p.numel() for p in FAT(cfg).parameters())`."""
+    return FAT.complexity(cfg, 1, 1).params
+
+
+def flops(cfg: FATConfig, res: int | tuple[int, int] = 224) -> int:
+    """fvcore total FLOPs at batch 1 for a res (or (height, width)) input."""
+    return analytic_cost(cfg, res).flops
+
+
+def fvcore_cost(model: nn.Module, in_chans: int, res: int | tuple[int, int] = 224) -> Cost:
+    """The reference: trace a built model with fvcore (about a second for a FAT)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    height, width = (res, res) if isinstance(res, int) else res
+    was_training = model.training
+    model.eval()
+    analysis = FlopCountAnalysis(model, torch.zeros(1, in_chans, height, width))
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    by_op = {op: int(analysis.by_operator().get(op, 0)) for op in OPERATORS}
+    extra = {k: int(v) for k, v in analysis.by_operator().items() if k not in OPERATORS}
+    model.train(was_training)
+    n_params = sum(p.numel() for p in model.parameters())
+    return Cost(n_params, int(analysis.total()), {**by_op, **extra}, height, width)
+
+
+# ---------------------------------------------------------------- budgets
+
+_UNIT_PREFIX = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_BUDGET_RE = re.compile(
+    r"^\s*(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)\s*"
+    r"(?:(?P<prefix>[kKMGT]?)(?P<unit>flops?|params?)|(?P<time>ms|s))\s*$",
+    re.IGNORECASE,
+)
+BUDGET_FORMS = "2GFLOPs, 500MFLOPs, 1.5e9FLOPs, 5Mparams, 800Kparams, 20ms, 0.05s"
+
+
+class BudgetError(ValueError):
+    """A budget string that is not one of the accepted forms."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard limits a network must meet; None means no limit. FLOPs are fvcore totals at `res`."""
+
+    max_flops: int | None = None
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+    res: int = 224
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_flops is not None:
+            parts.append(f"FLOPs <= {format_flops(self.max_flops)} (fvcore total at {self.res}x{self.res})")
+        if self.max_params is not None:
+            parts.append(f"params <= {self.max_params / 1e6:.2f}M")
+        if self.max_latency_ms is not None:
+            parts.append(f"latency <= {self.max_latency_ms:g} ms")
+        return ", ".join(parts) or "no budget"
+
+    def violations(self, cost: Cost, latency_ms: float | None = None) -> list[str]:
+        """Which limits the cost breaks (empty when it fits)."""
+        out = []
+        if self.max_flops is not None and cost.flops > self.max_flops:
+            out.append(f"FLOPs {format_flops(cost.flops)} > {format_flops(self.max_flops)}")
+        if self.max_params is not None and cost.params > self.max_params:
+            out.append(f"params {cost.params} > {self.max_params}")
+        if self.max_latency_ms is not None and latency_ms is not None and latency_ms > self.max_latency_ms:
+            out.append(f"latency {latency_ms:.2f} ms > {self.max_latency_ms:g} ms")
+        return out
+
+    def fits(self, cost: Cost, latency_ms: float | None = None) -> bool:
+        return not self.violations(cost, latency_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_budget(texts: str | Iterable[str], res: int = 224) -> Budget:
+    """Parse what users type (`2GFLOPs`, `5Mparams`, `20ms`, ...), one or several limits."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    limits: dict[str, Any] = {}
+    for text in texts:
+        kind, value = _parse_one(text)
+        if kind in limits:
+            raise BudgetError(f"budget {text!r}: a {kind} limit was already given; give each kind once")
+        limits[kind] = value
+    return Budget(res=res, **limits)
+
+
+def _parse_one(text: str) -> tuple[str, Any]:
+    m = _BUDGET_RE.match(text or "")
+    if not m:
+        raise BudgetError(f"malformed budget {text!r}; accepted forms: {BUDGET_FORMS}")
+    number = float(m["num"])
+    if number <= 0:
+        raise BudgetError(f"budget {text!r} must be positive; accepted forms: {BUDGET_FORMS}")
+    if m["time"]:
+        return "max_latency_ms", number * (1.0 if m["time"].lower() == "ms" else 1000.0)
+    prefix = m["prefix"]
+    if prefix.lower() == "k":
+        prefix = "K"
+    value = int(round(number * _UNIT_PREFIX[prefix]))
+    return ("max_flops" if m["unit"].lower().startswith("flop") else "max_params"), value
+
+
+def format_flops(n: float) -> str:
+    return f"{n / 1e9:.3f} GFLOPs" if n >= 1e8 else f"{n / 1e6:.2f} MFLOPs"
+
+
+# ---------------------------------------------------------------- latency and memory
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Forward-pass times in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    cv: float  # standard deviation / mean
+    device: str
+    batch_size: int
+    res: int
+    threads: int
+    repeats: int
+    samples_ms: list[float] = field(repr=False, default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("samples_ms")
+        return d
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    pos = q * (len(sorted_values) - 1)
+    lo, hi = int(pos), min(int(pos) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def measure_latency(model: nn.Module, *, res: int = 224, in_chans: int = 3, batch_size: int = 1,
+                    device: str = "cpu", threads: int | None = None, warmup: int = 5,
+                    repeats: int = 20, channels_last: bool = False) -> LatencyStats:
+    """Time the forward pass under inference_mode; CUDA timing uses events and synchronization."""
+    dev = torch.device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = model.eval().to(dev)
+    x = torch.randn(batch_size, in_chans, res, res, device=dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                model(x)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+        else:
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+    ordered = sorted(times)
+    mean = statistics.fmean(times)
+    return LatencyStats(
+        median_ms=statistics.median(times), p10_ms=_quantile(ordered, 0.1), p90_ms=_quantile(ordered, 0.9),
+        mean_ms=mean, cv=statistics.pstdev(times) / mean if mean else 0.0, device=str(dev),
+        batch_size=batch_size, res=res, threads=torch.get_num_threads(), repeats=repeats, samples_ms=times,
+    )
+
+
+def peak_memory_bytes(model: nn.Module, *, res: int = 224, in_chans: int = 3, batch_size: int = 1,
+                      device: str = "cpu") -> tuple[int, str]:
+    """Peak memory of one inference forward pass and how it was obtained.
+
+    CUDA: measured, `torch.cuda.max_memory_allocated` over the pass (weights included).
+    CPU: an estimate, weights plus the largest live set seen at any leaf layer (its input,
+    its output and the attention map of that block), tracked with forward hooks.
+    """
+    dev = torch.device(device)
+    model = model.eval().to(dev)
+    x = torch.randn(batch_size, in_chans, res, res, device=dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        with torch.inference_mode():
+            model(x)
+        torch.cuda.synchronize(dev)
+        return int(torch.cuda.max_memory_allocated(dev)), "measured (CUDA max allocated)"
+    weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    peak = 0
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal peak
+        live = sum(t.numel() * t.element_size() for t in inputs if isinstance(t, torch.Tensor))
+        live += output.numel() * output.element_size()
+        peak = max(peak, live + _attention_bytes(module, inputs))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    handles += [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, FASA)]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return weights + peak, "estimate (weights + largest leaf input/output + attention map)"
+
+
+def _attention_bytes(module: nn.Module, inputs: tuple) -> int:
+    """Bytes of the attention map a FASA module builds: batch * heads * N * M floats."""
+    if not isinstance(module, FASA):
+        return 0
+    y = inputs[0]
+    n = y.shape[-2] * y.shape[-1]
+    window = module.window
+    m = -(-y.shape[-2] // window) * -(-y.shape[-1] // window)
+    return y.shape[0] * module.heads * n * m * y.element_size()
