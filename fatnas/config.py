@@ -13,12 +13,14 @@ from typing import Any, Iterable, NamedTuple
 
 import yaml
 
+from .errors import FatnasError
+
 NUM_STAGES = 4
 STAGE_FIELDS = ("widths", "depths", "heads", "kernels", "windows", "ffn_ratios", "ffn_kernels")
 SCALAR_FIELDS = ("in_chans", "num_classes", "drop_path_rate")
 
 
-class ConfigError(ValueError):
+class ConfigError(FatnasError):
     """An invalid FAT config; the message names the field, stage, value and rule."""
 
 
@@ -95,7 +97,10 @@ class FATConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text())
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if isinstance(data, dict) and "config" in data:
             data = data["config"]
         return cls.from_dict(data)

@@ -15,8 +15,9 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .config import FATConfig
+from .config import NUM_STAGES, FATConfig, stage_output_sizes
 from .counting import OPERATORS
+from .errors import FatnasError
 from .model import FAT, FASA
 
 FLOP_CONVENTION = "fvcore total: 1 multiply-add = 1 FLOP; conv + matmul + norms + head"
@@ -80,7 +81,7 @@ _BUDGET_RE = re.compile(
 BUDGET_FORMS = "2GFLOPs, 500MFLOPs, 1.5e9FLOPs, 5Mparams, 800Kparams, 20ms, 0.05s"
 
 
-class BudgetError(ValueError):
+class BudgetError(FatnasError):
     """A budget string that is not one of the accepted forms."""
 
 
@@ -269,3 +270,20 @@ def _attention_bytes(module: nn.Module, inputs: tuple) -> int:
     window = module.window
     m = -(-y.shape[-2] // window) * -(-y.shape[-1] // window)
     return y.shape[0] * module.heads * n * m * y.element_size()
+
+
+def stage_rows(cfg: FATConfig, res: int | tuple[int, int] = 224) -> list[dict[str, Any]]:
+    """One row per stage: its hyper-parameters, the size its blocks work at and its output size."""
+    height, width = (res, res) if isinstance(res, int) else res
+    sizes = stage_output_sizes(height, width)
+    rows = []
+    for s in range(NUM_STAGES):
+        h, w = sizes[s]
+        rows.append(dict(
+            stage=s, width=cfg.widths[s], depth=cfg.depths[s], heads=cfg.heads[s],
+            head_dim=cfg.widths[s] // cfg.heads[s], kernel=cfg.kernels[s], window=cfg.windows[s],
+            pooled=f"{-(-h // cfg.windows[s])}x{-(-w // cfg.windows[s])}",
+            ffn_ratio=cfg.ffn_ratios[s], ffn_kernel=cfg.ffn_kernels[s], size=f"{h}x{w}",
+            out=f"{-(-h // 2)}x{-(-w // 2)}" if s < NUM_STAGES - 1 else f"{h}x{w}",
+        ))
+    return rows

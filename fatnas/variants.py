@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, FATConfig
+from .errors import FatnasError
 from .model import FAT
 
 _FAMILY = dict(kernels=[3, 5, 7, 9], windows=[8, 4, 2, 1], ffn_ratios=4.0, ffn_kernels=5)
@@ -41,9 +42,8 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEFAULT_VARIANTS_DIR = Path(__file__).resolve().parent.parent / "variants"
 
 
-class UnknownModelError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+class UnknownModelError(FatnasError):
+    """A model name that is not registered."""
 
 
 def variants_dir() -> Path:

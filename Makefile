@@ -1,0 +1,33 @@
+# Two commands on a fresh machine (Python 3.11, root): `make search` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUDGET ?= 2GFLOPs
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data browser search test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+data:
+	@test -d $(FMNIST) || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
+
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+
+search: setup data
+	$(PY) cli.py search --budget $(BUDGET)
+
+test: setup data browser
+	$(PY) -m pytest -q
+
+bench: setup data
+	$(PY) bench/cost_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,203 @@
+"""Small image-classification data sets held in memory for proxy training.
+
+Images are kept as uint8 N x C x H x W tensors; `iter_batches` turns them into normalized
+float batches at the proxy resolution, one batch at a time. Validation is always a seeded
+subset carved out of the training files, disjoint from the training part, so a search never
+looks at a data set's test split.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+IMAGEFOLDER_SIZE = 64
+_IDX_UINT8 = 0x08
+_STATS_CHUNK = 4096
+
+
+class DataError(ValueError):
+    """A missing or invalid data set; the one-line message says what is missing and how to get it."""
+
+
+@dataclass
+class DataSplit:
+    """A data set split into disjoint training and validation parts (uint8 images, int64 labels)."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+    in_chans: int
+    name: str
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]  # per channel, of the training part, in [0, 1] units
+    std: tuple[float, ...]
+    train_indices: torch.Tensor  # positions of the parts in the source training file
+    val_indices: torch.Tensor
+
+    def normalization(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as 1 x C x 1 x 1 float tensors on `device`, for `prepare_images`."""
+        shape = (1, self.in_chans, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(shape)
+        std = torch.tensor(self.std, dtype=torch.float32, device=device).view(shape)
+        return mean, std
+
+
+def load_dataset(name: str = "fashion-mnist", data_dir: str | Path | None = None, *,
+                 val_images: int = 2000, seed: int = 0) -> DataSplit:
+    """Load a data set and split its training files into training and a seeded validation subset."""
+    if name == "fashion-mnist":
+        images, labels = _fashion_mnist(str(Path(data_dir or FASHION_MNIST_DIR).resolve()))
+    elif name == "cifar10":
+        images, labels = _cifar10(_required_dir(name, data_dir))
+    elif name == "imagefolder":
+        images, labels = _imagefolder(_required_dir(name, data_dir))
+    else:
+        raise DataError(f"unknown data set {name!r}; accepted names: {', '.join(DATASETS)}")
+    return _split(name, images, labels, val_images, seed)
+
+
+def _required_dir(name: str, data_dir: str | Path | None) -> Path:
+    if data_dir is None:
+        raise DataError(f"data set {name!r} needs a folder: pass --data-dir (data_dir=...)")
+    return Path(data_dir)
+
+
+@functools.lru_cache(maxsize=4)
+def _fashion_mnist(folder: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Fashion-MNIST training file as (N x 1 x 28 x 28 uint8, N int64); cached per process."""
+    paths = [_find_idx(Path(folder), stem) for stem in FASHION_MNIST_FILES]
+    images, labels = (_read_idx(p) for p in paths)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"Fashion-MNIST files under {folder} disagree: images {images.shape}, "
+                        f"labels {labels.shape}")
+    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def _find_idx(folder: Path, stem: str) -> Path:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"Fashion-MNIST not found under {folder} (no {stem}[.gz]); install it with "
+        f"`apt-get install dataset-fashion-mnist` or pass --data-dir with the idx files"
+    )
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Parse an idx file (gzipped or not) of unsigned bytes into a writable numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}; re-install the data set or pass --data-dir") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UINT8:
+        raise DataError(f"{path} is not an idx file of unsigned bytes; re-install the data set")
+    ndim = raw[3]
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated: header says {shape}, found {len(raw) - offset} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape).copy()
+
+
+def _cifar10(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        ds = CIFAR10(root=str(folder), train=True, download=False)
+    except RuntimeError as exc:
+        raise DataError(
+            f"CIFAR-10 not found under {folder}; download the python version "
+            f"(cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html) and "
+            f"extract it so that {folder / 'cifar-10-batches-py'} exists, or pass --data-dir"
+        ) from exc
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+
+def _imagefolder(folder: Path, size: int = IMAGEFOLDER_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of an ImageFolder tree as RGB, resized once to size x size."""
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    hint = "expected DATA_DIR/<class>/<image files>; pass --data-dir"
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} not found; {hint}")
+    try:
+        ds = ImageFolder(str(folder), transform=transforms.Resize((size, size)))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"no images found under {folder}; {hint}") from exc
+    if len(ds) < 2:
+        raise DataError(f"image folder {folder} holds {len(ds)} image(s), need at least 2; {hint}")
+    arrays = [np.asarray(img.convert("RGB"), dtype=np.uint8) for img, _ in ds]
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+
+def _split(name: str, images: torch.Tensor, labels: torch.Tensor, val_images: int, seed: int) -> DataSplit:
+    """Carve a seeded validation subset out of the training images, disjoint from the rest."""
+    n = len(images)
+    if not 1 <= val_images < n:
+        raise DataError(f"val_images={val_images} must be in [1, {n - 1}] for {name} ({n} training images)")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:val_images].sort().values, order[val_images:].sort().values
+    train_x = images[train_idx]
+    mean, std = _channel_stats(train_x)
+    return DataSplit(
+        train_x=train_x, train_y=labels[train_idx], val_x=images[val_idx], val_y=labels[val_idx],
+        num_classes=int(labels.max()) + 1, in_chans=images.shape[1], name=name,
+        image_size=(images.shape[2], images.shape[3]), mean=mean, std=std,
+        train_indices=train_idx, val_indices=val_idx,
+    )
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] units, accumulated in float64 chunks."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), _STATS_CHUNK):
+        chunk = images[start:start + _STATS_CHUNK].to(torch.float64) / 255.0
+        total += chunk.sum(dim=(0, 2, 3))
+        squares += chunk.square().sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def prepare_images(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, res: int | None = None) -> torch.Tensor:
+    """uint8 N x C x H x W -> normalized float, bilinearly resized to res x res only when it differs."""
+    x = x.float().div_(255.0).sub_(mean).div_(std)
+    if res is not None and tuple(x.shape[-2:]) != (res, res):
+        x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+    return x
+
+
+def iter_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, mean: torch.Tensor,
+                 std: torch.Tensor, res: int | None = None,
+                 order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (float images, labels) batches in `order` (default: as stored), prepared on the fly."""
+    n = len(images) if order is None else len(order)
+    for start in range(0, n, batch_size):
+        if order is None:
+            x, y = images[start:start + batch_size], labels[start:start + batch_size]
+        else:
+            idx = order[start:start + batch_size]
+            x, y = images[idx], labels[idx]
+        yield prepare_images(x, mean, std, res), y
+
+
+__all__ = ["DATASETS", "DataError", "DataSplit", "iter_batches", "load_dataset", "prepare_images"]
