@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from typing import Any, Callable
 
@@ -140,6 +141,146 @@ def _cost_all(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- search, runs
+
+@command("search")
+def cmd_search(args: argparse.Namespace) -> int:
+    from fatnas.search import run_search
+    from fatnas.store import create_run, open_run
+
+    if args.resume:
+        run = open_run(args.resume)
+        settings = _resume_settings(run, args)
+        data = _load_data(settings)
+    else:
+        settings = _search_settings(args)
+        data = _load_data(settings)  # a missing data set fails before any run folder exists
+        run = _create_search_run(args, settings, create_run)
+    print(f"run {run.id}: {run.path}")
+    print(f"budget: {settings.budget.describe()}; space {settings.space.name} "
+          f"({settings.space.size():.3g} points); sampler {settings.sampler}; seed {settings.seed}")
+    print(f"proxy: {settings.dataset} at {settings.proxy.res}px, {settings.proxy.images_per_trial} images per trial "
+          f"on {settings.device} (proxy accuracy, not ImageNet accuracy)")
+    front = run_search(run, settings, backend=args.backend, data=data, progress=not args.quiet,
+                       **_backend_options(args))
+    _print_front(run, front, settings)
+    return 0
+
+
+def _search_settings(args: argparse.Namespace):
+    from fatnas.cost import parse_budget
+    from fatnas.proxy import ProxySettings
+    from fatnas.search import SearchSettings
+    from fatnas.search.optuna_backend import SAMPLERS
+    from fatnas.space import load_space
+
+    space = load_space(args.space)
+    budget = parse_budget(args.budget or [], res=space.resolution)
+    if args.sampler not in SAMPLERS:
+        raise FatnasError(f"unknown sampler {args.sampler!r}; accepted: {', '.join(SAMPLERS)}")
+    _check_device(args.device)
+    _check_positive(trials=args.trials, proxy_res=args.proxy_res, proxy_images=args.proxy_images,
+                    proxy_epochs=args.proxy_epochs, batch_size=args.batch_size, timeout=args.timeout)
+    proxy_values = dict(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
+                        batch_size=args.batch_size)
+    proxy = ProxySettings(seed=args.seed, device=args.device,
+                          **{k: v for k, v in proxy_values.items() if v is not None})
+    return SearchSettings(space=space, budget=budget, proxy=proxy, trials=args.trials or 24,
+                          timeout_s=args.timeout, sampler=args.sampler, seed=args.seed, dataset=args.dataset,
+                          data_dir=args.data_dir, references=not args.no_references,
+                          early_stopping=not args.no_early_stopping)
+
+
+def _resume_settings(run, args: argparse.Namespace):
+    from fatnas.search import settings_from_meta
+
+    meta = run.read_meta()
+    if meta.get("kind") != "search":
+        raise FatnasError(f"run {run.id!r} is not a search run; --resume takes a search run id")
+    if meta.get("backend", "optuna") != args.backend:
+        raise FatnasError(f"run {run.id!r} used backend {meta.get('backend')!r}; resume it with --backend {meta.get('backend')}")
+    _check_positive(trials=args.trials, timeout=args.timeout)
+    return settings_from_meta(meta, trials=args.trials, timeout_s=args.timeout)
+
+
+def _create_search_run(args: argparse.Namespace, settings, create_run):
+    from fatnas.search import record_run
+    from fatnas.store import new_run_id
+
+    run = create_run(args.run_id or new_run_id())
+    try:
+        record_run(run, settings, args.backend)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return run
+
+
+def _load_data(settings):
+    from fatnas.data import DataError, load_dataset
+
+    try:
+        return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
+    except DataError as exc:
+        raise FatnasError(str(exc)) from None
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {}
+
+
+def _print_front(run, front, settings) -> None:
+    from fatnas.cost import format_flops
+
+    columns = ["trial", "accuracy", "latency_ms", "params", "flops"]
+    print(f"\nPareto front ({len(front)} trials; accuracy = proxy accuracy on {settings.dataset}, "
+          f"latency on {settings.device} at {settings.space.resolution}px, FLOPs = fvcore total at "
+          f"{settings.space.resolution}px):")
+    table = front[columns].copy() if not front.empty else front
+    refs = run.references()
+    if not refs.empty:
+        refs = refs[refs["state"] == "REFERENCE"].assign(trial=lambda d: d["name"])[columns]
+        table = pd_concat(table, refs)
+    if not table.empty:
+        table["flops"] = table["flops"].map(format_flops)
+        table["params"] = table["params"].map(lambda p: f"{p / 1e6:.2f}M")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    trials = run.trials()
+    counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
+    print(f"trials: {counts}; files in {run.path}")
+
+
+def pd_concat(*frames):
+    import pandas as pd
+
+    return pd.concat([f for f in frames if not f.empty], ignore_index=True)
+
+
+@command("runs")
+def cmd_runs(args: argparse.Namespace) -> int:
+    from fatnas.store import list_runs
+
+    rows = []
+    for run in list_runs():
+        meta, trials = run.read_meta(), run.trials()
+        counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
+        rows.append(dict(run=run.id, kind=meta.get("kind", "?"), backend=meta.get("backend", "-"),
+                         budget=meta.get("budget_text", "-"), complete=counts.get("COMPLETE", 0),
+                         stopped=counts.get("PRUNED", 0), failed=counts.get("FAIL", 0),
+                         infeasible=counts.get("INFEASIBLE", 0), front=len(run.pareto())))
+    if not rows:
+        print("no runs yet; start one with: python cli.py search --budget 2GFLOPs")
+        return 0
+    print(_table(rows))
+    return 0
+
+
+def _check_positive(**values: Any) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise FatnasError(f"--{name.replace('_', '-')} {value}: must be a positive number")
+
+
 def _check_device(device: str) -> None:
     if device == "cuda":
         import torch
@@ -174,6 +315,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--fvcore", action="store_true", help="cross-check the analytic FLOPs by tracing with fvcore")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("search", help="search the space for accuracy-latency Pareto fronts under a budget")
+    p.add_argument("--budget", action="append", metavar="B",
+                   help="hard limit, repeatable: 2GFLOPs (fvcore total at the space's resolution), 5Mparams, 20ms")
+    p.add_argument("--space", default=None, help="space name in search_spaces/ or a YAML path (default: fat)")
+    p.add_argument("--trials", type=int, default=None, help="trained trials to reach (default 24)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
+    p.add_argument("--backend", choices=("optuna", "ray"), default="optuna")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--resume", default=None, metavar="ID", help="continue an interrupted run")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10 or imagefolder")
+    p.add_argument("--data-dir", default=None, help="folder of the data set (CIFAR-10 or ImageFolder)")
+    p.add_argument("--proxy-res", type=int, default=None, help="proxy training resolution")
+    p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trial")
+    p.add_argument("--proxy-epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--no-references", action="store_true", help="skip evaluating fat_b0..b3")
+    p.add_argument("--no-early-stopping", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("runs", help="list runs with budget, trial counts and front size")
     return parser
 
 

@@ -1,0 +1,103 @@
+"""Architecture search: one interface, `run_search`, over swappable backends (Optuna, Ray Tune).
+
+Both backends write the same run folder: run.yaml, trials.csv, pareto.csv, references.csv
+and configs/; Optuna's study.db or Ray's results folder hold each backend's own state.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pandas as pd
+
+from ..config import FATConfig
+from ..cost import Budget, parse_budget
+from ..data import DataSplit, load_dataset
+from ..proxy import ProxySettings, configure_threads
+from ..space import SearchSpace, load_space, space_from_dict
+from ..store import Run, environment_info
+from ..variants import PUBLISHED, get_config
+from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
+
+BACKENDS = ("optuna", "ray")
+
+
+def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
+    """The run.yaml view of the settings (round-trips through `settings_from_meta`)."""
+    return dict(space=settings.space.to_dict(), space_source=settings.space.source,
+                budget=settings.budget.to_dict(), budget_text=settings.budget.describe(),
+                proxy=settings.proxy.to_dict(), trials=settings.trials, timeout_s=settings.timeout_s,
+                sampler=settings.sampler, seeds=dict(sampler=settings.seed, proxy=settings.proxy.seed,
+                                                     data_split=settings.seed),
+                dataset=settings.dataset, data_dir=settings.data_dir,
+                latency=dict(warmup=settings.latency_warmup, repeats=settings.latency_repeats,
+                             device=settings.device, resolution=settings.space.resolution),
+                references=settings.references, early_stopping=settings.early_stopping)
+
+
+def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
+    """Rebuild the settings of a recorded run (for --resume), with some values changed."""
+    space = space_from_dict(meta["space"], source=meta.get("space_source", "run.yaml"))
+    budget = Budget(**meta["budget"])
+    values = dict(space=space, budget=budget, proxy=ProxySettings(**meta["proxy"]), trials=meta["trials"],
+                  timeout_s=meta.get("timeout_s"), sampler=meta["sampler"], seed=meta["seeds"]["sampler"],
+                  dataset=meta["dataset"], data_dir=meta.get("data_dir"),
+                  latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
+                  references=meta.get("references", True), early_stopping=meta.get("early_stopping", True))
+    values.update({k: v for k, v in changes.items() if v is not None})
+    return SearchSettings(**values)
+
+
+def record_run(run: Run, settings: SearchSettings, backend: str, argv: list[str] | None = None) -> None:
+    """Write run.yaml: command, settings, seeds, versions and hardware."""
+    meta = dict(id=run.id, kind="search", backend=backend,
+                command=" ".join(argv if argv is not None else sys.argv), **settings_to_meta(settings),
+                **environment_info())
+    meta["flop_convention"] = f"fvcore total at {settings.space.resolution}x{settings.space.resolution}, " \
+                              "1 multiply-add = 1 FLOP"
+    meta["accuracy_note"] = f"proxy accuracy on {settings.dataset}; not ImageNet accuracy"
+    run.write_meta(meta)
+
+
+def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> pd.DataFrame:
+    """Proxy-evaluate the published FATs that fit the budget, once per run (kept on resume)."""
+    done = run.references()
+    rows = done.to_dict("records") if not done.empty else []
+    names = {r["name"] for r in rows}
+    for name in PUBLISHED:
+        if name in names or not settings.references:
+            continue
+        ev = price(get_config(name).replace(drop_path_rate=settings.space.drop_path_rate), settings)
+        if not ev.infeasible:
+            time_candidate(ev, settings)
+        if not ev.infeasible:
+            train_candidate(ev, data, settings)
+        row = trial_row(-1, "REFERENCE" if not ev.infeasible else "OVER_BUDGET", ev.attrs(), ev.accuracy,
+                        ev.latency_ms)
+        rows.append(dict(name=name, **row))
+        run.write_table("references.csv", pd.DataFrame(rows))
+    return run.references()
+
+
+def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", progress: bool = True,
+               data: DataSplit | None = None, **backend_options: Any) -> pd.DataFrame:
+    """Run (or continue) a search in `run`; returns the Pareto front."""
+    configure_threads()
+    data = data if data is not None else load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
+    if settings.references:
+        evaluate_references(run, settings, data)
+    if backend == "optuna":
+        from .optuna_backend import OptunaSearch
+
+        OptunaSearch(run, settings, data, progress=progress).optimize()
+    elif backend == "ray":
+        from .ray_backend import RaySearch
+
+        RaySearch(run, settings, progress=progress, **backend_options).optimize()
+    else:
+        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    return run.pareto()
+
+
+__all__ = ["BACKENDS", "SearchSettings", "evaluate_references", "load_space", "parse_budget", "record_run",
+           "run_search", "settings_from_meta", "settings_to_meta", "FATConfig", "SearchSpace"]

@@ -1,0 +1,142 @@
+"""What every search backend does with one candidate: price it, check the budget, time it, train it.
+
+The budget is checked analytically before any training (and latency, when limited, is
+measured before training too), so no time is spent on infeasible networks.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..config import NUM_STAGES, STAGE_FIELDS, FATConfig
+from ..cost import Budget, Cost, analytic_cost, measure_latency
+from ..data import DataSplit
+from ..model import FAT
+from ..proxy import ProxySettings, train_proxy
+from ..space import SearchSpace
+
+Report = Callable[[int, float], bool]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything that defines a search, recorded in run.yaml."""
+
+    space: SearchSpace
+    budget: Budget
+    proxy: ProxySettings
+    trials: int = 24
+    timeout_s: float | None = None
+    sampler: str = "tpe"
+    seed: int = 0
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    latency_warmup: int = 2
+    latency_repeats: int = 7
+    references: bool = True
+    early_stopping: bool = True
+
+    @property
+    def device(self) -> str:
+        return self.proxy.device
+
+
+@dataclass
+class Evaluation:
+    """The measured facts about one candidate (one row of trials.csv, less the trial state)."""
+
+    config: FATConfig
+    cost: Cost
+    latency_ms: float | None = None
+    infeasible: list[str] = field(default_factory=list)
+    accuracy: float | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    stopped_early: bool = False
+
+    def attrs(self) -> dict[str, Any]:
+        """Plain values stored with the trial (Optuna user attrs / Ray results)."""
+        return dict(config=self.config.to_dict(), params=self.cost.params, flops=self.cost.flops,
+                    flops_conv=self.cost.flops_by_operator["conv"], latency_ms=self.latency_ms,
+                    infeasible="; ".join(self.infeasible), curve=[list(p) for p in self.curve],
+                    train_seconds=self.train_seconds, images_seen=self.images_seen)
+
+
+def price(cfg: FATConfig, settings: SearchSettings) -> Evaluation:
+    """Analytic cost at the space's resolution and the budget check on it (no module built)."""
+    cost = analytic_cost(cfg, settings.space.resolution)
+    return Evaluation(config=cfg, cost=cost, infeasible=settings.budget.violations(cost))
+
+
+def time_candidate(ev: Evaluation, settings: SearchSettings) -> Evaluation:
+    """Median forward latency at the target resolution; a latency budget is checked here."""
+    stats = measure_latency(FAT(ev.config), res=settings.space.resolution, in_chans=ev.config.in_chans,
+                            device=settings.device, warmup=settings.latency_warmup,
+                            repeats=settings.latency_repeats)
+    ev.latency_ms = stats.median_ms
+    ev.infeasible = settings.budget.violations(ev.cost, ev.latency_ms)
+    return ev
+
+
+def train_candidate(ev: Evaluation, data: DataSplit, settings: SearchSettings,
+                    report: Report | None = None) -> Evaluation:
+    """Proxy-train the candidate; `report(checkpoint, accuracy)` returning True stops it early."""
+    start = time.perf_counter()
+    result = train_proxy(ev.config, data, settings.proxy, report)
+    ev.accuracy, ev.curve, ev.stopped_early = result.accuracy, list(result.curve), result.pruned
+    ev.images_seen, ev.train_seconds = result.images_seen, time.perf_counter() - start
+    return ev
+
+
+class MedianStopper:
+    """Stop a trial whose accuracy at a checkpoint is below the median of its cost peers there.
+
+    Cost is known before training, so comparing accuracy among trials of comparable FLOPs
+    (within a factor `band`) is sound for a two-objective search: a cheap network is never
+    stopped for losing to expensive ones.
+    """
+
+    def __init__(self, min_peers: int = 4, band: float = 2.0, first_checkpoint: int = 1) -> None:
+        self.min_peers, self.band, self.first_checkpoint = min_peers, band, first_checkpoint
+
+    def should_stop(self, flops: int, checkpoint: int, accuracy: float,
+                    finished: list[tuple[int, list[tuple[int, float]]]], last_checkpoint: bool) -> bool:
+        """`finished` holds (flops, curve) of earlier trained trials."""
+        if last_checkpoint or checkpoint < self.first_checkpoint:
+            return False
+        peers = [curve[checkpoint][1] for f, curve in finished
+                 if len(curve) > checkpoint and 1 / self.band <= f / flops <= self.band]
+        if len(peers) < self.min_peers:
+            return False
+        return accuracy < statistics.median(peers)
+
+
+def config_columns(cfg: FATConfig) -> dict[str, Any]:
+    """One column per stage value: widths_0 .. ffn_kernels_3."""
+    return {f"{name}_{s}": getattr(cfg, name)[s] for name in STAGE_FIELDS for s in range(NUM_STAGES)}
+
+
+def trial_row(number: int, state: str, attrs: dict[str, Any], accuracy: float | None,
+              latency_ms: float | None, error: str = "") -> dict[str, Any]:
+    """One row of trials.csv, the same for every backend."""
+    cfg = FATConfig.from_dict(attrs["config"]) if attrs.get("config") else None
+    row: dict[str, Any] = dict(
+        trial=number, state=state, accuracy=accuracy, latency_ms=latency_ms,
+        params=attrs.get("params"), flops=attrs.get("flops"), flops_conv=attrs.get("flops_conv"),
+        train_seconds=attrs.get("train_seconds"), images_seen=attrs.get("images_seen"),
+        checkpoints=len(attrs.get("curve") or []), infeasible=attrs.get("infeasible", ""), error=error,
+    )
+    if cfg is not None:
+        row.update(config_columns(cfg))
+    row["curve"] = json.dumps(attrs.get("curve") or [])
+    row["config"] = json.dumps(attrs.get("config") or {})
+    return row
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

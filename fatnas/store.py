@@ -1,0 +1,226 @@
+"""The run store: `runs/<run-id>/` with run.yaml, study.db, trials.csv, pareto.csv and configs.
+
+study.db (Optuna's SQLite storage) is the source of truth for trials; the CSV files are
+rewritten from it after every trial, so a killed search loses nothing that had finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+
+from .config import FATConfig
+from .errors import FatnasError
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+OBJECTIVES = (("accuracy", "max"), ("latency_ms", "min"))
+
+
+class RunError(FatnasError):
+    """A missing, malformed or clashing run."""
+
+
+def runs_root() -> Path:
+    """Where runs live: $FATNAS_RUNS_DIR, else `runs/` in the current directory."""
+    return Path(os.environ.get("FATNAS_RUNS_DIR", "runs"))
+
+
+def new_run_id(prefix: str = "search") -> str:
+    return f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_PATTERN.match(run_id):
+        raise RunError(f"run id {run_id!r} is malformed; use letters, digits, '_', '-', '.' (at most 100)")
+    return run_id
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def storage_url(self) -> str:
+        return f"sqlite:///{(self.path / 'study.db').resolve()}"
+
+    def read_meta(self) -> dict[str, Any]:
+        meta_path = self.path / "run.yaml"
+        if not meta_path.is_file():
+            raise RunError(f"run {self.id!r} has no run.yaml; it is not a fatnas run folder")
+        return yaml.safe_load(meta_path.read_text()) or {}
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "run.yaml", yaml.safe_dump(meta, sort_keys=False))
+
+    def update_meta(self, **changes: Any) -> None:
+        meta = self.read_meta()
+        meta.update(changes)
+        self.write_meta(meta)
+
+    def write_table(self, name: str, table: pd.DataFrame) -> None:
+        atomic_write_text(self.path / name, table.to_csv(index=False))
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        path = self.path / name
+        if not path.is_file():
+            return pd.DataFrame()
+        return pd.read_csv(path)
+
+    def trials(self) -> pd.DataFrame:
+        return self.read_table("trials.csv")
+
+    def pareto(self) -> pd.DataFrame:
+        return self.read_table("pareto.csv")
+
+    def references(self) -> pd.DataFrame:
+        return self.read_table("references.csv")
+
+    def write_config(self, name: str, cfg: FATConfig, source: dict[str, Any]) -> Path:
+        path = self.path / "configs" / f"{name}.yaml"
+        atomic_write_text(path, yaml.safe_dump({"config": cfg.to_dict(), "source": source}, sort_keys=False))
+        return path
+
+
+def create_run(run_id: str, root: Path | None = None) -> Run:
+    """A new, empty run folder; an existing id is an error."""
+    path = (root or runs_root()) / check_run_id(run_id)
+    if path.exists():
+        raise RunError(f"run {run_id!r} already exists in {path.parent}; pick another --run-id or --resume it")
+    path.mkdir(parents=True)
+    return Run(path)
+
+
+def open_run(run_id: str, root: Path | None = None) -> Run:
+    """An existing run by id (or path); a missing one lists the known runs."""
+    candidate = Path(run_id)
+    path = candidate if (candidate / "run.yaml").is_file() else (root or runs_root()) / run_id
+    if not (path / "run.yaml").is_file():
+        known = ", ".join(r.id for r in list_runs(root)) or "none"
+        raise RunError(f"run {run_id!r} not found in {root or runs_root()}; known runs: {known}")
+    return Run(path)
+
+
+def list_runs(root: Path | None = None) -> list[Run]:
+    root = root or runs_root()
+    if not root.is_dir():
+        return []
+    return [Run(p) for p in sorted(root.iterdir()) if (p / "run.yaml").is_file()]
+
+
+def pareto_mask(table: pd.DataFrame, objectives: Iterable[tuple[str, str]] = OBJECTIVES) -> pd.Series:
+    """True for rows no other row dominates (at least as good in all objectives, better in one)."""
+    signs = {"max": -1.0, "min": 1.0}
+    cols = [(c, signs[d]) for c, d in objectives]
+    values = [[row[c] * s for c, s in cols] for _, row in table.iterrows()]
+    mask = []
+    for i, a in enumerate(values):
+        dominated = any(all(b[k] <= a[k] for k in range(len(a))) and any(b[k] < a[k] for k in range(len(a)))
+                        for j, b in enumerate(values) if j != i)
+        mask.append(not dominated)
+    return pd.Series(mask, index=table.index, dtype=bool)
+
+
+def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials on the accuracy-latency front, cheapest first."""
+    if trials.empty or "state" not in trials:
+        return trials.iloc[0:0]
+    done = trials[trials["state"] == "COMPLETE"].dropna(subset=["accuracy", "latency_ms"])
+    if done.empty:
+        return done
+    return done[pareto_mask(done)].sort_values("latency_ms").reset_index(drop=True)
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and hardware to record with every run."""
+    import optuna
+    import torch
+
+    info: dict[str, Any] = {
+        "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__), "optuna": str(optuna.__version__),
+                     "fatnas": _fatnas_version(), "git": _git_commit()},
+        "hardware": {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads(),
+                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }
+    return info
+
+
+def _fatnas_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("fatnas")
+    except Exception:  # not installed, e.g. run from a source tree
+        return "source"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rewrite trials.csv, pareto.csv and one config YAML per front member; returns the front."""
+    trials = pd.DataFrame(rows)
+    run.write_table("trials.csv", trials)
+    front = pareto_front(trials)
+    run.write_table("pareto.csv", front)
+    keep = set()
+    for _, row in front.iterrows():
+        name = f"trial_{int(row['trial'])}"
+        keep.add(f"{name}.yaml")
+        run.write_config(name, FATConfig.from_dict(json.loads(row["config"])), dict(
+            run=run.id, trial=int(row["trial"]), proxy_accuracy=float(row["accuracy"]),
+            latency_ms=float(row["latency_ms"]), params=int(row["params"]), flops=int(row["flops"])))
+    for stale in (run.path / "configs").glob("*.yaml"):
+        if stale.name not in keep:
+            stale.unlink()
+    return front
