@@ -163,6 +163,9 @@ def _per_stage_choices(source: str, key: str, value: Any) -> tuple[tuple[Any, ..
             raise SpaceError(f"space {source}: {key}[{s}]: empty choices; give at least one value")
         if len(set(options)) != len(options):
             raise SpaceError(f"space {source}: {key}[{s}]: repeated choices {options}")
+        for option in options:
+            if key in ("head_dims", "heads") and not _positive_int(option):
+                raise SpaceError(f"space {source}: {key}[{s}] = {option!r}: must be an integer >= 1")
     return tuple(tuple(options) for options in per_stage)
 
 
@@ -174,8 +177,6 @@ def _check_every_choice(space: SearchSpace) -> None:
             for option in options:
                 values = {k: list(v) for k, v in first.items()}
                 values[key][s] = option
-                if key in ("head_dims", "heads") and (not _positive_int(option)):
-                    raise SpaceError(f"space {space.source}: {key}[{s}] = {option!r}: must be an integer >= 1")
                 try:
                     space.to_config(values)
                 except ConfigError as exc:

@@ -1,0 +1,32 @@
+"""Shared fixtures: tests write only into temporary folders."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_SPACE = ROOT / "tests" / "data" / "tiny_space.yaml"
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# fast proxy settings for search tests
+TINY_PROXY = ["--proxy-images", "128", "--proxy-epochs", "1", "--batch-size", "32"]
+
+needs_fashion_mnist = pytest.mark.skipif(not FASHION_MNIST.is_dir(),
+                                         reason="apt-get install dataset-fashion-mnist (make test does)")
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Runs and exported variants go to a temporary folder, never to runs/ or variants/."""
+    monkeypatch.setenv("FATNAS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("FATNAS_VARIANTS_DIR", str(tmp_path / "variants"))
+    return tmp_path
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python cli.py ARGS` in a subprocess with the test's environment."""
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ), cwd=ROOT)

@@ -1,0 +1,183 @@
+"""Search end to end: run files, budget, resume after kill -9, failed trials, seeds, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fatnas.config import FATConfig
+from fatnas.cost import fvcore_cost, parse_budget
+from fatnas.model import FAT
+from fatnas.proxy import ProxySettings
+from fatnas.search import SearchSettings, run_search
+from fatnas.search.evaluate import MedianStopper
+from fatnas.space import load_space
+from fatnas.store import create_run, open_run, pareto_mask
+
+from .conftest import ROOT, TINY_PROXY, TINY_SPACE, needs_fashion_mnist, run_cli
+
+BUDGET = "40MFLOPs"  # at the tiny space's 64 px: excludes some of its points
+SCHEMA = {"trial", "state", "accuracy", "latency_ms", "params", "flops", "train_seconds", "curve", "config",
+          "widths_0", "depths_3", "heads_2", "kernels_1", "windows_0", "ffn_ratios_3", "ffn_kernels_0"}
+
+
+def tiny_settings(**changes) -> SearchSettings:
+    space = load_space(TINY_SPACE)
+    values = dict(space=space, budget=parse_budget(BUDGET, res=space.resolution),
+                  proxy=ProxySettings(train_images=128, epochs=1, batch_size=32, val_images=200),
+                  trials=4, sampler="random", latency_warmup=0, latency_repeats=1, references=False)
+    values.update(changes)
+    return SearchSettings(**values)
+
+
+@needs_fashion_mnist
+def test_cli_search_writes_the_run_files_and_a_front_within_budget(isolated_dirs):
+    out = run_cli("search", "--budget", BUDGET, "--space", str(TINY_SPACE), "--trials", "5", "--run-id", "r1",
+                  "--quiet", *TINY_PROXY)
+    assert out.returncode == 0, out.stderr
+    assert "Pareto front" in out.stdout and "fvcore total at 64px" in out.stdout
+    run = open_run("r1")
+    assert {p.name for p in run.path.iterdir()} >= {"run.yaml", "study.db", "trials.csv", "pareto.csv", "configs"}
+    meta = run.read_meta()
+    assert meta["seeds"] == {"sampler": 0, "proxy": 0, "data_split": 0}
+    assert {"torch", "optuna", "python"} <= set(meta["versions"]) and meta["hardware"]["cpu_count"] >= 1
+    assert "search" in meta["command"]
+    trials = run.trials()
+    assert SCHEMA <= set(trials.columns)
+    assert trials["state"].isin(["COMPLETE", "PRUNED"]).sum() == 5
+    front = run.pareto()
+    assert len(front) >= 1
+    assert sorted(p.stem for p in (run.path / "configs").glob("*.yaml")) == sorted(f"trial_{t}" for t in front["trial"])
+    budget = parse_budget(BUDGET)
+    for _, row in front.iterrows():
+        cfg = FATConfig.from_dict(json.loads(row["config"]))
+        assert row["flops"] <= budget.max_flops
+        assert fvcore_cost(FAT(cfg), cfg.in_chans, 64).flops == row["flops"] <= budget.max_flops
+    listing = run_cli("runs")
+    assert listing.returncode == 0 and "r1" in listing.stdout and "40.00 MFLOPs" in listing.stdout
+
+
+@needs_fashion_mnist
+def test_infeasible_draws_are_never_trained(isolated_dirs):
+    run = create_run("r2")
+    run_search(run, tiny_settings(trials=3), progress=False)
+    trials = run.trials()
+    infeasible = trials[trials["state"] == "INFEASIBLE"]
+    assert (infeasible["flops"] > parse_budget(BUDGET).max_flops).all()
+    assert infeasible["images_seen"].fillna(0).eq(0).all()
+    trained = trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
+    assert (trained["flops"] <= parse_budget(BUDGET).max_flops).all()
+
+
+@needs_fashion_mnist
+def test_same_seed_same_configs_and_another_seed_differs(isolated_dirs):
+    def configs(run_id: str, seed: int) -> list[str]:
+        run = create_run(run_id)
+        run_search(run, tiny_settings(seed=seed, sampler="random"), progress=False)
+        return list(run.trials()["config"])
+
+    assert configs("a", 3) == configs("b", 3)
+    assert configs("a2", 3) != configs("c", 4)
+
+
+@needs_fashion_mnist
+def test_tpe_start_up_draws_repeat_with_the_seed(isolated_dirs):
+    def configs(run_id: str) -> list[str]:
+        run = create_run(run_id)
+        run_search(run, tiny_settings(seed=1, sampler="tpe", trials=3), progress=False)
+        return list(run.trials()["config"])[:3]  # TPE's first 10 draws are seeded random ones
+
+    assert configs("t1") == configs("t2")
+
+
+@needs_fashion_mnist
+def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(isolated_dirs, monkeypatch):
+    import fatnas.search.evaluate as evaluate
+
+    real_train, calls = evaluate.train_proxy, []
+
+    def out_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("simulated out of memory")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "train_proxy", out_of_memory_once)
+    run = create_run("r3")
+    run_search(run, tiny_settings(trials=3), progress=False)
+    trials = run.trials()
+    failed = trials[trials["state"] == "FAIL"]
+    assert len(failed) == 1 and "simulated out of memory" in failed["error"].iloc[0]
+    assert trials["state"].isin(["COMPLETE", "PRUNED"]).sum() == 3
+
+
+@needs_fashion_mnist
+def test_kill_9_then_resume_loses_no_finished_trial(isolated_dirs):
+    runs = isolated_dirs / "runs"
+    cmd = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", BUDGET, "--space", str(TINY_SPACE),
+           "--trials", "6", "--run-id", "k", "--quiet", "--sampler", "random", "--proxy-images", "1024",
+           "--proxy-epochs", "1", "--batch-size", "32", "--no-references"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    trials_csv = runs / "k" / "trials.csv"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if trials_csv.is_file() and (pd.read_csv(trials_csv)["state"] == "COMPLETE").sum() >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search ended before it could be killed"
+    time.sleep(0.5)  # into the next trial's training
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = pd.read_csv(trials_csv)
+    finished = before[before["state"].isin(["COMPLETE", "PRUNED"])][["trial", "accuracy"]]
+    assert len(finished) >= 2
+
+    out = run_cli("search", "--resume", "k", "--quiet")
+    assert out.returncode == 0, out.stderr
+    after = open_run("k").trials()
+    kept = after.merge(finished, on="trial", suffixes=("", "_before"))
+    assert len(kept) == len(finished) and (kept["accuracy"] == kept["accuracy_before"]).all()
+    assert after["state"].isin(["COMPLETE", "PRUNED"]).sum() == 6
+    assert (after["state"] == "RUNNING").sum() == 0
+    interrupted = after[after["error"].fillna("").str.contains("interrupted")]
+    assert len(interrupted) <= 1 and (interrupted["state"] == "FAIL").all()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "2GB"], "malformed budget '2GB'; accepted forms"),
+    (["--budget", "2GFLOPs", "--space", "nope"], "search space 'nope' not found"),
+    (["--budget", "2GFLOPs", "--sampler", "cmaes"], "unknown sampler 'cmaes'; accepted: tpe, nsga2, gp, random"),
+    (["--budget", "2GFLOPs", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "CIFAR-10"),
+    (["--budget", "2GFLOPs", "--dataset", "mnist"], "unknown data set 'mnist'"),
+    (["--budget", "2GFLOPs", "--trials", "0"], "--trials 0: must be a positive number"),
+    (["--budget", "2GFLOPs", "--run-id", "bad/id"], "run id 'bad/id' is malformed"),
+    (["--resume", "missing-run"], "run 'missing-run' not found"),
+])
+def test_bad_search_input_exits_2_with_one_line_and_writes_nothing(isolated_dirs, args, message):
+    out = run_cli("search", *args)
+    assert out.returncode == 2
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    runs = isolated_dirs / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_median_stopper_compares_only_cost_peers():
+    stopper = MedianStopper(min_peers=3, band=2.0)
+    peers = [(100, [(1, 0.5), (2, 0.6)])] * 3 + [(1000, [(1, 0.9), (2, 0.95)])] * 5
+    assert stopper.should_stop(120, 1, 0.55, peers, last_checkpoint=False) is True
+    assert stopper.should_stop(120, 1, 0.65, peers, last_checkpoint=False) is False
+    assert stopper.should_stop(120, 1, 0.1, peers, last_checkpoint=True) is False  # never the final value
+    assert stopper.should_stop(120, 0, 0.1, peers, last_checkpoint=False) is False  # first checkpoint is free
+    assert stopper.should_stop(5000, 1, 0.1, peers, last_checkpoint=False) is False  # too few peers
+
+
+def test_pareto_mask_keeps_non_dominated_rows():
+    table = pd.DataFrame(dict(accuracy=[0.8, 0.7, 0.9, 0.6], latency_ms=[10.0, 5.0, 20.0, 6.0]))
+    assert list(pareto_mask(table)) == [True, True, True, False]
