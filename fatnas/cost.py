@@ -129,7 +129,8 @@ def parse_budget(texts: str | Iterable[str], res: int = 224) -> Budget:
     for text in texts:
         kind, value = _parse_one(text)
         if kind in limits:
-            raise BudgetError(f"budget {text!r}: a {kind} limit was already given; give each kind once")
+            raise BudgetError(f"budget {text!r}: a {kind} limit was already given; give each kind once "
+                              f"(accepted forms: {BUDGET_FORMS})")
         limits[kind] = value
     return Budget(res=res, **limits)
 
@@ -143,10 +144,9 @@ def _parse_one(text: str) -> tuple[str, Any]:
         raise BudgetError(f"budget {text!r} must be positive; accepted forms: {BUDGET_FORMS}")
     if m["time"]:
         return "max_latency_ms", number * (1.0 if m["time"].lower() == "ms" else 1000.0)
-    prefix = m["prefix"]
-    if prefix.lower() == "k":
-        prefix = "K"
-    value = int(round(number * _UNIT_PREFIX[prefix]))
+    value = int(round(number * _UNIT_PREFIX[m["prefix"].upper()]))
+    if value < 1:
+        raise BudgetError(f"budget {text!r} rounds to zero; accepted forms: {BUDGET_FORMS}")
     return ("max_flops" if m["unit"].lower().startswith("flop") else "max_params"), value
 
 
@@ -189,8 +189,26 @@ def measure_latency(model: nn.Module, *, res: int = 224, in_chans: int = 3, batc
                     repeats: int = 20, channels_last: bool = False) -> LatencyStats:
     """Time the forward pass under inference_mode; CUDA timing uses events and synchronization."""
     dev = torch.device(device)
+    previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        times = _forward_times(model, dev, res, in_chans, batch_size, warmup, repeats, channels_last)
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous_threads)
+    ordered = sorted(times)
+    mean = statistics.fmean(times)
+    return LatencyStats(
+        median_ms=statistics.median(times), p10_ms=_quantile(ordered, 0.1), p90_ms=_quantile(ordered, 0.9),
+        mean_ms=mean, cv=statistics.pstdev(times) / mean if mean else 0.0, device=str(dev),
+        batch_size=batch_size, res=res, threads=used_threads, repeats=repeats, samples_ms=times,
+    )
+
+
+def _forward_times(model: nn.Module, dev: torch.device, res: int, in_chans: int, batch_size: int,
+                   warmup: int, repeats: int, channels_last: bool) -> list[float]:
+    """Milliseconds of `repeats` timed forward passes after `warmup` untimed ones."""
     model = model.eval().to(dev)
     x = torch.randn(batch_size, in_chans, res, res, device=dev)
     if channels_last:
@@ -214,13 +232,7 @@ def measure_latency(model: nn.Module, *, res: int = 224, in_chans: int = 3, batc
                 t0 = time.perf_counter()
                 model(x)
                 times.append((time.perf_counter() - t0) * 1e3)
-    ordered = sorted(times)
-    mean = statistics.fmean(times)
-    return LatencyStats(
-        median_ms=statistics.median(times), p10_ms=_quantile(ordered, 0.1), p90_ms=_quantile(ordered, 0.9),
-        mean_ms=mean, cv=statistics.pstdev(times) / mean if mean else 0.0, device=str(dev),
-        batch_size=batch_size, res=res, threads=torch.get_num_threads(), repeats=repeats, samples_ms=times,
-    )
+    return times
 
 
 def peak_memory_bytes(model: nn.Module, *, res: int = 224, in_chans: int = 3, batch_size: int = 1,

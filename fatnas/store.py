@@ -160,6 +160,14 @@ def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:
     return done[pareto_mask(done)].sort_values("latency_ms").reset_index(drop=True)
 
 
+def hypervolume(front: pd.DataFrame, ref_latency_ms: float, ref_accuracy: float = 0.0) -> float:
+    """Area (accuracy x ms) the front dominates up to the reference point (ref_accuracy, ref_latency_ms)."""
+    pts = front[(front["latency_ms"] < ref_latency_ms) & (front["accuracy"] > ref_accuracy)]
+    pts = pts[pareto_mask(pts)].sort_values("latency_ms") if not pts.empty else pts
+    lat, acc = list(pts["latency_ms"]) + [ref_latency_ms], list(pts["accuracy"])
+    return float(sum((lat[i + 1] - lat[i]) * (acc[i] - ref_accuracy) for i in range(len(acc))))
+
+
 def environment_info() -> dict[str, Any]:
     """Versions and hardware to record with every run."""
     import optuna
