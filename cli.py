@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from typing import Any, Callable
 
-from fatnas.errors import FatnasError
+# OpenMP threads that spin while waiting stall badly when other processes share the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from fatnas.errors import FatnasError  # noqa: E402
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -180,7 +184,8 @@ def _search_settings(args: argparse.Namespace):
         raise FatnasError(f"unknown sampler {args.sampler!r}; accepted: {', '.join(SAMPLERS)}")
     _check_device(args.device)
     _check_positive(trials=args.trials, proxy_res=args.proxy_res, proxy_images=args.proxy_images,
-                    proxy_epochs=args.proxy_epochs, batch_size=args.batch_size, timeout=args.timeout)
+                    proxy_epochs=args.proxy_epochs, batch_size=args.batch_size, timeout=args.timeout,
+                    threads=args.threads)
     proxy_values = dict(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
                         batch_size=args.batch_size)
     proxy = ProxySettings(seed=args.seed, device=args.device,
@@ -188,7 +193,7 @@ def _search_settings(args: argparse.Namespace):
     return SearchSettings(space=space, budget=budget, proxy=proxy, trials=args.trials or 24,
                           timeout_s=args.timeout, sampler=args.sampler, seed=args.seed, dataset=args.dataset,
                           data_dir=args.data_dir, references=not args.no_references,
-                          early_stopping=not args.no_early_stopping)
+                          early_stopping=not args.no_early_stopping, threads=args.threads)
 
 
 def _resume_settings(run, args: argparse.Namespace):
@@ -275,6 +280,39 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- dashboard, export
+
+@command("dashboard")
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from fatnas.dashboard import write_dashboard
+    from fatnas.store import open_run
+
+    runs = [open_run(r) for r in args.runs]
+    path = write_dashboard(runs, args.output)
+    print(f"dashboard of {', '.join(r.id for r in runs)}: {path}")
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from fatnas.export import export_pareto, export_trial
+    from fatnas.store import open_run
+
+    if args.pareto == (args.trial is not None):
+        raise FatnasError("export: give --trial N --name NAME, or --pareto [--prefix P]")
+    if args.pareto and args.name:
+        raise FatnasError("export --pareto names variants PREFIX<trial> (--prefix); --name goes with --trial")
+    if args.trial is not None and (not args.name or args.prefix):
+        raise FatnasError("export --trial N needs --name NAME (and takes no --prefix)")
+    run = open_run(args.run)
+    done = (export_pareto(run, prefix=args.prefix, force=args.force) if args.pareto
+            else [export_trial(run, args.trial, args.name, force=args.force)])
+    for e in done:
+        print(f"{e.name}: run {e.source['run']} trial {e.source['trial']}, proxy accuracy "
+              f"{e.source['proxy_accuracy']:.4f}, {e.source['params'] / 1e6:.3f}M params -> {e.path}")
+    return 0
+
+
 def _check_positive(**values: Any) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
@@ -336,9 +374,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-references", action="store_true", help="skip evaluating fat_b0..b3")
     p.add_argument("--no-early-stopping", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per trial, for timing and training (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("runs", help="list runs with budget, trial counts and front size")
+
+    p = sub.add_parser("dashboard", help="one self-contained HTML page of runs' fronts, costs and trials")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or folders); several are overlaid")
+    p.add_argument("-o", "--output", default=None, help="HTML file (default: runs/<first run>/dashboard.html)")
+
+    p = sub.add_parser("export", help="write searched configs as named variants (create_model, show, cost)")
+    p.add_argument("run", metavar="RUN", help="run id (or folder)")
+    p.add_argument("--trial", type=int, default=None, help="a COMPLETE trial number; needs --name")
+    p.add_argument("--name", default=None, help="variant name: lowercase letters, digits, '_'")
+    p.add_argument("--pareto", action="store_true", help="export every Pareto-front trial as PREFIX<trial>")
+    p.add_argument("--prefix", default=None, help="name prefix for --pareto (default: <run id>_t)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing exported variant")
     return parser
 
 

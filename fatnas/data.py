@@ -22,7 +22,8 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 IMAGEFOLDER_SIZE = 64
 _IDX_UINT8 = 0x08
-_STATS_CHUNK = 4096
+_STATS_IMAGES = 10_000  # normalization statistics come from the first training images
+_STATS_CHUNK = 2048
 
 
 class DataError(ValueError):
@@ -105,9 +106,10 @@ def _read_idx(path: Path) -> np.ndarray:
         raise DataError(f"cannot read {path}: {exc}; re-install the data set or pass --data-dir") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UINT8:
         raise DataError(f"{path} is not an idx file of unsigned bytes; re-install the data set")
-    ndim = raw[3]
+    ndim, offset = raw[3], 4 + 4 * raw[3]
+    if len(raw) < offset:
+        raise DataError(f"{path} is truncated inside its header; re-install the data set")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
-    offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(shape)):
         raise DataError(f"{path} is truncated: header says {shape}, found {len(raw) - offset} bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape).copy()
@@ -154,10 +156,11 @@ def _split(name: str, images: torch.Tensor, labels: torch.Tensor, val_images: in
         raise DataError(f"val_images={val_images} must be in [1, {n - 1}] for {name} ({n} training images)")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:val_images].sort().values, order[val_images:].sort().values
-    train_x = images[train_idx]
-    mean, std = _channel_stats(train_x)
+    train_x = images.index_select(0, train_idx)
+    mean, std = _channel_stats(train_x[:_STATS_IMAGES])
     return DataSplit(
-        train_x=train_x, train_y=labels[train_idx], val_x=images[val_idx], val_y=labels[val_idx],
+        train_x=train_x, train_y=labels[train_idx], val_x=images.index_select(0, val_idx),
+        val_y=labels[val_idx],
         num_classes=int(labels.max()) + 1, in_chans=images.shape[1], name=name,
         image_size=(images.shape[2], images.shape[3]), mean=mean, std=std,
         train_indices=train_idx, val_indices=val_idx,

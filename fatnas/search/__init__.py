@@ -31,7 +31,8 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                                                      data_split=settings.seed),
                 dataset=settings.dataset, data_dir=settings.data_dir,
                 latency=dict(warmup=settings.latency_warmup, repeats=settings.latency_repeats,
-                             device=settings.device, resolution=settings.space.resolution),
+                             device=settings.device, resolution=settings.space.resolution, batch_size=1),
+                threads=settings.threads,
                 references=settings.references, early_stopping=settings.early_stopping)
 
 
@@ -43,7 +44,8 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
                   timeout_s=meta.get("timeout_s"), sampler=meta["sampler"], seed=meta["seeds"]["sampler"],
                   dataset=meta["dataset"], data_dir=meta.get("data_dir"),
                   latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
-                  references=meta.get("references", True), early_stopping=meta.get("early_stopping", True))
+                  references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
+                  threads=meta.get("threads", 1))
     values.update({k: v for k, v in changes.items() if v is not None})
     return SearchSettings(**values)
 
@@ -82,7 +84,7 @@ def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> 
 def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", progress: bool = True,
                data: DataSplit | None = None, **backend_options: Any) -> pd.DataFrame:
     """Run (or continue) a search in `run`; returns the Pareto front."""
-    configure_threads()
+    configure_threads(settings.threads)
     data = data if data is not None else load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
     if settings.references:
         evaluate_references(run, settings, data)

@@ -39,6 +39,7 @@ class SearchSettings:
     latency_repeats: int = 7
     references: bool = True
     early_stopping: bool = True
+    threads: int = 1  # torch threads for timing and training (one per trial runs best on small CPUs)
 
     @property
     def device(self) -> str:
@@ -76,7 +77,7 @@ def price(cfg: FATConfig, settings: SearchSettings) -> Evaluation:
 def time_candidate(ev: Evaluation, settings: SearchSettings) -> Evaluation:
     """Median forward latency at the target resolution; a latency budget is checked here."""
     stats = measure_latency(FAT(ev.config), res=settings.space.resolution, in_chans=ev.config.in_chans,
-                            device=settings.device, warmup=settings.latency_warmup,
+                            device=settings.device, threads=settings.threads, warmup=settings.latency_warmup,
                             repeats=settings.latency_repeats)
     ev.latency_ms = stats.median_ms
     ev.infeasible = settings.budget.violations(ev.cost, ev.latency_ms)

@@ -1,0 +1,283 @@
+"""Proxy evaluation: a short, seeded training of a sampled FAT on a small task.
+
+`train_proxy` trains for `train_images * epochs` images with AdamW and a warmup + cosine
+schedule, evaluates on a fixed validation subset at `eval_every` checkpoints and lets a
+`report(checkpoint, accuracy)` callback (an Optuna pruner, say) stop it early. On CPU the
+result is deterministic for a given config, data split, settings and thread count.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import FATConfig
+from .data import DataSplit, iter_batches
+from .model import FAT
+
+Report = Callable[[int, float], bool]
+EVAL_BATCH = 500
+WARMUP_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """How one proxy trial trains: `train_images` distinct images, each seen `epochs` times."""
+
+    res: int = 28
+    train_images: int = 1024
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.0
+    eval_every: int = 4  # number of validation checkpoints spread over training
+    val_images: int = 500
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True  # bf16 (or fp16) autocast, CUDA only
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("res", "train_images", "epochs", "batch_size", "eval_every", "val_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ProxySettings.{name} = {getattr(self, name)!r}: must be >= 1")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"ProxySettings.device = {self.device!r}: expected 'cpu' or 'cuda[:N]'")
+
+    @property
+    def images_per_trial(self) -> int:
+        return self.train_images * self.epochs
+
+    def checkpoints(self, available_images: int) -> int:
+        """How many validation checkpoints a trial has, given the training images available."""
+        n_train = min(self.train_images, available_images)
+        steps = (n_train // min(self.batch_size, n_train)) * self.epochs
+        return min(self.eval_every, steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "ProxySettings":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class ProxyResult:
+    """What one proxy trial measured; `curve` holds (images seen, validation accuracy) per checkpoint."""
+
+    accuracy: float
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    train_seconds: float = 0.0  # training only; evaluations are in eval_seconds
+    eval_seconds: float = 0.0
+    images_seen: int = 0
+    pruned: bool = False
+    images_per_second: float = 0.0
+    train_loss: float = float("nan")  # mean training loss since the previous checkpoint
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads (default: the cores this process may run on); returns the count."""
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, threads))
+    return torch.get_num_threads()
+
+
+def train_proxy(cfg: FATConfig, data: DataSplit, settings: ProxySettings,
+                report: Report | None = None) -> ProxyResult:
+    """Train `cfg` briefly on `data` and return its validation accuracy; `report` returning True prunes."""
+    device = torch.device(settings.device)
+    rng_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        torch.manual_seed(settings.seed)
+        model = FAT(cfg.replace(in_chans=data.in_chans, num_classes=data.num_classes)).to(device)
+        crop_oversized_kernels(model, settings.res, data.in_chans)
+        if settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return _Trainer(model, data, settings, device).run(report)
+
+
+class _CroppedConv2d(nn.Conv2d):
+    """A convolution whose outer `crop` rings of taps only ever meet zero padding, skipped."""
+
+    crop: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, (kh, kw) = self.crop, self.kernel_size
+        weight = self.weight[:, :, c:kh - c, c:kw - c]
+        padding = (self.padding[0] - c, self.padding[1] - c)
+        return F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
+
+
+def crop_oversized_kernels(model: nn.Module, res: int, in_chans: int) -> int:
+    """Make the model's convolutions skip taps that only see padding at res x res (in place); returns how many.
+
+    At proxy resolutions the late stages' maps (2 x 2, 1 x 1) are smaller than their 5-9 wide
+    depthwise kernels; the outputs and gradients are unchanged, the CPU time about halves.
+    """
+    shapes: dict[nn.Conv2d, tuple[int, ...]] = {}
+    convs = [m for m in model.modules()
+             if type(m) is nn.Conv2d and max(m.kernel_size) > 1 and isinstance(m.padding, tuple)]
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.__setitem__(m, i[0].shape[-2:] + o.shape[-2:]))
+             for m in convs]
+    was_training = model.training
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model.eval()
+        model(torch.zeros(1, in_chans, res, res, device=device))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    cropped = 0
+    for m, (h, w, oh, ow) in shapes.items():
+        crop = min(_dead_taps(m.kernel_size[0], m.padding[0], m.stride[0], h, oh),
+                   _dead_taps(m.kernel_size[1], m.padding[1], m.stride[1], w, ow))
+        if crop > 0 and m.dilation == (1, 1) and m.padding_mode == "zeros":
+            m.__class__, m.crop = _CroppedConv2d, crop
+            cropped += 1
+    return cropped
+
+
+def _dead_taps(kernel: int, padding: int, stride: int, size: int, out: int) -> int:
+    """How many taps on each side of a symmetric kernel read only zero padding, for every output."""
+    if kernel != 2 * padding + 1:
+        return 0
+    return max(0, min(padding - (out - 1) * stride, padding + 1 - size))
+
+
+class _Trainer:
+    """The loop of one proxy trial; holds the data subset on the training device."""
+
+    def __init__(self, model: nn.Module, data: DataSplit, s: ProxySettings, device: torch.device) -> None:
+        self.model, self.s, self.device = model, s, device
+        gen = torch.Generator().manual_seed(s.seed)
+        n_train = min(s.train_images, len(data.train_x))
+        self.batch_size = min(s.batch_size, n_train)
+        subset = torch.randperm(len(data.train_x), generator=gen)[:n_train]
+        self.train_x = data.train_x.index_select(0, subset).to(device)
+        self.train_y = data.train_y.index_select(0, subset).to(device)
+        n_val = min(s.val_images, len(data.val_x))
+        self.val_x, self.val_y = data.val_x[:n_val].to(device), data.val_y[:n_val].to(device)
+        self.mean, self.std = data.normalization(device)
+        self.gen = gen
+        self.steps_per_epoch = n_train // self.batch_size  # full batches only (BatchNorm needs > 1)
+        self.total_steps = self.steps_per_epoch * s.epochs
+        self.optimizer = torch.optim.AdamW(_param_groups(model, s.weight_decay), lr=s.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(self.total_steps))
+        self.amp_dtype = _amp_dtype(device) if s.amp else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+    def run(self, report: Report | None) -> ProxyResult:
+        checkpoints = _checkpoint_steps(self.total_steps, self.s.eval_every)
+        result = ProxyResult(accuracy=0.0)
+        loss_sum, loss_count = torch.zeros((), device=self.device), 0
+        start = time.perf_counter()
+        self.model.train()
+        for step, (x, y) in enumerate(self._train_batches(), start=1):
+            loss_sum += self._train_step(x, y)
+            loss_count += 1
+            result.images_seen += len(y)
+            if step not in checkpoints:
+                continue
+            eval_start = time.perf_counter()
+            acc = self.evaluate()
+            result.eval_seconds += time.perf_counter() - eval_start
+            result.curve.append((result.images_seen, acc))
+            result.accuracy, result.train_loss = acc, float(loss_sum) / loss_count
+            loss_sum.zero_()
+            loss_count = 0
+            if report is not None and report(len(result.curve) - 1, acc):
+                result.pruned = True
+                break
+        result.train_seconds = time.perf_counter() - start - result.eval_seconds
+        result.images_per_second = result.images_seen / max(result.train_seconds, 1e-9)
+        return result
+
+    def _train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(self.s.epochs):
+            order = torch.randperm(len(self.train_x), generator=self.gen)
+            order = order[:self.steps_per_epoch * self.batch_size].to(self.device)
+            yield from iter_batches(self.train_x, self.train_y, self.batch_size, mean=self.mean,
+                                    std=self.std, res=self.s.res, order=order)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            logits = self.model(self._layout(x))
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.s.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+    @torch.inference_mode()
+    def evaluate(self) -> float:
+        """Top-1 accuracy on the validation subset (one host sync)."""
+        self.model.eval()
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        for x, y in iter_batches(self.val_x, self.val_y, EVAL_BATCH, mean=self.mean, std=self.std,
+                                 res=self.s.res):
+            with self._autocast():
+                correct += (self.model(self._layout(x)).argmax(dim=1) == y).sum()
+        self.model.train()
+        return int(correct) / len(self.val_y)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.s.channels_last else x
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear weights only, not on biases and norm parameters."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _warmup_cosine(total_steps: int) -> Callable[[int], float]:
+    """LR factor: linear warmup over the first 10% of steps, then cosine decay to zero."""
+    warmup = max(1, round(WARMUP_FRACTION * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _checkpoint_steps(total_steps: int, count: int) -> set[int]:
+    """`count` (at most `total_steps`) evenly spread step numbers; the last is the final step."""
+    count = min(count, total_steps)
+    return {round(total_steps * (i + 1) / count) for i in range(count)}
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+__all__ = ["ProxyResult", "ProxySettings", "configure_threads", "crop_oversized_kernels", "train_proxy"]

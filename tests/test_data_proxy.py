@@ -1,0 +1,204 @@
+"""Data sets (Fashion-MNIST, ImageFolder, errors) and the proxy trainer."""
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from fatnas.config import FATConfig
+from fatnas.data import (DATASETS, FASHION_MNIST_DIR, DataError, iter_batches, load_dataset,
+                         prepare_images)
+from fatnas.model import FAT
+from fatnas.proxy import ProxyResult, ProxySettings, crop_oversized_kernels, train_proxy
+
+TINY = FATConfig(widths=[16, 16, 32, 32], depths=1, heads=[1, 1, 2, 2], windows=[2, 1, 1, 1])
+needs_fashion = pytest.mark.skipif(
+    not FASHION_MNIST_DIR.is_dir(),
+    reason=f"{FASHION_MNIST_DIR} absent (apt-get install dataset-fashion-mnist)",
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: deterministic and fast even when other processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"{FASHION_MNIST_DIR} absent (apt-get install dataset-fashion-mnist)")
+    return load_dataset("fashion-mnist", val_images=500, seed=0)
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _write_idx(path, array: np.ndarray, gz: bool) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, dtype=">i4").tobytes()
+    opener = gzip.open if gz else open
+    with opener(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+@needs_fashion
+def test_fashion_mnist_shapes_and_dtypes(fashion):
+    assert fashion.name == "fashion-mnist"
+    assert fashion.train_x.shape == (59500, 1, 28, 28) and fashion.train_x.dtype == torch.uint8
+    assert fashion.val_x.shape == (500, 1, 28, 28) and fashion.val_x.dtype == torch.uint8
+    assert fashion.train_y.dtype == fashion.val_y.dtype == torch.int64
+    assert (fashion.num_classes, fashion.in_chans, fashion.image_size) == (10, 1, (28, 28))
+    assert set(fashion.val_y.tolist()) == set(range(10))
+    assert 0.25 < fashion.mean[0] < 0.32 and 0.3 < fashion.std[0] < 0.4
+
+
+@needs_fashion
+def test_split_is_disjoint_and_seeded(fashion):
+    train, val = set(fashion.train_indices.tolist()), set(fashion.val_indices.tolist())
+    assert not train & val and len(train | val) == 60000
+    again = load_dataset("fashion-mnist", val_images=500, seed=0)
+    assert torch.equal(again.val_indices, fashion.val_indices)
+    assert _digest(again.val_x) == _digest(fashion.val_x)
+    assert _digest(again.train_x[:1000]) == _digest(fashion.train_x[:1000])
+    other = load_dataset("fashion-mnist", val_images=500, seed=1)
+    assert not torch.equal(other.val_indices, fashion.val_indices)
+    assert _digest(other.val_x) != _digest(fashion.val_x)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files_gzipped_or_not(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
+    labels = np.arange(30) % 10
+    suffix = ".gz" if gz else ""
+    _write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", images, gz)
+    _write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", labels, gz)
+    data = load_dataset("fashion-mnist", tmp_path, val_images=5, seed=3)
+    assert data.train_x.shape == (25, 1, 28, 28) and data.val_x.shape == (5, 1, 28, 28)
+    assert torch.equal(data.val_x[:, 0], torch.from_numpy(images[data.val_indices.numpy()]))
+    assert torch.equal(data.train_y, torch.from_numpy(labels[data.train_indices.numpy()]))
+
+
+def test_missing_fashion_dir_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_dataset("fashion-mnist", tmp_path / "nowhere")
+    message = str(err.value)
+    assert "\n" not in message and "apt-get install dataset-fashion-mnist" in message
+    assert "--data-dir" in message
+
+
+def test_truncated_idx_file_is_a_data_error(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + b"\x00\x00")
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]))
+    with pytest.raises(DataError):
+        load_dataset("fashion-mnist", tmp_path)
+
+
+def test_unknown_name_lists_accepted_ones():
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist-ish")
+    assert all(name in str(err.value) for name in DATASETS)
+
+
+def test_cifar10_and_imagefolder_need_a_folder(tmp_path):
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("cifar10")
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", tmp_path)
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("imagefolder")
+    with pytest.raises(DataError, match="no images"):
+        load_dataset("imagefolder", tmp_path)
+
+
+def test_imagefolder_loads_and_resizes(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    for c, name in enumerate(("cat", "dog")):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            color = (255 * c, 40 * i, 100)
+            Image.new("RGB", (20 + 7 * i, 30), color).save(tmp_path / name / f"{i}.png")
+    data = load_dataset("imagefolder", tmp_path, val_images=2, seed=0)
+    assert data.train_x.shape == (6, 3, 64, 64) and data.train_x.dtype == torch.uint8
+    assert data.val_x.shape == (2, 3, 64, 64)
+    assert (data.num_classes, data.in_chans, data.image_size) == (2, 3, (64, 64))
+    assert sorted(data.train_y.tolist() + data.val_y.tolist()) == [0] * 4 + [1] * 4
+    with pytest.raises(DataError, match="val_images"):
+        load_dataset("imagefolder", tmp_path, val_images=8)
+
+
+def test_batches_are_normalized_and_resized_only_when_needed():
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(10)
+    mean, std = torch.full((1, 1, 1, 1), 0.5), torch.full((1, 1, 1, 1), 0.25)
+    same = prepare_images(images, mean, std, 28)
+    assert same.dtype == torch.float32 and same.shape == (10, 1, 28, 28)
+    assert torch.allclose(same, (images.float() / 255 - 0.5) / 0.25)
+    batches = list(iter_batches(images, labels, 4, mean=mean, std=std, res=32,
+                                order=torch.arange(9, -1, -1)))
+    assert [tuple(x.shape) for x, _ in batches] == [(4, 1, 32, 32), (4, 1, 32, 32), (2, 1, 32, 32)]
+    assert batches[0][1].tolist() == [9, 8, 7, 6]
+
+
+# --- proxy --------------------------------------------------------------------------------
+
+
+def test_cropping_oversized_kernels_changes_nothing():
+    torch.manual_seed(0)
+    model = FAT(TINY.replace(in_chans=1, num_classes=10)).eval()
+    reference = copy.deepcopy(model)
+    assert crop_oversized_kernels(model, 28, 1) > 0
+    x = torch.randn(3, 1, 28, 28)
+    out, ref = model(x), reference(x)
+    assert torch.allclose(out, ref, atol=1e-5)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_settings_round_trip_and_validation():
+    settings = ProxySettings(res=32, seed=7)
+    assert ProxySettings(**settings.to_dict()) == settings
+    assert settings.images_per_trial == settings.train_images * settings.epochs
+    with pytest.raises(ValueError, match="batch_size"):
+        ProxySettings(batch_size=0)
+    with pytest.raises(ValueError, match="device"):
+        ProxySettings(device="tpu")
+
+
+@needs_fashion
+def test_train_proxy_is_deterministic_and_reports(fashion):
+    settings = ProxySettings(train_images=256, batch_size=32, eval_every=4, val_images=200, seed=5)
+    rng_before = torch.get_rng_state()
+    first = train_proxy(TINY, fashion, settings)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert isinstance(first, ProxyResult) and 0.0 <= first.accuracy <= 1.0
+    assert [n for n, _ in first.curve] == [64, 128, 192, 256]
+    assert first.images_seen == 256 and not first.pruned
+    assert first.accuracy == first.curve[-1][1] and first.images_per_second > 0
+    second = train_proxy(TINY, fashion, settings)
+    assert second.curve == first.curve and second.train_loss == first.train_loss
+
+    calls: list[tuple[int, float]] = []
+    pruned = train_proxy(TINY, fashion, settings, report=lambda i, acc: calls.append((i, acc)) or True)
+    assert pruned.pruned and pruned.images_seen == 64 < first.images_seen
+    assert calls == [(0, first.curve[0][1])] and pruned.curve == first.curve[:1]
+
+
+@needs_fashion
+def test_tiny_config_learns(fashion):
+    settings = ProxySettings(train_images=2048, batch_size=32, lr=3e-3, eval_every=1, val_images=500)
+    result = train_proxy(TINY, fashion, settings)
+    assert result.accuracy >= 0.4, result
