@@ -190,7 +190,7 @@ def _search_settings(args: argparse.Namespace):
                         batch_size=args.batch_size)
     proxy = ProxySettings(seed=args.seed, device=args.device,
                           **{k: v for k, v in proxy_values.items() if v is not None})
-    return SearchSettings(space=space, budget=budget, proxy=proxy, trials=args.trials or 24,
+    return SearchSettings(space=space, budget=budget, proxy=proxy, trials=args.trials or 20,
                           timeout_s=args.timeout, sampler=args.sampler, seed=args.seed, dataset=args.dataset,
                           data_dir=args.data_dir, references=not args.no_references,
                           early_stopping=not args.no_early_stopping, threads=args.threads)
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", action="append", metavar="B",
                    help="hard limit, repeatable: 2GFLOPs (fvcore total at the space's resolution), 5Mparams, 20ms")
     p.add_argument("--space", default=None, help="space name in search_spaces/ or a YAML path (default: fat)")
-    p.add_argument("--trials", type=int, default=None, help="trained trials to reach (default 24)")
+    p.add_argument("--trials", type=int, default=None, help="trained trials to reach (default 20)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
     p.add_argument("--backend", choices=("optuna", "ray"), default="optuna")

@@ -4,7 +4,7 @@ Every (sampler, seed) pair runs the same search (space, budget, proxy) into a te
 folder; hypervolumes share one reference point (accuracy 0, 1.1 x the largest latency seen).
 Prints the table and saves it to bench/results/sampler_bench.csv.
 
-    python bench/sampler_bench.py --samplers tpe random --seeds 0 1 2 --trials 24
+    python bench/sampler_bench.py --samplers tpe random --seeds 0 1 2 --trials 20
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (sampler, seed), group in trials.groupby(["sampler", "seed"]):
         front = pareto_front(group)
-        rows.append(dict(sampler=sampler, seed=seed, hypervolume=hypervolume(front, ref_latency),
+        rows.append(dict(sampler=sampler, seed=seed, hypervolume=hypervolume(zip(front["accuracy"], front["latency_ms"]), ref_latency),
                          best_accuracy=front["accuracy"].max(), front=len(front),
                          complete=(group["state"] == "COMPLETE").sum(), stopped=(group["state"] == "PRUNED").sum(),
                          wall_s=group["wall_s"].iloc[0]))
@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samplers", nargs="+", default=["tpe", "random"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--budget", default="2GFLOPs")
     parser.add_argument("--space", default="fat")
     parser.add_argument("--proxy-images", type=int, default=None, help="override the proxy's images per trial")

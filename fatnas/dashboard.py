@@ -27,7 +27,7 @@ import pandas as pd
 
 from .config import NUM_STAGES, STAGE_FIELDS, FATConfig, describe
 from .cost import Budget, format_flops
-from .store import Run, atomic_write_text, pareto_front
+from .store import Run, atomic_write_text, hypervolume, pareto_front
 
 PLOT_IDS = ("pareto", "acc-flops", "acc-params", "hypervolume", "best-accuracy", "importance", "parcoords")
 HV_LATENCY_MARGIN = 1.1
@@ -135,17 +135,6 @@ def front_table(data: RunData) -> pd.DataFrame:
     return data.front.sort_values("latency_ms").reset_index(drop=True) if not data.front.empty else data.front
 
 
-def hypervolume_2d(points: Sequence[tuple[float, float]], ref_latency_ms: float, ref_accuracy: float = 0.0) -> float:
-    """Area dominated by (accuracy, latency_ms) points, accuracy up and latency down, up to the reference."""
-    inside = sorted((lat, acc) for acc, lat in points if lat < ref_latency_ms and acc > ref_accuracy)
-    area, best = 0.0, ref_accuracy
-    for lat, acc in inside:  # fastest first: each point adds the accuracy it gains over faster ones
-        if acc > best:
-            area += (ref_latency_ms - lat) * (acc - best)
-            best = acc
-    return area
-
-
 class HypervolumeInfo(NamedTuple):
     """Hypervolume and best accuracy under budget after each trial, one row per (run, trial)."""
 
@@ -172,7 +161,7 @@ def hypervolume_info(runs: Sequence[RunData]) -> HypervolumeInfo:
                 if fits[idx] and (math.isnan(best) or row["accuracy"] > best):
                     best = float(row["accuracy"])
             rows.append(dict(run=data.run_id, trial=int(row["trial"]), state=row["state"],
-                             hypervolume=hypervolume_2d(points, ref_latency), best_accuracy=best))
+                             hypervolume=hypervolume(points, ref_latency), best_accuracy=best))
     return HypervolumeInfo(pd.DataFrame(rows, columns=["run", "trial", "state", "hypervolume", "best_accuracy"]),
                            0.0, ref_latency)
 
@@ -560,5 +549,5 @@ def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path
 
 
 __all__ = ["PLOT_IDS", "HypervolumeInfo", "ImportanceInfo", "RunData", "dashboard_html", "front_table",
-           "hypervolume_2d", "hypervolume_info", "importance_info", "load_run_data", "optuna_importances",
+           "hypervolume_info", "importance_info", "load_run_data", "optuna_importances",
            "parcoords_table", "spread_importances", "summary_table", "write_dashboard"]

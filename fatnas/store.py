@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -160,12 +160,15 @@ def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:
     return done[pareto_mask(done)].sort_values("latency_ms").reset_index(drop=True)
 
 
-def hypervolume(front: pd.DataFrame, ref_latency_ms: float, ref_accuracy: float = 0.0) -> float:
-    """Area (accuracy x ms) the front dominates up to the reference point (ref_accuracy, ref_latency_ms)."""
-    pts = front[(front["latency_ms"] < ref_latency_ms) & (front["accuracy"] > ref_accuracy)]
-    pts = pts[pareto_mask(pts)].sort_values("latency_ms") if not pts.empty else pts
-    lat, acc = list(pts["latency_ms"]) + [ref_latency_ms], list(pts["accuracy"])
-    return float(sum((lat[i + 1] - lat[i]) * (acc[i] - ref_accuracy) for i in range(len(acc))))
+def hypervolume(points: Iterable[tuple[float, float]], ref_latency_ms: float, ref_accuracy: float = 0.0) -> float:
+    """Area dominated by (accuracy, latency_ms) points, accuracy up and latency down, up to the reference."""
+    inside = sorted((lat, acc) for acc, lat in points if lat < ref_latency_ms and acc > ref_accuracy)
+    area, best = 0.0, ref_accuracy
+    for lat, acc in inside:  # fastest first: each point adds the accuracy it gains over faster ones
+        if acc > best:
+            area += (ref_latency_ms - lat) * (acc - best)
+            best = acc
+    return area
 
 
 def environment_info() -> dict[str, Any]:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# OpenMP threads that spin while waiting stall badly when other processes share the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY_SPACE = ROOT / "tests" / "data" / "tiny_space.yaml"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -24,6 +27,17 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FATNAS_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("FATNAS_VARIANTS_DIR", str(tmp_path / "variants"))
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test: deterministic, and fast even when other processes share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -75,16 +75,6 @@ def test_random_sample_is_diverse():
     assert any((c * r) % 1 for cfg in cfgs for c, r in zip(cfg.widths, cfg.ffn_ratios))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tracing many tiny models is dominated by per-op overhead; with 2 cores (often shared with other
-    jobs) OpenMP's 2-thread spin-waits make it several times slower than one thread. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("case", range(N_CASES), ids=lambda i: f"cfg{i}")
 def test_analytic_cost_equals_fvcore_on_random_configs(case):
     cfg, (height, width) = CASES[case]

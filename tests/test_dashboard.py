@@ -10,10 +10,10 @@ import pytest
 
 from cli import main
 from fatnas.cost import Budget
-from fatnas.dashboard import (PLOT_IDS, RunData, dashboard_html, hypervolume_2d, hypervolume_info, importance_info,
+from fatnas.dashboard import (PLOT_IDS, RunData, dashboard_html, hypervolume_info, importance_info,
                               load_run_data, optuna_importances, parcoords_table, pareto_figure, spread_importances,
                               summary_table)
-from fatnas.store import Run
+from fatnas.store import Run, hypervolume
 
 from .browser import render_page
 from .conftest import run_cli
@@ -114,10 +114,10 @@ def test_summary_compares_with_the_best_reference_under_budget():
 
 
 def test_hypervolume_of_known_points():
-    assert hypervolume_2d([(0.5, 10.0), (0.8, 20.0)], 30.0) == pytest.approx(20 * 0.5 + 10 * 0.3)
-    assert hypervolume_2d([(0.5, 10.0), (0.4, 15.0)], 30.0) == pytest.approx(20 * 0.5)  # dominated: no gain
-    assert hypervolume_2d([(0.9, 40.0)], 30.0) == 0.0  # beyond the reference latency
-    assert hypervolume_2d([], 30.0) == 0.0
+    assert hypervolume([(0.5, 10.0), (0.8, 20.0)], 30.0) == pytest.approx(20 * 0.5 + 10 * 0.3)
+    assert hypervolume([(0.5, 10.0), (0.4, 15.0)], 30.0) == pytest.approx(20 * 0.5)  # dominated: no gain
+    assert hypervolume([(0.9, 40.0)], 30.0) == 0.0  # beyond the reference latency
+    assert hypervolume([], 30.0) == 0.0
 
 
 def test_hypervolume_grows_with_trials_and_ends_at_the_front(data, run):
@@ -130,7 +130,7 @@ def test_hypervolume_grows_with_trials_and_ends_at_the_front(data, run):
     assert info.ref_accuracy == 0.0 and info.ref_latency_ms == pytest.approx(1.1 * done["latency_ms"].max())
     front = run.pareto()
     front_points = list(zip(front["accuracy"], front["latency_ms"]))
-    assert hv[-1] == pytest.approx(hypervolume_2d(front_points, info.ref_latency_ms))
+    assert hv[-1] == pytest.approx(hypervolume(front_points, info.ref_latency_ms))
     best = info.table["best_accuracy"].dropna().tolist()
     assert all(b >= a for a, b in zip(best, best[1:])) and best[-1] == done["accuracy"].max()
 

@@ -22,15 +22,6 @@ needs_fashion = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: deterministic and fast even when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def fashion():
     if not FASHION_MNIST_DIR.is_dir():

@@ -16,15 +16,6 @@ TINY = dict(widths=[8, 16, 16, 24], depths=[1, 1, 2, 1], heads=[2, 2, 4, 4], ker
             windows=[4, 2, 1, 1], ffn_ratios=2.0, ffn_kernels=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machine OpenMP spin-waits make 2 threads several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _row_id(row: tuple) -> str:
     return f"{row[0]}@{row[1]}"
 

@@ -29,7 +29,7 @@ class SearchSettings:
     space: SearchSpace
     budget: Budget
     proxy: ProxySettings
-    trials: int = 24
+    trials: int = 20
     timeout_s: float | None = None
     sampler: str = "tpe"
     seed: int = 0

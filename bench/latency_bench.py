@@ -1,0 +1,54 @@
+"""Latency repeatability: measure each model several times in one process, report the spread.
+
+Each measurement is the median of `--repeats` timed forward passes after warm-up; the table
+gives, per model, the median of those medians and their coefficient of variation (CV).
+Saved to bench/results/latency_bench.csv.
+
+    python bench/latency_bench.py --models fat_b0 fat_b1 --measurements 10 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from fatnas.cost import measure_latency
+from fatnas.variants import create_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["fat_b0"])
+    parser.add_argument("--measurements", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--res", type=int, default=224)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latency_bench.csv")
+    args = parser.parse_args()
+    rows = []
+    for name in args.models:
+        model = create_model(name)
+        medians = [measure_latency(model, res=args.res, device=args.device, threads=args.threads,
+                                   warmup=args.warmup, repeats=args.repeats).median_ms
+                   for _ in tqdm(range(args.measurements), desc=name)]
+        mean = statistics.fmean(medians)
+        rows.append(dict(model=name, device=args.device, threads=args.threads, res=args.res,
+                         measurements=args.measurements, repeats=args.repeats,
+                         median_ms=statistics.median(medians), min_ms=min(medians), max_ms=max(medians),
+                         cv_percent=100 * statistics.pstdev(medians) / mean))
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
