@@ -6,6 +6,7 @@ and the head. The paper's FLOPs column counts convolutions only.
 """
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import time
@@ -140,6 +141,8 @@ def _parse_one(text: str) -> tuple[str, Any]:
     if not m:
         raise BudgetError(f"malformed budget {text!r}; accepted forms: {BUDGET_FORMS}")
     number = float(m["num"])
+    if not math.isfinite(number):
+        raise BudgetError(f"budget {text!r} is not a finite number; accepted forms: {BUDGET_FORMS}")
     if number <= 0:
         raise BudgetError(f"budget {text!r} must be positive; accepted forms: {BUDGET_FORMS}")
     if m["time"]:
