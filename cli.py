@@ -60,10 +60,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         cost = analytic_cost(get_config(name), args.res)
         source = variant_metadata(name)
         rows.append(dict(name=name, params_M=round(cost.params / 1e6, 3), flops=format_flops(cost.flops),
-                         origin=f"run {source['run']} trial {source.get('trial', '-')}" if source else "published"))
+                         origin=_origin(source)))
     print(_table(rows))
     print(f"FLOPs: fvcore total at {args.res}x{args.res} (1 multiply-add = 1 FLOP).")
     return 0
+
+
+def _origin(source: dict[str, Any]) -> str:
+    if not source:
+        return "published"
+    if source.get("run"):
+        return f"run {source['run']} trial {source.get('trial', '-')}"
+    return str(source.get("origin", "exported"))
 
 
 @command("show")
@@ -152,6 +160,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from fatnas.search import run_search
     from fatnas.store import create_run, open_run
 
+    backend_options = _backend_options(args)  # checked before any run folder exists
     if args.resume:
         run = open_run(args.resume)
         settings = _resume_settings(run, args)
@@ -166,7 +175,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"proxy: {settings.dataset} at {settings.proxy.res}px, {settings.proxy.images_per_trial} images per trial "
           f"on {settings.device} (proxy accuracy, not ImageNet accuracy)")
     front = run_search(run, settings, backend=args.backend, data=data, progress=not args.quiet,
-                       **_backend_options(args))
+                       **backend_options)
     _print_front(run, front, settings)
     return 0
 
@@ -230,8 +239,21 @@ def _load_data(settings):
         raise FatnasError(str(exc)) from None
 
 
+RAY_OPTIONS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
+
+
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {}
+    """The backend's own options that were given; ray's are validated here, others refuse them."""
+    given = {name: getattr(args, name) for name in RAY_OPTIONS if getattr(args, name) is not None}
+    if args.backend != "ray":
+        if given:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise FatnasError(f"{flags}: only valid with --backend ray")
+        return {}
+    from fatnas.search.ray_backend import check_ray_options
+
+    check_ray_options(device=None if args.resume else args.device, **given)
+    return given
 
 
 def _print_front(run, front, settings) -> None:
@@ -327,6 +349,128 @@ def _check_device(device: str) -> None:
             raise FatnasError("--device cuda: no CUDA device is available here; use --device cpu")
 
 
+# ---------------------------------------------------------------- scale
+
+# options that only a grid run takes (all default to None/False): --to prices analytically only
+_GRID_ONLY = ("widths", "depths", "resolutions", "compound", "gamma", "budget", "train", "latency", "run_id",
+              "proxy_res", "proxy_images", "proxy_epochs", "batch_size", "val_images", "dataset", "data_dir")
+
+
+@command("scale")
+def cmd_scale(args: argparse.Namespace) -> int:
+    from fatnas.scaling import Compound
+    from fatnas.variants import resolve_config
+
+    base = resolve_config(args.base)
+    given = dict(alpha=args.alpha, beta=args.beta, gamma=args.gamma)
+    coeffs = Compound(**{k: v for k, v in given.items() if v is not None})
+    if args.to:
+        return _scale_to(args, base, coeffs)
+    if args.export or args.force:
+        raise FatnasError("scale: --export NAME and --force go with --to BUDGET")
+    from fatnas.scaling import accuracy_fits, best_direction, cost_fits, explore
+
+    settings = _scale_settings(args, coeffs)
+    data = _load_data(settings) if settings.train else None  # a missing data set fails before any run folder
+    run = _create_scale_run(args, base, settings)
+    print(f"run {run.id}: {run.path}")
+    print(f"base {args.base}; budget: {settings.budget.describe()}; "
+          f"{settings.train} proxy-trained points per direction" +
+          (f" on {settings.dataset} at round({settings.proxy.res} * res / 224) px, {settings.proxy.images_per_trial} "
+           "images each (proxy accuracy, not ImageNet accuracy)" if settings.train else ""))
+    table = explore(run, base, settings, data=data, log=None if args.quiet else print)
+    _print_scaling(table, cost_fits(table), accuracy_fits(table))
+    print(best_direction(accuracy_fits(table), settings.dataset))
+    print(f"files: {run.path / 'scaling.csv'}, {run.path / 'run.yaml'}, report {run.path / 'scaling.html'}")
+    return 0
+
+
+def _scale_settings(args: argparse.Namespace, coeffs):
+    from fatnas.cost import parse_budget
+    from fatnas.proxy import ProxySettings
+    from fatnas.scaling import DEFAULT_TRAIN, ScalingGrid, ScalingSettings
+
+    budget = parse_budget(args.budget or [], res=224)
+    _check_device(args.device)
+    _check_positive(proxy_res=args.proxy_res, proxy_images=args.proxy_images, proxy_epochs=args.proxy_epochs,
+                    batch_size=args.batch_size, val_images=args.val_images, threads=args.threads)
+    grid_values = dict(widths=args.widths, depths=args.depths, resolutions=args.resolutions, phis=args.compound)
+    grid = ScalingGrid(compound=coeffs, **{k: tuple(v) for k, v in grid_values.items() if v is not None})
+    proxy_values = dict(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
+                        batch_size=args.batch_size, val_images=args.val_images)
+    proxy = ProxySettings(seed=args.seed, device=args.device, **{k: v for k, v in proxy_values.items() if v is not None})
+    return ScalingSettings(grid=grid, budget=budget, proxy=proxy,
+                           train=DEFAULT_TRAIN if args.train is None else args.train, latency=args.latency,
+                           dataset=args.dataset or "fashion-mnist", data_dir=args.data_dir, seed=args.seed,
+                           threads=args.threads)
+
+
+def _create_scale_run(args: argparse.Namespace, base, settings):
+    from fatnas.scaling import record_scaling_run
+    from fatnas.store import create_run, new_run_id
+
+    run = create_run(args.run_id or new_run_id("scale"))
+    try:
+        record_scaling_run(run, args.base, base, settings)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return run
+
+
+def _print_scaling(table, fits, acc) -> None:
+    from fatnas.config import FATConfig, describe
+    from fatnas.cost import format_flops
+
+    rows = [dict(direction=r["direction"], multiplier=f"{'phi=' if r['direction'] == 'compound' else 'x'}"
+                 f"{r['multiplier']:g}", res=int(r["res"]),
+                 arch=describe(FATConfig.from_dict(json.loads(r["config"])), ("widths", "depths")),
+                 params_M=round(r["params"] / 1e6, 3), flops=format_flops(r["flops"]),
+                 latency_ms="-" if r["latency_ms"] != r["latency_ms"] else round(r["latency_ms"], 2),
+                 proxy_accuracy="-" if r["accuracy"] != r["accuracy"] else round(r["accuracy"], 4),
+                 over_budget=r["over_budget"] if isinstance(r["over_budget"], str) else "")
+            for _, r in table.iterrows()]
+    print(_table(rows))
+    print("FLOPs: fvcore total at each point's resolution (column res), 1 multiply-add = 1 FLOP.")
+    print("\npower-law fits, cost = c * x^exponent (x: the multiplier; resolution / 224; 2^phi for compound):")
+    if not fits.empty:
+        print(_table([dict(direction=f["direction"], metric=f["metric"], exponent=round(f["exponent"], 3),
+                           r2=round(f["r2"], 5), max_rel_error=f"{f['max_rel_error']:.2%}", points=f["points"])
+                      for _, f in fits.iterrows()]))
+    if not acc.empty:
+        print("\nproxy accuracy = intercept + slope * log2(FLOPs), per direction:")
+        print(_table([dict(direction=a["direction"], slope_per_doubling=round(a["slope_per_doubling"], 4),
+                           intercept=round(a["intercept"], 4), points=a["points"]) for _, a in acc.iterrows()]))
+
+
+def _scale_to(args: argparse.Namespace, base, coeffs) -> int:
+    from fatnas.config import describe
+    from fatnas.cost import format_flops, parse_budget
+    from fatnas.scaling import export_budget_fit, fit_budget
+
+    extra = [f"--{name.replace('_', '-')}" for name in _GRID_ONLY if getattr(args, name) not in (None, False)]
+    if extra:
+        raise FatnasError(f"scale --to prices depth and width scalings analytically at 224 px and takes no "
+                          f"grid-run options: {', '.join(extra)}")
+    if args.force and not args.export:
+        raise FatnasError("scale --to: --force goes with --export NAME")
+    budget = parse_budget(args.to, res=224)
+    fit = fit_budget(base, budget, coeffs)
+    cost = fit.cost
+    print(f"largest compound scaling of {args.base} within {budget.describe()}:")
+    print(f"phi = {fit.phi:g}: depth x{fit.depth_mult:.3f} ({coeffs.alpha:g}^phi), width x{fit.width_mult:.3f} "
+          f"({coeffs.beta:g}^phi); resolution fixed at 224 px (budgets are priced at 224, so --to scales depth "
+          "and width only)")
+    print(describe(fit.config))
+    print(f"params: {cost.params:,} ({cost.params / 1e6:.2f}M)")
+    print(f"FLOPs:  {format_flops(cost.flops)} ({cost.flops:,}), fvcore total at 224x224, 1 multiply-add = 1 FLOP"
+          + (f"; {cost.flops / budget.max_flops:.1%} of the budget" if budget.max_flops else ""))
+    if args.export:
+        exported = export_budget_fit(fit, args.base, args.export, coeffs, force=args.force)
+        print(f"exported as variant {exported.name} -> {exported.path}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,6 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-early-stopping", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads per trial, for timing and training (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="ray: CPUs (and torch threads) per trial (default: --threads)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="ray: GPUs per trial, fractions share one (default 0)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="ray: trials at once (default: cluster CPUs // cpus per trial)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="ray: join a cluster (auto or HOST:PORT); default: start a local Ray runtime")
 
     sub.add_parser("runs", help="list runs with budget, trial counts and front size")
 
@@ -390,6 +541,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pareto", action="store_true", help="export every Pareto-front trial as PREFIX<trial>")
     p.add_argument("--prefix", default=None, help="name prefix for --pareto (default: <run id>_t)")
     p.add_argument("--force", action="store_true", help="overwrite an existing exported variant")
+
+    p = sub.add_parser("scale", help="scale a model's width, depth, resolution (and compound); fit cost and accuracy")
+    p.add_argument("base", metavar="BASE", help="variant name or CONFIG.yaml")
+    p.add_argument("--widths", type=float, nargs="*", default=None, metavar="M",
+                   help="width multipliers (default 0.5 0.75 1 1.25 1.5; none given: skip)")
+    p.add_argument("--depths", type=float, nargs="*", default=None, metavar="M",
+                   help="depth multipliers (default 0.5 1 1.5 2; none given: skip)")
+    p.add_argument("--resolutions", type=int, nargs="*", default=None, metavar="PX",
+                   help="input resolutions (default 160 192 224 256; none given: skip)")
+    p.add_argument("--compound", type=float, nargs="*", default=None, metavar="PHI",
+                   help="compound phis: depth alpha^phi, width beta^phi, resolution gamma^phi (default -1 0 1 2)")
+    p.add_argument("--alpha", type=float, default=None, help="compound depth base (default 1.2)")
+    p.add_argument("--beta", type=float, default=None, help="compound width base (default 1.1)")
+    p.add_argument("--gamma", type=float, default=None, help="compound resolution base (default 1.15)")
+    p.add_argument("--budget", action="append", metavar="B",
+                   help="mark points over it and train none of them: 2GFLOPs (at the point's resolution), 5Mparams, 20ms")
+    p.add_argument("--train", type=int, default=None, metavar="N",
+                   help="proxy-train N points spread along each direction (default 2; 0: none)")
+    p.add_argument("--latency", action="store_true", help="also measure every point's latency at its resolution")
+    p.add_argument("--to", action="append", metavar="B",
+                   help="instead of a grid: the largest depth+width compound scaling within B (e.g. 2GFLOPs) at 224 px")
+    p.add_argument("--export", default=None, metavar="NAME", help="with --to: write the result as variant NAME")
+    p.add_argument("--force", action="store_true", help="with --export: overwrite an existing exported variant")
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", default=None, help="fashion-mnist (default), cifar10 or imagefolder")
+    p.add_argument("--data-dir", default=None, help="folder of the data set (CIFAR-10 or ImageFolder)")
+    p.add_argument("--proxy-res", type=int, default=None, help="proxy resolution for a 224 px network (default 28)")
+    p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trained point")
+    p.add_argument("--proxy-epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--val-images", type=int, default=None, help="validation images (default 500)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for timing and training (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no line per timed or trained point")
     return parser
 
 

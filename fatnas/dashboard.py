@@ -254,8 +254,13 @@ def parcoords_table(runs: Sequence[RunData]) -> pd.DataFrame:
 # ---------------------------------------------------------------- drawing
 
 def _accuracy_label(runs: Sequence[RunData]) -> str:
-    datasets = sorted({d.dataset for d in runs}) or ["unknown data set"]
-    return f"proxy accuracy ({' / '.join(datasets)})"
+    return proxy_accuracy_label(d.dataset for d in runs)
+
+
+def proxy_accuracy_label(datasets: Any) -> str:
+    """The accuracy axis title, e.g. `proxy accuracy (fashion-mnist)`: never ImageNet accuracy."""
+    names = sorted(set(datasets)) or ["unknown data set"]
+    return f"proxy accuracy ({' / '.join(names)})"
 
 
 def _res_text(runs: Sequence[RunData]) -> str:
@@ -507,8 +512,6 @@ def _summary_html(summary: pd.DataFrame) -> str:
 
 def dashboard_html(runs: Sequence[RunData]) -> str:
     """The whole page: summary table, then one div per plot (ids in PLOT_IDS), plotly.js inlined once."""
-    import plotly.io as pio
-
     summary = summary_table(runs)
     hv = hypervolume_info(runs)
     figures = [
@@ -520,22 +523,31 @@ def dashboard_html(runs: Sequence[RunData]) -> str:
         ("importance", importance_figure([(d.run_id, importance_info(d)) for d in runs]), "Architecture choices"),
         ("parcoords", parcoords_figure(parcoords_table(runs), runs), "Parallel coordinates"),
     ]
-    parts = []
-    for i, (div_id, fig, heading) in enumerate(figures):
-        height = fig.layout.height or 480
-        div = pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), div_id=div_id, default_height=f"{height}px",
-                          config=dict(displaylogo=False, responsive=True))
-        parts.append(f"<section><h2>{html.escape(heading)}</h2>\n{div}\n</section>")
     ids = ", ".join(d.run_id for d in runs)
     datasets = html.escape(" / ".join(sorted({d.dataset for d in runs})))
     note = (f"Accuracies are proxy accuracies after short training on {datasets}, "
             f"never ImageNet accuracy. FLOPs are fvcore totals at {_res_text(runs)} (1 multiply-add = 1 FLOP; "
             "convolutions, attention matmuls, norms and head). Latency is the median batch-1 forward time on the "
             "run's device. Published FATs (stars) appear where the run evaluated them, i.e. within its budget.")
+    return page_html(f"fatnas dashboard: {ids}", f"<p class=\"note\">{note}</p>\n{_summary_html(summary)}", figures)
+
+
+def page_html(title: str, intro: str, figures: Sequence[tuple[str, Any, str]]) -> str:
+    """One self-contained page: `title`, the `intro` HTML, then a section per (div id, figure, heading).
+
+    plotly.js is inlined once (the page opens offline); tables in `intro` may use class `summary`.
+    """
+    import plotly.io as pio
+
+    parts = []
+    for i, (div_id, fig, heading) in enumerate(figures):
+        height = fig.layout.height or 480
+        div = pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), div_id=div_id, default_height=f"{height}px",
+                          config=dict(displaylogo=False, responsive=True))
+        parts.append(f"<section><h2>{html.escape(heading)}</h2>\n{div}\n</section>")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>fatnas dashboard: {html.escape(ids)}</title><style>{_CSS}</style></head><body>\n"
-            f"<h1>fatnas dashboard: {html.escape(ids)}</h1>\n<p class=\"note\">{note}</p>\n"
-            f"{_summary_html(summary)}\n" + "\n".join(parts) + "\n</body></html>\n")
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+            f"<h1>{html.escape(title)}</h1>\n{intro}\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
 def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path:
@@ -549,5 +561,5 @@ def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path
 
 
 __all__ = ["PLOT_IDS", "HypervolumeInfo", "ImportanceInfo", "RunData", "dashboard_html", "front_table",
-           "hypervolume_info", "importance_info", "load_run_data", "optuna_importances",
-           "parcoords_table", "spread_importances", "summary_table", "write_dashboard"]
+           "hypervolume_info", "importance_info", "load_run_data", "optuna_importances", "page_html",
+           "parcoords_table", "proxy_accuracy_label", "spread_importances", "summary_table", "write_dashboard"]

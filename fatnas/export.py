@@ -99,6 +99,19 @@ def export_trial(run: Run, trial: int, name: str, *, force: bool = False) -> Exp
     return Exported(name, path, source)
 
 
+def export_config(cfg: FATConfig, name: str, source: dict[str, Any], *, force: bool = False) -> Exported:
+    """Write any config (a scaled network, say) as variant `name`, with the same name rules as trials.
+
+    `source` says where the config came from; `run` (None when there is no run) and the export
+    time are added when missing.
+    """
+    path = check_name(name, force=force)
+    source = dict(dict(run=None), **source)
+    source.setdefault("exported_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    _write(path, cfg, source)
+    return Exported(name, path, source)
+
+
 def export_pareto(run: Run, *, prefix: str | None = None, force: bool = False) -> list[Exported]:
     """Write every trial on the run's Pareto front as `PREFIX<trial>`; all names are checked first."""
     front = run.pareto()
@@ -156,5 +169,5 @@ def register_timm_models() -> list[str]:
     return added
 
 
-__all__ = ["ExportError", "Exported", "check_name", "default_prefix", "export_pareto", "export_trial",
+__all__ = ["ExportError", "Exported", "check_name", "default_prefix", "export_config", "export_pareto", "export_trial",
            "register_timm_models"]
