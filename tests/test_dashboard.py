@@ -71,7 +71,7 @@ def test_page_renders_offline_without_errors_and_shows_the_front(run, capsys):
     assert "fvcore total at 64 px" in result.values["axes"]["acc-flops"][0]
     assert "fvcore total at 64 px" in result.values["hover"] and "params:" in result.values["hover"]
     assert "latency:" in result.values["hover"] and "config: w=" in result.values["hover"]
-    assert "40.00 MFLOPs" in result.values["summary"] and "fat_b0" in result.values["summary"]
+    assert "6.00 MFLOPs" in result.values["summary"] and "fat_b0" in result.values["summary"]
     assert result.screenshot.is_file() and result.screenshot.stat().st_size > 20_000
 
 
@@ -94,8 +94,8 @@ def test_summary_row_counts_states_front_and_best_accuracy(data, run):
     done = trials[trials["state"] == "COMPLETE"]
     assert row["best_accuracy"] == done["accuracy"].max()
     assert done.loc[done["trial"] == row["best_trial"], "accuracy"].iloc[0] == row["best_accuracy"]
-    assert row["budget"].startswith("FLOPs <= 40.00 MFLOPs (fvcore total at 64x64)")
-    # at 40 MFLOPs (64 px) every published FAT is over budget, so none is evaluated
+    assert row["budget"].startswith("FLOPs <= 6.00 MFLOPs (fvcore total at 64x64)")
+    # at 6 MFLOPs (64 px) every published FAT is over budget, so none is evaluated
     assert row["best_reference"] is None and row["over_budget_references"] == "fat_b0, fat_b1, fat_b2, fat_b3"
 
 

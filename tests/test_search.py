@@ -22,7 +22,7 @@ from fatnas.store import create_run, open_run, pareto_mask
 
 from .conftest import ROOT, TINY_PROXY, TINY_SPACE, needs_fashion_mnist, run_cli
 
-BUDGET = "40MFLOPs"  # at the tiny space's 64 px: excludes some of its points
+BUDGET = "6MFLOPs"  # at the tiny space's 64 px (3.1-6.8 MFLOPs): excludes about a quarter
 SCHEMA = {"trial", "state", "accuracy", "latency_ms", "params", "flops", "train_seconds", "curve", "config",
           "widths_0", "depths_3", "heads_2", "kernels_1", "windows_0", "ffn_ratios_3", "ffn_kernels_0"}
 
@@ -60,19 +60,21 @@ def test_cli_search_writes_the_run_files_and_a_front_within_budget(isolated_dirs
         assert row["flops"] <= budget.max_flops
         assert fvcore_cost(FAT(cfg), cfg.in_chans, 64).flops == row["flops"] <= budget.max_flops
     listing = run_cli("runs")
-    assert listing.returncode == 0 and "r1" in listing.stdout and "40.00 MFLOPs" in listing.stdout
+    assert listing.returncode == 0 and "r1" in listing.stdout and "6.00 MFLOPs" in listing.stdout
 
 
 @needs_fashion_mnist
 def test_infeasible_draws_are_never_trained(isolated_dirs):
+    budget = parse_budget("5MFLOPs", res=64)  # about half the tiny space is over it
     run = create_run("r2")
-    run_search(run, tiny_settings(trials=3), progress=False)
+    run_search(run, tiny_settings(trials=3, budget=budget), progress=False)
     trials = run.trials()
     infeasible = trials[trials["state"] == "INFEASIBLE"]
-    assert (infeasible["flops"] > parse_budget(BUDGET).max_flops).all()
+    assert len(infeasible) >= 1
+    assert (infeasible["flops"] > budget.max_flops).all()
     assert infeasible["images_seen"].fillna(0).eq(0).all()
     trained = trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
-    assert (trained["flops"] <= parse_budget(BUDGET).max_flops).all()
+    assert len(trained) == 3 and (trained["flops"] <= budget.max_flops).all()
 
 
 @needs_fashion_mnist

@@ -17,7 +17,7 @@ TRIALS = 5
 
 
 def shared_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """A 5-trial random search of the tiny space (budget 40 MFLOPs at 64 px, fat_b0..b3 over it).
+    """A 5-trial random search of the tiny space (budget 6 MFLOPs at 64 px, fat_b0..b3 over it).
 
     It lives under the session's base temporary folder, so every test module reuses it; treat
     it as read-only (copy it with `copy_run` to change it).

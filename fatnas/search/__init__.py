@@ -83,7 +83,11 @@ def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> 
 
 def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", progress: bool = True,
                data: DataSplit | None = None, **backend_options: Any) -> pd.DataFrame:
-    """Run (or continue) a search in `run`; returns the Pareto front."""
+    """Run (or continue) a search in `run`; returns the Pareto front.
+
+    `backend_options` go to the ray backend (`fatnas.search.ray_backend.RaySearch`):
+    cpus_per_trial, gpus_per_trial, max_concurrent, ray_address.
+    """
     configure_threads(settings.threads)
     data = data if data is not None else load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
     if settings.references:
@@ -91,11 +95,13 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
     if backend == "optuna":
         from .optuna_backend import OptunaSearch
 
+        if backend_options:
+            raise TypeError(f"options {sorted(backend_options)} are for the ray backend, not optuna")
         OptunaSearch(run, settings, data, progress=progress).optimize()
     elif backend == "ray":
         from .ray_backend import RaySearch
 
-        RaySearch(run, settings, progress=progress, **backend_options).optimize()
+        RaySearch(run, settings, data, progress=progress, **backend_options).optimize()
     else:
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     return run.pareto()

@@ -1,0 +1,695 @@
+"""Search with Ray Tune: Optuna's sampler as Tune's searcher, ASHA among cost peers, trials as Ray actors.
+
+The same candidates, objectives (accuracy up, latency_ms down), budget check, proxy training
+and trials.csv rows as the Optuna backend, run as Tune trials on a local Ray runtime or a
+cluster. Tune's own results (experiment state, per-trial result.json) live in `runs/<id>/ray/`.
+
+- Sampling: `OptunaSearch` with a define-by-run space that calls `space.sample(suggest_categorical)`,
+  so parameter names (`widths_0`, ...) and the seeded samplers are the Optuna backend's.
+- Budget: the trainable prices its config analytically first; a config over budget reports one
+  final result flagged `infeasible` and never trains. The searcher tells Optuna such trials as
+  PRUNED, as the Optuna backend does; trials.csv records them as INFEASIBLE.
+- Early stopping: ASHA on the intermediate accuracy, with rungs shared only by networks of
+  comparable FLOPs (`CostBandASHA`).
+- Data: the driver's DataSplit goes to Ray's object store once; each worker process fetches it
+  once and keeps it for the trials it runs.
+- Search control: Tune pickles its searcher, scheduler and callbacks into the experiment folder
+  and brings those copies back on restore. What must follow the current invocation (trial
+  target, deadline, concurrency, progress bar) therefore lives in a driver-side `_Session`,
+  looked up by run id, never in the pickles.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher, SearchGenerator
+from ray.tune.search.optuna import OptunaSearch
+from tqdm.auto import tqdm
+
+from ..config import FATConfig
+from ..data import DataSplit, load_dataset
+from ..errors import FatnasError
+from ..proxy import ProxySettings
+from ..space import SearchSpace
+from ..store import Run, publish_trials
+from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
+from .optuna_backend import MAX_CONSECUTIVE_FAILURES, MAX_INFEASIBLE_DRAWS, make_sampler
+
+RAY_DIR = "ray"  # Tune's experiment folder inside the run
+METRICS, MODES = ["accuracy", "latency_ms"], ["max", "min"]
+TIME_ATTR = "checkpoint"  # 1-based index of the validation checkpoint a result reports
+TRAINED = ("COMPLETE", "PRUNED")
+ADDRESS = re.compile(r"^(auto|[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:]+\]:\d{1,5})$")
+# Tune settings read from the environment when a Tuner runs; users' own values win.
+TUNE_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # the classic reporter, which honours verbose=0
+    "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",  # failed trials are recorded in trials.csv
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",  # experiment state at most 1 s behind trials.csv
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "3600",  # no nagging about that 1 s
+}
+
+
+class RayOptionsError(FatnasError):
+    """A nonsensical Ray option (resources, concurrency, cluster address)."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Resources per trial, concurrency and where the Ray runtime is.
+
+    A trial runs with as many torch threads as its whole CPUs (`cpus_per_trial` None: the
+    settings' `threads`). `address` None starts a local runtime sized to this machine; `auto` or
+    HOST:PORT joins a running cluster (`ray start --head`). `max_concurrent` None means cluster
+    CPUs // cpus_per_trial (and GPUs // gpus_per_trial when trials take GPUs).
+    """
+
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        cpus, gpus = _text(self.cpus_per_trial), _text(self.gpus_per_trial)
+        if self.cpus_per_trial is not None and (not _number(self.cpus_per_trial) or self.cpus_per_trial <= 0):
+            raise RayOptionsError(f"--cpus-per-trial {cpus}: must be a positive number of CPUs")
+        if not _number(self.gpus_per_trial) or self.gpus_per_trial < 0:
+            raise RayOptionsError(f"--gpus-per-trial {gpus}: must be 0 or a positive number "
+                                  "(fractions such as 0.5 share a GPU)")
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise RayOptionsError(f"--gpus-per-trial {gpus}: above 1 it must be a whole number")
+        if self.max_concurrent is not None and (isinstance(self.max_concurrent, bool)
+                                                or not isinstance(self.max_concurrent, int) or self.max_concurrent < 1):
+            raise RayOptionsError(f"--max-concurrent {self.max_concurrent}: must be a positive integer")
+        if self.address is not None:
+            if not ADDRESS.match(self.address) or (self.address != "auto"
+                                                   and not 0 < int(self.address.rsplit(":", 1)[1]) < 65536):
+                raise RayOptionsError(f"--ray-address {self.address!r}: accepted forms: auto, HOST:PORT "
+                                      "(the head node's `ray start --head --port=PORT`)")
+        elif (self.cpus_per_trial or 0) > local_cpus():
+            raise RayOptionsError(f"--cpus-per-trial {cpus}: this machine has {local_cpus()} CPUs")
+        elif self.gpus_per_trial > torch.cuda.device_count():
+            raise RayOptionsError(f"--gpus-per-trial {gpus}: this machine has {torch.cuda.device_count()} CUDA GPUs")
+
+    def resolve(self, threads: int) -> RayOptions:
+        """These options with `cpus_per_trial` given (default: `threads`)."""
+        return self if self.cpus_per_trial is not None else dataclasses.replace(self, cpus_per_trial=float(threads))
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of one trial: its whole CPUs, at least one."""
+        return max(1, int(self.cpus_per_trial or 1))
+
+    def check_device(self, device: str) -> None:
+        """Trials see a GPU only when they ask Ray for one."""
+        if device.startswith("cuda") and self.gpus_per_trial == 0:
+            raise RayOptionsError("--device cuda with --backend ray needs --gpus-per-trial > 0 "
+                                  "(Ray hides GPUs from trials that ask for none)")
+        if device == "cpu" and self.gpus_per_trial > 0:
+            raise RayOptionsError(f"--gpus-per-trial {self.gpus_per_trial:g} with --device cpu would reserve GPUs "
+                                  "no trial uses; add --device cuda")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if _number(value) else repr(value)
+
+
+def local_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, which containers narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_ray_options(device: str | None = None, **options: Any) -> RayOptions:
+    """Validate the ray backend's keyword options (see `RaySearch`) before any run folder exists."""
+    unknown = sorted(set(options) - {"cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address"})
+    if unknown:
+        raise RayOptionsError(f"unknown ray backend option(s) {unknown}; accepted: cpus_per_trial, "
+                              "gpus_per_trial, max_concurrent, ray_address")
+    address = options.pop("ray_address", None)
+    result = RayOptions(address=address, **options)
+    if device is not None:
+        result.check_device(device)
+    check_reachable(result.address)
+    return result
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A cluster must answer at the address (Ray itself would retry for minutes)."""
+    if address is None:
+        return
+    if address == "auto":
+        try:  # Ray's own lookup of `auto` (RAY_ADDRESS, else the last `ray start` on this machine)
+            from ray._private.services import canonicalize_bootstrap_address
+        except ImportError:
+            return
+        try:
+            address = canonicalize_bootstrap_address("auto") or ""
+        except ConnectionError:
+            address = ""
+        if ":" not in address:
+            raise RayOptionsError("--ray-address auto: no running Ray cluster found from this machine; start one "
+                                  "with `ray start --head`, or give HOST:PORT")
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayOptionsError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); start the "
+                              f"head node with `ray start --head --port={port}`") from None
+
+
+# ---------------------------------------------------------------- one trial, in a Ray worker
+
+_WORKER_DATA: dict[str, DataSplit] = {}
+
+
+@dataclass(frozen=True)
+class SharedData:
+    """The driver's DataSplit in Ray's object store; each worker process fetches it once."""
+
+    ref: Any  # ray.ObjectRef of the DataSplit
+
+    def get(self) -> DataSplit:
+        key = self.ref.hex()
+        if key not in _WORKER_DATA:
+            _WORKER_DATA.clear()
+            _WORKER_DATA[key] = ray.get(self.ref)
+        return _WORKER_DATA[key]
+
+
+def config_of(space: SearchSpace, params: dict[str, Any]) -> FATConfig:
+    """The FATConfig of a Tune config: the space's own sampling, fed the sampled values by name."""
+    return space.sample(lambda name, _choices: params[name])
+
+
+def checkpoint_images(proxy: ProxySettings, n_train: int) -> list[int]:
+    """Images seen at each validation checkpoint of `train_proxy` (its schedule: full batches,
+    `eval_every` checkpoints evenly spread, the last at the final step)."""
+    n = min(proxy.train_images, n_train)
+    batch = min(proxy.batch_size, n)
+    total = (n // batch) * proxy.epochs
+    count = min(proxy.eval_every, total)
+    return sorted({round(total * (i + 1) / count) * batch for i in range(count)})
+
+
+def run_trial(params: dict[str, Any], *, data: SharedData, settings: SearchSettings) -> None:
+    """Tune trainable: price, budget check, latency, proxy training; reports via `tune.report`.
+
+    Trains and times with `settings.threads` torch threads (the trial's CPUs). Intermediate
+    results (checkpoint 1 .. eval_every-1) feed ASHA; the final result carries `final=True`.
+    A config over budget reports one final result flagged `infeasible` and never trains.
+    """
+    torch.set_num_threads(settings.threads)
+    ev = price(config_of(settings.space, params), settings)
+    if not ev.infeasible:
+        time_candidate(ev, settings)  # a latency budget is checked here
+    if ev.infeasible:
+        tune.report(_result(ev.attrs(), accuracy=None, final=True))
+        return
+    split = data.get()
+    images = checkpoint_images(settings.proxy, len(split.train_x))
+    last = settings.proxy.eval_every - 1  # never stopped at its final checkpoint, as in the Optuna backend
+    curve: list[list[float]] = []
+    start = time.perf_counter()
+
+    def report(checkpoint: int, accuracy: float) -> bool:
+        curve.append([images[min(checkpoint, len(images) - 1)], accuracy])
+        if checkpoint < last:
+            attrs = dict(ev.attrs(), curve=curve, train_seconds=time.perf_counter() - start,
+                         images_seen=curve[-1][0])
+            tune.report(_result(attrs, accuracy=accuracy, final=False, checkpoint=checkpoint + 1))
+        return False  # stopping is ASHA's decision, taken in the driver
+
+    train_candidate(ev, split, settings, report)
+    tune.report(_result(ev.attrs(), accuracy=ev.accuracy, final=True, checkpoint=len(ev.curve)))
+
+
+def _result(attrs: dict[str, Any], *, accuracy: float | None, final: bool,
+            checkpoint: int | None = None) -> dict[str, Any]:
+    """A Tune result: both metrics (always present, None when unknown) and the trial's attrs.
+
+    The config and curve travel as JSON text (Tune reserves `config` and flattens dicts).
+    """
+    out = dict(accuracy=accuracy, latency_ms=attrs["latency_ms"], final=final, infeasible=attrs["infeasible"],
+               arch=json.dumps(attrs["config"]), curve=json.dumps(attrs["curve"]), params=attrs["params"],
+               flops=attrs["flops"], flops_conv=attrs["flops_conv"], train_seconds=attrs["train_seconds"],
+               images_seen=attrs["images_seen"])
+    if checkpoint is not None:  # ASHA reads it; infeasible results have none and are never compared
+        out[TIME_ATTR] = checkpoint
+    return out
+
+
+def outcome(result: dict[str, Any] | None, error: bool) -> str:
+    """trials.csv state of a finished trial from its last result."""
+    if error or not result or "final" not in result:
+        return "FAIL"
+    if result.get("infeasible"):
+        return "INFEASIBLE"
+    return "COMPLETE" if result["final"] else "PRUNED"  # not final: ASHA stopped it
+
+
+def result_attrs(result: dict[str, Any]) -> dict[str, Any]:
+    """The Evaluation.attrs() view of a Tune result."""
+    return dict(config=json.loads(result["arch"]), params=result["params"], flops=result["flops"],
+                flops_conv=result["flops_conv"], latency_ms=result["latency_ms"],
+                infeasible=result.get("infeasible") or "", curve=json.loads(result["curve"]),
+                train_seconds=result["train_seconds"], images_seen=result["images_seen"])
+
+
+# ---------------------------------------------------------------- driver: searcher, scheduler, callback
+
+class SampleSpace:
+    """Optuna define-by-run space: the search space's own sampling; the trial number rides along."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        self.space.sample(trial.suggest_categorical)
+        return {"trial": trial.number}
+
+
+class FatnasOptunaSearch(OptunaSearch):
+    """OptunaSearch that starts trials only when the session allows and tells Optuna our states.
+
+    Multi-objective OptunaSearch would tell a COMPLETE trial with whatever the last result
+    holds; an infeasible or ASHA-stopped trial is told PRUNED instead (as the Optuna backend
+    does), a failed one FAIL.
+    """
+
+    def __init__(self, run_id: str, settings: SearchSettings) -> None:
+        super().__init__(space=SampleSpace(settings.space), metric=METRICS, mode=MODES,
+                         sampler=make_sampler(settings.sampler, settings.seed), study_name=run_id)
+        self.run_id = run_id
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        session = _SESSIONS[self.run_id]
+        if session.finished():
+            session.stopped = session.reason()
+            return Searcher.FINISHED
+        if not session.may_start():
+            return None  # wait for running trials
+        params = super().suggest(trial_id)
+        session.live += 1
+        return params
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        state = outcome(result, error)
+        ot_trial = self._ot_trials[trial_id]
+        try:
+            if state == "COMPLETE":
+                self._ot_study.tell(ot_trial, [result["accuracy"], result["latency_ms"]])
+            else:
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL if state == "FAIL" else TrialState.PRUNED)
+        except (ValueError, RuntimeError) as exc:  # e.g. told already before a restore; the sampler goes on
+            logging.getLogger(__name__).warning("trial %s: Optuna refused its result: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+class ResumableSearchGenerator(SearchGenerator):
+    """Tune's wrapper of a searcher, minus its memory of having finished.
+
+    Tune restores the wrapper's `finished` flag with the experiment, so a search that once
+    reached its target (or timeout) could never take more trials. Whether another trial may
+    start is the session's decision at each `suggest`, so the flag is not restored.
+    """
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state({**state, "finished": False})
+
+
+class CostBandASHA(ASHAScheduler):
+    """ASHA whose rungs compare a network only with networks of comparable FLOPs.
+
+    Early stopping on the intermediate accuracy alone is sound because a network's cost is
+    fixed: its FLOPs and latency are known before training and do not change with it, so a
+    rung decision never has to forecast the second objective. But accuracy grows with cost,
+    so rungs shared by all networks would stop cheap networks for losing to expensive ones
+    and starve the cheap end of the front. Each FLOPs band (a factor of 2, like the Optuna
+    backend's MedianStopper) therefore gets its own ASHA brackets, and, like MedianStopper,
+    the first `min_peers` trials of a band are never stopped (they fill its rungs).
+    With reduction factor 2 a rung stops trials below the median of the band's earlier ones.
+    """
+
+    def __init__(self, settings: SearchSettings, min_peers: int = 4, **asha: Any) -> None:
+        super().__init__(**asha)
+        self._settings, self._asha, self._min_peers = settings, asha, min_peers
+        self._bands: dict[int, ASHAScheduler] = {}
+        self._band_sizes: dict[int, int] = {}  # band -> trials added to it
+        self._rank: dict[str, int] = {}  # trial id -> trials of its band added before it
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        ev = price(config_of(self._settings.space, trial.config), self._settings)
+        band = math.floor(math.log2(max(ev.cost.flops, 1)))
+        peers = self._bands.setdefault(band, ASHAScheduler(**self._asha))
+        self._rank[trial.trial_id] = self._band_sizes.get(band, 0)
+        if not ev.infeasible:  # infeasible trials never train, so they are nobody's peers
+            self._band_sizes[band] = self._rank[trial.trial_id] + 1
+        peers.on_trial_add(tune_controller, trial)
+        self._trial_info[trial.trial_id] = peers._trial_info.pop(trial.trial_id)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)  # records the rung value
+        if (action == self.STOP and self._rank.get(trial.trial_id, 0) < self._min_peers
+                and result.get(TIME_ATTR, 0) < self._max_t):
+            return self.CONTINUE
+        return action
+
+
+def make_scheduler(settings: SearchSettings) -> FIFOScheduler:
+    if not settings.early_stopping:
+        return FIFOScheduler()
+    checkpoints = settings.proxy.eval_every
+    return CostBandASHA(settings, time_attr=TIME_ATTR, metric="accuracy", mode="max", max_t=checkpoints,
+                        grace_period=min(2, checkpoints), reduction_factor=2)
+
+
+class RunRecorder(tune.Callback):
+    """Driver-side: turns finished Tune trials into trials.csv rows (published at once)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        _SESSIONS[self.run_id].observe(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        session = _SESSIONS[self.run_id]
+        session.finish(trial, error=False)
+        session.observe(trials)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        session = _SESSIONS[self.run_id]
+        session.finish(trial, error=True)
+        session.observe(trials)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        _SESSIONS[self.run_id].observe(trials)
+
+
+def trial_dirname(trial: Trial) -> str:
+    return f"trial_{trial.config['trial']}_{trial.trial_id}"
+
+
+def trial_name(trial: Trial) -> str:
+    return f"trial_{trial.config['trial']}"
+
+
+class _Session:
+    """This invocation's view of the search: target, deadline, concurrency, rows, progress."""
+
+    def __init__(self, run: Run, settings: SearchSettings, max_concurrent: int, progress: bool) -> None:
+        self.run, self.settings, self.max_concurrent = run, settings, max_concurrent
+        self.deadline = None if settings.timeout_s is None else time.monotonic() + settings.timeout_s
+        self.rows: dict[str, dict[str, Any]] = {}  # Tune trial id -> trials.csv row, finished trials only
+        self.live = 0  # trials started and not finished
+        self.failures = 0  # consecutive failed trials
+        self.infeasible_streak = 0  # consecutive infeasible draws
+        self.adopted = False  # trials restored from an earlier run recorded
+        self.stopped: str | None = None  # why the searcher finished; None after an interrupt
+        self.bar = tqdm(total=settings.trials, desc=f"search {run.id}", unit="trial", disable=not progress,
+                        dynamic_ncols=True)
+
+    def trained(self) -> int:
+        return sum(row["state"] in TRAINED for row in self.rows.values())
+
+    def reason(self) -> str | None:
+        """Why no further trial may start, if so."""
+        if self.trained() >= self.settings.trials:
+            return "target"
+        if self.failures >= MAX_CONSECUTIVE_FAILURES:
+            return "failures"
+        if self.infeasible_streak >= MAX_INFEASIBLE_DRAWS:
+            return "infeasible"
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "timeout"
+        return None
+
+    def may_start(self) -> bool:
+        # never more trials in flight than could still be needed (infeasible ones end at once)
+        return (self.reason() is None and self.live < self.max_concurrent
+                and self.trained() + self.live < self.settings.trials)
+
+    def finished(self) -> bool:
+        return self.reason() is not None and self.live == 0
+
+    def finish(self, trial: Trial, error: bool) -> None:
+        """Record a trial that just finished (Tune still shows it RUNNING during on_trial_complete)."""
+        if trial.trial_id in self.rows:
+            return
+        result = trial.last_result or {}
+        state = outcome(result, error)
+        if "arch" in result:
+            attrs = result_attrs(result)
+        else:  # failed before its first report: the analytic facts are known anyway
+            attrs = price(config_of(self.settings.space, trial.config), self.settings).attrs()
+        curve = attrs["curve"]
+        accuracy = result.get("accuracy") if state == "COMPLETE" else (curve[-1][1] if curve else None)
+        self.rows[trial.trial_id] = trial_row(int(trial.config["trial"]), state, attrs, accuracy,
+                                              attrs["latency_ms"], error_text(trial) if state == "FAIL" else "")
+        if state in TRAINED:
+            self.failures = self.infeasible_streak = 0
+        elif state == "INFEASIBLE":
+            self.infeasible_streak += 1
+        else:
+            self.failures += 1
+        self.publish()
+
+    def observe(self, trials: list[Trial]) -> None:
+        """Count live trials. The first call also records the trials an earlier run finished (restore);
+        later ones finish only through `finish`, so trials Tune stops on an interrupt are not recorded."""
+        live = 0
+        for t in trials:
+            if t.trial_id in self.rows:
+                continue
+            if t.status not in (Trial.TERMINATED, Trial.ERROR):
+                live += 1
+            elif not self.adopted:
+                self.finish(t, error=t.status == Trial.ERROR)
+        self.live, self.adopted = live, True
+
+    def publish(self) -> None:
+        publish_trials(self.run, sorted(self.rows.values(), key=lambda row: row["trial"]))
+        self.bar.n = min(self.trained(), self.settings.trials)
+        self.bar.set_postfix_str(self.best_text(), refresh=True)
+
+    def best_text(self) -> str:
+        done = [r for r in self.rows.values() if r["state"] == "COMPLETE"]
+        if not done:
+            return "no complete trial yet"
+        best = max(done, key=lambda r: r["accuracy"])
+        return f"best acc {best['accuracy']:.3f} at {best['latency_ms']:.1f} ms"
+
+
+_SESSIONS: dict[str, _Session] = {}
+
+
+def error_text(trial: Trial) -> str:
+    """`Type: message` of the exception a trial raised (Ray wraps it in a RayTaskError).
+
+    Tune writes the error into the trial's driver-side folder first and syncs it to the
+    experiment folder later, so both places are tried.
+    """
+    err = None
+    with contextlib.suppress(Exception):
+        if trial.pickled_error_file and os.path.isfile(trial.pickled_error_file):
+            with open(trial.pickled_error_file, "rb") as f:
+                err = ray.cloudpickle.load(f)
+    if err is None:
+        with contextlib.suppress(Exception):
+            err = trial.get_pickled_error()
+    if err is not None:
+        cause = getattr(err, "cause", None) or err
+        return f"{type(cause).__name__}: {cause}"[:500]
+    text = ""
+    with contextlib.suppress(Exception):
+        text = Path(trial.error_file).read_text() if trial.error_file else trial.get_error() or ""
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return (lines[-1] if lines else "the trial's Ray actor failed")[:500]
+
+
+# ---------------------------------------------------------------- the search
+
+class RaySearch:
+    """One search run as a Ray Tune experiment in `runs/<id>/ray/` (resumed when it exists)."""
+
+    def __init__(self, run: Run, settings: SearchSettings, data: DataSplit | None = None, *,
+                 progress: bool = True, cpus_per_trial: float | None = None, gpus_per_trial: float = 0.0,
+                 max_concurrent: int | None = None, ray_address: str | None = None) -> None:
+        self.run, self.settings, self.progress = run, settings, progress
+        self.options = RayOptions(cpus_per_trial, gpus_per_trial, max_concurrent, ray_address).resolve(settings.threads)
+        self.options.check_device(settings.device)  # (resolve re-validates: the CPUs must fit this machine)
+        self.data = data
+        self.init_seconds = 0.0
+        self.reason: str | None = None
+
+    @property
+    def ray_dir(self) -> Path:
+        return self.run.path.resolve() / RAY_DIR
+
+    def optimize(self) -> None:
+        """Run Tune trials until `settings.trials` have trained, the timeout passes, or too many fail."""
+        meta = self.run.read_meta().get("ray") or {}
+        restoring = self.ray_dir.is_dir() and tune.Tuner.can_restore(str(self.ray_dir))
+        if restoring and meta.get("finished") and self._target_reached():
+            return  # nothing to add; a larger --trials or a new --timeout goes on below
+        data = self.data if self.data is not None else load_dataset(self.settings.dataset, self.settings.data_dir,
+                                                                     seed=self.settings.seed)
+        started = self._start_ray()
+        session: _Session | None = None
+        try:
+            max_concurrent = self.options.max_concurrent or self._default_concurrency()
+            self._record(max_concurrent, finished=None)
+            trainable = tune.with_resources(
+                tune.with_parameters(run_trial, data=SharedData(ray.put(data)),
+                                     settings=dataclasses.replace(self.settings, threads=self.options.threads)),
+                {"cpu": self.options.cpus_per_trial, "gpu": self.options.gpus_per_trial})
+            session = _SESSIONS[self.run.id] = _Session(self.run, self.settings, max_concurrent, self.progress)
+            with _quiet_tune():
+                tuner = (tune.Tuner.restore(str(self.ray_dir), trainable=trainable, resume_unfinished=True,
+                                            resume_errored=False, restart_errored=False)
+                         if restoring else self._new_tuner(trainable))
+                tuner.fit()
+            session.publish()
+            self.reason = session.stopped
+            self._record(max_concurrent, finished=self.reason)
+        finally:
+            if session is not None:
+                session.bar.close()
+            _SESSIONS.pop(self.run.id, None)
+            if started:
+                ray.shutdown()
+        self._raise_for(self.reason)
+
+    def _new_tuner(self, trainable: Any) -> tune.Tuner:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=ResumableSearchGenerator(FatnasOptunaSearch(self.run.id,
+                                                                                               self.settings)),
+                                        scheduler=make_scheduler(self.settings), num_samples=-1,
+                                        reuse_actors=True, trial_name_creator=trial_name,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(name=RAY_DIR, storage_path=str(self.ray_dir.parent), verbose=0,
+                                      callbacks=[RunRecorder(self.run.id)],
+                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
+
+    def _start_ray(self) -> bool:
+        """Join the given cluster, or start a local runtime sized to this machine; True if started here."""
+        start = time.perf_counter()
+        if ray.is_initialized():
+            started = False
+        elif self.options.address is None:
+            ray.init(num_cpus=local_cpus(), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)
+            started = True
+        else:
+            check_reachable(self.options.address)
+            try:
+                ray.init(address=self.options.address, log_to_driver=False, logging_level=logging.ERROR)
+            except (ConnectionError, RuntimeError) as exc:
+                raise RayOptionsError(f"--ray-address {self.options.address}: cannot join a Ray cluster there "
+                                      f"({str(exc).splitlines()[0]}); start one with `ray start --head`") from None
+            started = True
+        self.init_seconds = time.perf_counter() - start
+        try:
+            self._check_cluster()
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
+        return started
+
+    def _check_cluster(self) -> None:
+        """Every trial must fit on one node, or Tune would wait for it forever."""
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+        gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+        if self.options.cpus_per_trial > cpus:
+            raise RayOptionsError(f"--cpus-per-trial {self.options.cpus_per_trial:g}: the largest Ray node has "
+                                  f"{cpus:g} CPUs")
+        if self.options.gpus_per_trial > gpus:
+            raise RayOptionsError(f"--gpus-per-trial {self.options.gpus_per_trial:g}: the largest Ray node has "
+                                  f"{gpus:g} GPUs")
+
+    def _default_concurrency(self) -> int:
+        total = ray.cluster_resources()
+        slots = int(total.get("CPU", 1) // self.options.cpus_per_trial)
+        if self.options.gpus_per_trial:
+            slots = min(slots, int(total.get("GPU", 0) // self.options.gpus_per_trial))
+        return max(1, slots)
+
+    def _record(self, max_concurrent: int, finished: str | None) -> None:
+        """The Ray section of run.yaml: options, cluster, start-up time, and whether the search finished."""
+        total = ray.cluster_resources()
+        self.run.update_meta(ray=dict(
+            version=ray.__version__, address=self.options.address or "local",
+            cpus_per_trial=self.options.cpus_per_trial, gpus_per_trial=self.options.gpus_per_trial,
+            max_concurrent=max_concurrent, torch_threads_per_trial=self.options.threads,
+            cluster=dict(nodes=sum(bool(n.get("Alive")) for n in ray.nodes()), cpus=total.get("CPU", 0),
+                         gpus=total.get("GPU", 0)),
+            init_seconds=round(self.init_seconds, 3), results=f"{RAY_DIR}/", finished=finished,
+            latency_note="latency is timed inside each trial with its torch threads, while other trials may run"))
+
+    def _target_reached(self) -> bool:
+        trials = self.run.trials()
+        return not trials.empty and int(trials["state"].isin(TRAINED).sum()) >= self.settings.trials
+
+    def _raise_for(self, reason: str | None) -> None:
+        if reason is None:
+            print(f"search {self.run.id} interrupted; continue it with: python cli.py search --resume {self.run.id} "
+                  "--backend ray", file=sys.stderr)
+            raise KeyboardInterrupt
+        if reason == "failures":
+            raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed; see the `error` column of "
+                               "trials.csv")
+        if reason == "infeasible":
+            raise FatnasError(f"no candidate out of {MAX_INFEASIBLE_DRAWS} draws from space "
+                              f"{self.settings.space.name!r} fits the budget ({self.settings.budget.describe()})")
+
+
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """Tune's settings for a quiet, promptly checkpointed run, and its end-of-run error line muted."""
+    saved_env = {k: os.environ.get(k) for k in TUNE_ENV}
+    for key, value in TUNE_ENV.items():
+        os.environ.setdefault(key, value)
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        tune_logger.setLevel(level)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+__all__ = ["RayOptions", "RayOptionsError", "RaySearch", "check_ray_options"]
