@@ -35,8 +35,8 @@ class SearchSettings:
     seed: int = 0
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    latency_warmup: int = 2
-    latency_repeats: int = 7
+    latency_warmup: int = 5  # the first passes of a new model build its kernels
+    latency_repeats: int = 9
     references: bool = True
     early_stopping: bool = True
     threads: int = 1  # torch threads for timing and training (one per trial runs best on small CPUs)
