@@ -57,11 +57,16 @@ class ProxySettings:
     def images_per_trial(self) -> int:
         return self.train_images * self.epochs
 
-    def checkpoints(self, available_images: int) -> int:
-        """How many validation checkpoints a trial has, given the training images available."""
+    def schedule(self, available_images: int) -> tuple[int, int]:
+        """(batch size, total steps) of one trial given the training images available; full batches only."""
         n_train = min(self.train_images, available_images)
-        steps = (n_train // min(self.batch_size, n_train)) * self.epochs
-        return min(self.eval_every, steps)
+        batch = min(self.batch_size, n_train)
+        return batch, (n_train // batch) * self.epochs
+
+    def checkpoint_images(self, available_images: int) -> list[int]:
+        """Images seen at each validation checkpoint of a trial, in order."""
+        batch, total_steps = self.schedule(available_images)
+        return [step * batch for step in sorted(_checkpoint_steps(total_steps, self.eval_every))]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -164,7 +169,7 @@ class _Trainer:
         self.model, self.s, self.device = model, s, device
         gen = torch.Generator().manual_seed(s.seed)
         n_train = min(s.train_images, len(data.train_x))
-        self.batch_size = min(s.batch_size, n_train)
+        self.batch_size, self.total_steps = s.schedule(len(data.train_x))
         subset = torch.randperm(len(data.train_x), generator=gen)[:n_train]
         self.train_x = data.train_x.index_select(0, subset).to(device)
         self.train_y = data.train_y.index_select(0, subset).to(device)
@@ -173,7 +178,6 @@ class _Trainer:
         self.mean, self.std = data.normalization(device)
         self.gen = gen
         self.steps_per_epoch = n_train // self.batch_size  # full batches only (BatchNorm needs > 1)
-        self.total_steps = self.steps_per_epoch * s.epochs
         self.optimizer = torch.optim.AdamW(_param_groups(model, s.weight_decay), lr=s.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(self.total_steps))
         self.amp_dtype = _amp_dtype(device) if s.amp else None

@@ -215,10 +215,6 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def to_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
 def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rewrite trials.csv, pareto.csv and one config YAML per front member; returns the front."""
     trials = pd.DataFrame(rows)

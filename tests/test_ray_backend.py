@@ -30,7 +30,6 @@ from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist, run_cli
 from .test_search import tiny_settings
 
 ray = pytest.importorskip("ray")
-from fatnas.search.ray_backend import checkpoint_images  # noqa: E402  (imports ray)
 
 TIGHT_BUDGET = "5.6MFLOPs"  # at the tiny space's 64 px: about half of its 128 points are over it
 
@@ -91,7 +90,7 @@ def test_ray_search_writes_the_optuna_backends_files_and_a_front_within_budget(i
 
     # the curve of a pruned trial comes from its reports: the same checkpoints a full training makes
     data = load_dataset(settings.dataset, seed=settings.seed)
-    expected = checkpoint_images(settings.proxy, len(data.train_x))
+    expected = settings.proxy.checkpoint_images(len(data.train_x))
     for _, row in trials[trials["state"] == "COMPLETE"].iterrows():
         assert [x for x, _ in json.loads(row["curve"])] == expected
 

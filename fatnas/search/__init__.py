@@ -10,11 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import FATConfig
-from ..cost import Budget, parse_budget
+from ..cost import Budget
 from ..data import DataSplit, load_dataset
 from ..proxy import ProxySettings, configure_threads
-from ..space import SearchSpace, load_space, space_from_dict
+from ..space import space_from_dict
 from ..store import Run, environment_info
 from ..variants import PUBLISHED, get_config
 from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
@@ -107,5 +106,5 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
     return run.pareto()
 
 
-__all__ = ["BACKENDS", "SearchSettings", "evaluate_references", "load_space", "parse_budget", "record_run",
-           "run_search", "settings_from_meta", "settings_to_meta", "FATConfig", "SearchSpace"]
+__all__ = ["BACKENDS", "SearchSettings", "evaluate_references", "record_run", "run_search", "settings_from_meta",
+           "settings_to_meta"]

@@ -6,7 +6,6 @@ measured before training too), so no time is spent on infeasible networks.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -137,7 +136,3 @@ def trial_row(number: int, state: str, attrs: dict[str, Any], accuracy: float | 
     row["curve"] = json.dumps(attrs.get("curve") or [])
     row["config"] = json.dumps(attrs.get("config") or {})
     return row
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -162,7 +162,7 @@ class OptunaSearch:
             return None
         peers = [(t.user_attrs["flops"], t.user_attrs.get("curve") or [])
                  for t in self.study.get_trials(deepcopy=False) if trained(t)]
-        last = self.settings.proxy.checkpoints(len(self.data.train_x)) - 1
+        last = len(self.settings.proxy.checkpoint_images(len(self.data.train_x))) - 1
         return lambda checkpoint, acc: self.stopper.should_stop(flops, checkpoint, acc, peers, checkpoint >= last)
 
     def publish(self) -> None:

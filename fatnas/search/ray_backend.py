@@ -49,7 +49,6 @@ from tqdm.auto import tqdm
 from ..config import FATConfig
 from ..data import DataSplit, load_dataset
 from ..errors import FatnasError
-from ..proxy import ProxySettings
 from ..space import SearchSpace
 from ..store import Run, publish_trials
 from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
@@ -204,16 +203,6 @@ def config_of(space: SearchSpace, params: dict[str, Any]) -> FATConfig:
     return space.sample(lambda name, _choices: params[name])
 
 
-def checkpoint_images(proxy: ProxySettings, n_train: int) -> list[int]:
-    """Images seen at each validation checkpoint of `train_proxy` (its schedule: full batches,
-    `eval_every` checkpoints evenly spread, the last at the final step)."""
-    n = min(proxy.train_images, n_train)
-    batch = min(proxy.batch_size, n)
-    total = (n // batch) * proxy.epochs
-    count = min(proxy.eval_every, total)
-    return sorted({round(total * (i + 1) / count) * batch for i in range(count)})
-
-
 def run_trial(params: dict[str, Any], *, data: SharedData, settings: SearchSettings) -> None:
     """Tune trainable: price, budget check, latency, proxy training; reports via `tune.report`.
 
@@ -229,8 +218,8 @@ def run_trial(params: dict[str, Any], *, data: SharedData, settings: SearchSetti
         tune.report(_result(ev.attrs(), accuracy=None, final=True))
         return
     split = data.get()
-    images = checkpoint_images(settings.proxy, len(split.train_x))
-    last = settings.proxy.eval_every - 1  # never stopped at its final checkpoint, as in the Optuna backend
+    images = settings.proxy.checkpoint_images(len(split.train_x))
+    last = len(images) - 1  # never stopped at its final checkpoint, as in the Optuna backend
     curve: list[list[float]] = []
     start = time.perf_counter()
 
