@@ -349,6 +349,76 @@ def _check_device(device: str) -> None:
             raise FatnasError("--device cuda: no CUDA device is available here; use --device cpu")
 
 
+# ---------------------------------------------------------------- fidelity
+
+@command("fidelity")
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from fatnas.fidelity import record_study, run_study
+    from fatnas.store import create_run, new_run_id, open_run
+
+    if args.resume:
+        run = open_run(args.resume)
+        settings = _resume_study_settings(run, args)
+    else:
+        settings = _study_settings(args)
+    data = _load_data(settings)  # a missing data set fails before any run folder exists
+    if not args.resume:
+        run = create_run(args.run_id or new_run_id("fidelity"))
+        try:
+            record_study(run, settings)
+        except BaseException:
+            shutil.rmtree(run.path, ignore_errors=True)
+            raise
+    print(f"run {run.id}: {run.path}")
+    print(f"{settings.archs} architectures from space {settings.space.name} within {settings.budget.describe()} "
+          f"(+ published FATs that fit); low: {', '.join(settings.label(s) for s in settings.lows)}; "
+          f"high: {settings.high_label}; {settings.workers} worker(s)")
+    summary = run_study(run, settings, data=data, progress=not args.quiet)
+    _print_study(run, summary, settings)
+    return 0
+
+
+def _study_settings(args: argparse.Namespace):
+    from fatnas.cost import parse_budget
+    from fatnas.fidelity import DEFAULT_HIGH, DEFAULT_LOW, StudySettings, parse_fidelity
+    from fatnas.proxy import ProxySettings
+    from fatnas.space import load_space
+    from fatnas.zero_cost import PROXIES
+
+    space = load_space(args.space)
+    budget = parse_budget(args.budget or ["2GFLOPs"], res=space.resolution)
+    _check_positive(archs=args.archs, workers=args.workers, threads=args.threads, spread_seeds=args.spread_seeds,
+                    top_k=args.top_k)
+    base = ProxySettings()
+    return StudySettings(space=space, budget=budget, lows=tuple(parse_fidelity(t, base) for t in args.low or [DEFAULT_LOW]),
+                         high=parse_fidelity(args.high or DEFAULT_HIGH, base), archs=args.archs,
+                         proxies=tuple(args.proxies if args.proxies is not None else PROXIES),
+                         spread_seeds=args.spread_seeds, references=not args.no_references, seed=args.seed,
+                         dataset=args.dataset, data_dir=args.data_dir, workers=args.workers or 1, threads=args.threads,
+                         top_k=args.top_k)
+
+
+def _resume_study_settings(run, args: argparse.Namespace):
+    from fatnas.fidelity import StudySettings
+
+    meta = run.read_meta()
+    if meta.get("kind") != "fidelity":
+        raise FatnasError(f"run {run.id!r} is not a fidelity run; --resume takes a fidelity run id")
+    _check_positive(workers=args.workers)
+    return StudySettings.from_meta(meta, workers=args.workers)
+
+
+def _print_study(run, summary, settings) -> None:
+    print(f"\nrank correlation with the high fidelity ({settings.high_label}); accuracy = proxy accuracy on "
+          f"{settings.dataset}, not ImageNet accuracy; flops = fvcore total at {settings.space.resolution}px:")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    spread = run.read_table("seed_spread.csv")
+    if not spread.empty:
+        print("\nseed noise of one network beside the spread across networks (accuracy std):")
+        print(spread.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"files: {run.path / 'fidelity.csv'}, {run.path / 'correlations.csv'}, report {run.path / 'fidelity.html'}")
+
+
 # ---------------------------------------------------------------- scale
 
 # options that only a grid run takes (all default to None/False): --to prices analytically only
@@ -541,6 +611,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pareto", action="store_true", help="export every Pareto-front trial as PREFIX<trial>")
     p.add_argument("--prefix", default=None, help="name prefix for --pareto (default: <run id>_t)")
     p.add_argument("--force", action="store_true", help="overwrite an existing exported variant")
+
+    p = sub.add_parser("fidelity", help="how well cheap proxies rank architectures against longer training")
+    p.add_argument("--space", default=None, help="space name in search_spaces/ or a YAML path (default: fat)")
+    p.add_argument("--budget", action="append", metavar="B",
+                   help="sample within it, repeatable (default 2GFLOPs: fvcore total at the space's resolution)")
+    p.add_argument("--archs", type=int, default=30, help="architectures sampled from the space (default 30)")
+    p.add_argument("--low", action="append", metavar="F",
+                   help="low fidelity, repeatable: 'default' (the search's proxy) or KEY=VALUE,... over res, "
+                        "train_images, epochs, batch_size, lr, weight_decay, label_smoothing, eval_every, val_images")
+    p.add_argument("--high", default=None, metavar="F", help="high fidelity, same form (default: train_images=8192,"
+                   "eval_every=1,val_images=2000)")
+    p.add_argument("--proxies", nargs="*", default=None, metavar="P",
+                   help="zero-cost proxies and baselines (default all: synflow grad_norm snip naswot params flops)")
+    p.add_argument("--spread-seeds", type=int, default=3, help="seeds for the seed-noise network (default 3)")
+    p.add_argument("--top-k", type=int, default=5, help="k of the top-k overlap (default 5)")
+    p.add_argument("--workers", type=int, default=None, help="processes training at once (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--no-references", action="store_true", help="leave out the published FATs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--resume", default=None, metavar="ID", help="continue an interrupted study")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10 or imagefolder")
+    p.add_argument("--data-dir", default=None, help="folder of the data set (CIFAR-10 or ImageFolder)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("scale", help="scale a model's width, depth, resolution (and compound); fit cost and accuracy")
     p.add_argument("base", metavar="BASE", help="variant name or CONFIG.yaml")
