@@ -191,6 +191,10 @@ def _search_settings(args: argparse.Namespace):
     budget = parse_budget(args.budget or [], res=space.resolution)
     if args.sampler not in SAMPLERS:
         raise FatnasError(f"unknown sampler {args.sampler!r}; accepted: {', '.join(SAMPLERS)}")
+    if args.prescreen_keep is not None and args.prescreen is None:
+        raise FatnasError("--prescreen-keep goes with --prescreen PROXY")
+    if args.prescreen is not None and args.backend != "optuna":
+        raise FatnasError("--prescreen works with the optuna backend only; drop it or use --backend optuna")
     _check_device(args.device)
     _check_positive(trials=args.trials, proxy_res=args.proxy_res, proxy_images=args.proxy_images,
                     proxy_epochs=args.proxy_epochs, batch_size=args.batch_size, timeout=args.timeout,
@@ -202,7 +206,8 @@ def _search_settings(args: argparse.Namespace):
     return SearchSettings(space=space, budget=budget, proxy=proxy, trials=args.trials or 20,
                           timeout_s=args.timeout, sampler=args.sampler, seed=args.seed, dataset=args.dataset,
                           data_dir=args.data_dir, references=not args.no_references,
-                          early_stopping=not args.no_early_stopping, threads=args.threads)
+                          early_stopping=not args.no_early_stopping, threads=args.threads,
+                          prescreen=args.prescreen, prescreen_keep=args.prescreen_keep or 0.25)
 
 
 def _resume_settings(run, args: argparse.Namespace):
@@ -588,6 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-references", action="store_true", help="skip evaluating fat_b0..b3")
     p.add_argument("--no-early-stopping", action="store_true")
+    p.add_argument("--prescreen", default=None, metavar="PROXY",
+                   help="score candidates at initialization and train only the best: synflow, grad_norm, snip, "
+                        "naswot, params or flops")
+    p.add_argument("--prescreen-keep", type=float, default=None, metavar="FRACTION",
+                   help="with --prescreen: fraction of scored candidates that train (default 0.25: best of 4)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per trial, for timing and training (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--cpus-per-trial", type=float, default=None,

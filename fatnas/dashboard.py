@@ -32,7 +32,7 @@ from .store import Run, atomic_write_text, hypervolume, pareto_front
 PLOT_IDS = ("pareto", "acc-flops", "acc-params", "hypervolume", "best-accuracy", "importance", "parcoords")
 HV_LATENCY_MARGIN = 1.1
 MIN_TRIALS_FOR_OPTUNA = 20  # below this many complete trials, importance falls back to the spread
-STATES = ("COMPLETE", "PRUNED", "INFEASIBLE", "FAIL", "RUNNING")
+STATES = ("COMPLETE", "PRUNED", "INFEASIBLE", "SCREENED_OUT", "FAIL", "RUNNING")
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 ARCH_COLUMNS = tuple(f"{name}_{s}" for name in STAGE_FIELDS for s in range(NUM_STAGES))
 TABLE_COLUMNS = ("trial", "state", "accuracy", "latency_ms", "params", "flops", *ARCH_COLUMNS, "config")

@@ -408,19 +408,21 @@ def report_html(run_id: str, meta: dict[str, Any], table: pd.DataFrame, summary:
         if row["measure"] == high:
             continue
         pair = values[[row["measure"], high]].dropna()
-        scatter.add_trace(go.Scatter(x=pair[row["measure"]], y=pair[high], mode="markers", text=list(pair.index),
+        scatter.add_trace(go.Scatter(x=pair[row["measure"]].tolist(), y=pair[high].tolist(), mode="markers",
+                                     text=list(pair.index),
                                      name=f"{row['measure']} (tau {row['kendall_tau']:.2f})",
                                      hovertemplate="%{text}: low %{x:.3f}, high %{y:.3f}<extra></extra>"))
     scatter.update_layout(xaxis_title=f"low fidelity: {acc_label}", yaxis_title=f"high fidelity ({high}): {acc_label}",
                           legend_title_text="low fidelity", height=520)
     bars = go.Figure()
-    bars.add_trace(go.Bar(x=summary["measure"], y=summary["kendall_tau"], name="Kendall tau",
-                          error_y=dict(type="data", symmetric=False, array=summary["tau_high"] - summary["kendall_tau"],
-                                       arrayminus=summary["kendall_tau"] - summary["tau_low"])))
-    bars.add_trace(go.Bar(x=summary["measure"], y=summary["spearman_rho"], name="Spearman rho"))
+    measures, tau = summary["measure"].tolist(), summary["kendall_tau"]
+    bars.add_trace(go.Bar(x=measures, y=tau.tolist(), name="Kendall tau",
+                          error_y=dict(type="data", symmetric=False, array=(summary["tau_high"] - tau).tolist(),
+                                       arrayminus=(tau - summary["tau_low"]).tolist())))
+    bars.add_trace(go.Bar(x=measures, y=summary["spearman_rho"].tolist(), name="Spearman rho"))
     bars.update_layout(barmode="group", yaxis_title=f"rank correlation with {high}", yaxis_range=[-1, 1], height=480)
-    cost = go.Figure(go.Scatter(x=summary["seconds_per_arch"], y=summary["kendall_tau"], mode="markers+text",
-                                text=summary["measure"], textposition="top center",
+    cost = go.Figure(go.Scatter(x=summary["seconds_per_arch"].tolist(), y=tau.tolist(), mode="markers+text",
+                                text=measures, textposition="top center",
                                 hovertemplate="%{text}: %{x:.2f} s per architecture, tau %{y:.2f}<extra></extra>"))
     cost.update_layout(xaxis_type="log", xaxis_title="seconds per architecture (mean)",
                        yaxis_title=f"Kendall tau with {high}", height=480)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..cost import Budget
 from ..data import DataSplit, load_dataset
+from ..errors import FatnasError
 from ..proxy import ProxySettings, configure_threads
 from ..space import space_from_dict
 from ..store import Run, environment_info
@@ -32,7 +33,8 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                 latency=dict(warmup=settings.latency_warmup, repeats=settings.latency_repeats,
                              device=settings.device, resolution=settings.space.resolution, batch_size=1),
                 threads=settings.threads,
-                references=settings.references, early_stopping=settings.early_stopping)
+                references=settings.references, early_stopping=settings.early_stopping,
+                prescreen=dict(proxy=settings.prescreen, keep=settings.prescreen_keep))
 
 
 def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
@@ -45,6 +47,8 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
                   latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
                   references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
                   threads=meta.get("threads", 1))
+    prescreen = meta.get("prescreen") or {}
+    values.update(prescreen=prescreen.get("proxy"), prescreen_keep=prescreen.get("keep", 0.25))
     values.update({k: v for k, v in changes.items() if v is not None})
     return SearchSettings(**values)
 
@@ -100,6 +104,8 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
     elif backend == "ray":
         from .ray_backend import RaySearch
 
+        if settings.prescreen:
+            raise FatnasError("--prescreen works with the optuna backend only; drop it or use --backend optuna")
         RaySearch(run, settings, data, progress=progress, **backend_options).optimize()
     else:
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from ..config import NUM_STAGES, STAGE_FIELDS, FATConfig
 from ..cost import Budget, Cost, analytic_cost, measure_latency
 from ..data import DataSplit
+from ..errors import FatnasError
 from ..model import FAT
 from ..proxy import ProxySettings, train_proxy
 from ..space import SearchSpace
@@ -39,6 +40,21 @@ class SearchSettings:
     references: bool = True
     early_stopping: bool = True
     threads: int = 1  # torch threads for timing and training (one per trial runs best on small CPUs)
+    prescreen: str | None = None  # a zero-cost proxy (or params/flops) that picks which candidates train
+    prescreen_keep: float = 0.25  # fraction of the scored candidates that train
+
+    def __post_init__(self) -> None:
+        if self.prescreen is not None:
+            from ..zero_cost import check_proxy
+
+            check_proxy(self.prescreen)
+        if not 0 < self.prescreen_keep <= 1:
+            raise FatnasError(f"prescreen keep fraction {self.prescreen_keep!r}: must be in (0, 1], e.g. 0.25")
+
+    @property
+    def prescreen_draws(self) -> int:
+        """Candidates scored per trained trial: round(1 / keep)."""
+        return max(1, round(1 / self.prescreen_keep)) if self.prescreen else 1
 
     @property
     def device(self) -> str:
@@ -130,6 +146,7 @@ def trial_row(number: int, state: str, attrs: dict[str, Any], accuracy: float | 
         params=attrs.get("params"), flops=attrs.get("flops"), flops_conv=attrs.get("flops_conv"),
         train_seconds=attrs.get("train_seconds"), images_seen=attrs.get("images_seen"),
         checkpoints=len(attrs.get("curve") or []), infeasible=attrs.get("infeasible", ""), error=error,
+        prescreen_score=attrs.get("prescreen_score"),
     )
     if cfg is not None:
         row.update(config_columns(cfg))

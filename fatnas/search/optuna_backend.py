@@ -3,7 +3,9 @@
 Optuna's pruners refuse multi-objective studies, so early stopping is our MedianStopper,
 and stopped trials are told as PRUNED (samplers count them among the poor ones). Budget
 violations are found analytically before training and told as PRUNED too, with the reason
-kept in the trial's `infeasible` attribute.
+kept in the trial's `infeasible` attribute. With a pre-screen, each trained trial is the best of
+round(1 / keep) feasible draws by a zero-cost proxy; the others are told as PRUNED with their
+score and shown as SCREENED_OUT.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from tqdm.auto import tqdm
 from ..data import DataSplit
 from ..errors import FatnasError
 from ..store import Run, publish_trials
-from .evaluate import MedianStopper, SearchSettings, price, time_candidate, train_candidate, trial_row
+from ..zero_cost import minibatch, score_config
+from .evaluate import Evaluation, MedianStopper, SearchSettings, price, time_candidate, train_candidate, trial_row
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 DIRECTIONS = ("maximize", "minimize")  # accuracy, latency_ms
@@ -64,13 +67,15 @@ def fail_interrupted(study: optuna.Study, storage: optuna.storages.RDBStorage) -
 
 
 def trained(t: FrozenTrial) -> bool:
-    """A trial that finished training (complete, or stopped early), not an infeasible draw."""
-    return t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and not t.user_attrs.get("infeasible"))
+    """A trial that finished training (complete, or stopped early), not an infeasible or screened-out draw."""
+    return t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and state_name(t) == "PRUNED")
 
 
 def state_name(t: FrozenTrial) -> str:
     if t.state == TrialState.PRUNED and t.user_attrs.get("infeasible"):
         return "INFEASIBLE"
+    if t.state == TrialState.PRUNED and t.user_attrs.get("screened_out"):
+        return "SCREENED_OUT"
     return t.state.name
 
 
@@ -93,6 +98,7 @@ class OptunaSearch:
         self.study, self.storage = open_study(run, settings)
         self.interrupted = fail_interrupted(self.study, self.storage)
         self.stopper = MedianStopper() if settings.early_stopping else None
+        self.screen_batch = minibatch(data, res=settings.proxy.res, seed=settings.seed) if settings.prescreen else None
 
     def finished_count(self) -> int:
         return sum(trained(t) for t in self.study.get_trials(deepcopy=False))
@@ -120,7 +126,7 @@ class OptunaSearch:
 
     def run_one_trial(self) -> bool:
         """Sample a feasible candidate, time it, train it and tell the study; False if it raised."""
-        trial, ev = self.sample_feasible()
+        trial, ev = self.prescreened() if self.settings.prescreen else self.sample_feasible()
         for key, value in ev.attrs().items():
             trial.set_user_attr(key, value)
         try:
@@ -143,7 +149,7 @@ class OptunaSearch:
             self.study.tell(trial, [ev.accuracy, ev.latency_ms])
         return True
 
-    def sample_feasible(self) -> tuple[optuna.Trial, Any]:
+    def sample_feasible(self) -> tuple[optuna.Trial, Evaluation]:
         """Ask until a candidate fits the analytic budget; infeasible draws are told as PRUNED."""
         for _ in range(MAX_INFEASIBLE_DRAWS):
             trial = self.study.ask()
@@ -155,6 +161,22 @@ class OptunaSearch:
             self.study.tell(trial, state=TrialState.PRUNED)
         raise FatnasError(f"no candidate out of {MAX_INFEASIBLE_DRAWS} draws from space "
                           f"{self.settings.space.name!r} fits the budget ({self.settings.budget.describe()})")
+
+    def prescreened(self) -> tuple[optuna.Trial, Evaluation]:
+        """The best of `prescreen_draws` feasible candidates by the pre-screen proxy; the rest are told PRUNED."""
+        drawn = [self.sample_feasible() for _ in range(self.settings.prescreen_draws)]
+        scores = [score_config(self.settings.prescreen, ev.config, self.screen_batch, num_classes=self.data.num_classes,
+                               seed=self.settings.seed, cost_res=self.settings.space.resolution).value
+                  for _, ev in drawn]
+        best = max(range(len(drawn)), key=scores.__getitem__)
+        for i, ((trial, ev), score) in enumerate(zip(drawn, scores)):
+            trial.set_user_attr("prescreen_score", score)
+            if i != best:
+                for key, value in ev.attrs().items():
+                    trial.set_user_attr(key, value)
+                trial.set_user_attr("screened_out", f"{self.settings.prescreen} {score:.6g} < {scores[best]:.6g}")
+                self.study.tell(trial, state=TrialState.PRUNED)
+        return drawn[best]
 
     def reporter(self, flops: int):
         """The early-stopping callback handed to the proxy trainer."""
