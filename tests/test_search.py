@@ -15,7 +15,7 @@ from fatnas.config import FATConfig
 from fatnas.cost import fvcore_cost, parse_budget
 from fatnas.model import FAT
 from fatnas.proxy import ProxySettings
-from fatnas.search import SearchSettings, run_search
+from fatnas.search import SearchSettings, run_search, settings_from_meta, settings_to_meta
 from fatnas.search.evaluate import MedianStopper
 from fatnas.space import load_space
 from fatnas.store import create_run, open_run, pareto_mask
@@ -151,8 +151,44 @@ def test_kill_9_then_resume_loses_no_finished_trial(isolated_dirs):
     assert len(interrupted) <= 1 and (interrupted["state"] == "FAIL").all()
 
 
+@needs_fashion_mnist
+def test_prescreen_trains_the_best_scored_of_each_group_and_records_every_score(isolated_dirs):
+    run = create_run("p")
+    settings = tiny_settings(trials=3, prescreen="naswot", prescreen_keep=1 / 3, early_stopping=False)
+    run_search(run, settings, progress=False)
+    trials = run.trials()
+    trained = trials[trials["state"] == "COMPLETE"]
+    screened = trials[trials["state"] == "SCREENED_OUT"]
+    assert len(trained) == 3 and len(screened) == 2 * 3
+    scored = trials[trials["state"].isin(["COMPLETE", "SCREENED_OUT"])].sort_values("trial")
+    assert scored["prescreen_score"].notna().all() and screened["images_seen"].fillna(0).eq(0).all()
+    for start in range(0, len(scored), 3):  # drawn in groups of three, the best one trains
+        group = scored.iloc[start:start + 3]
+        assert group.loc[group["prescreen_score"].idxmax(), "state"] == "COMPLETE"
+    again = settings_from_meta(settings_to_meta(settings))
+    assert (again.prescreen, again.prescreen_keep, again.prescreen_draws) == ("naswot", 1 / 3, 3)
+
+
+@needs_fashion_mnist
+def test_cli_prescreen_is_recorded_and_kept_on_resume(isolated_dirs):
+    out = run_cli("search", "--budget", BUDGET, "--space", str(TINY_SPACE), "--trials", "1", "--run-id", "ps",
+                  "--quiet", "--no-references", "--prescreen", "synflow", "--prescreen-keep", "0.5", *TINY_PROXY)
+    assert out.returncode == 0, out.stderr
+    run = open_run("ps")
+    assert run.read_meta()["prescreen"] == {"proxy": "synflow", "keep": 0.5}
+    out = run_cli("search", "--resume", "ps", "--trials", "2", "--quiet")
+    assert out.returncode == 0, out.stderr
+    trials = run.trials()
+    assert (trials["state"] == "COMPLETE").sum() + (trials["state"] == "PRUNED").sum() == 2
+    assert (trials["state"] == "SCREENED_OUT").sum() == 2
+
+
 @pytest.mark.parametrize("args, message", [
     (["--budget", "2GB"], "malformed budget '2GB'; accepted forms"),
+    (["--budget", "2GFLOPs", "--prescreen", "zen"], "unknown proxy 'zen'; accepted: synflow"),
+    (["--budget", "2GFLOPs", "--prescreen-keep", "0.5"], "--prescreen-keep goes with --prescreen"),
+    (["--budget", "2GFLOPs", "--prescreen", "naswot", "--prescreen-keep", "1.5"], "must be in (0, 1]"),
+    (["--budget", "2GFLOPs", "--prescreen", "naswot", "--backend", "ray"], "optuna backend only"),
     (["--budget", "2GFLOPs", "--space", "nope"], "search space 'nope' not found"),
     (["--budget", "2GFLOPs", "--sampler", "cmaes"], "unknown sampler 'cmaes'; accepted: tpe, nsga2, gp, random"),
     (["--budget", "2GFLOPs", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "CIFAR-10"),
