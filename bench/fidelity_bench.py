@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import RESULTS
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 LOWS = ("default", "eval_every=1,val_images=2000", "res=40,train_images=768", "train_images=2048")
 HIGH = "train_images=8192,eval_every=1,val_images=2000"
 # run file -> saved copy in bench/results/

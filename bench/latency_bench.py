@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from common import RESULTS, save_table
 from fatnas.cost import measure_latency
 from fatnas.variants import create_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -44,10 +44,7 @@ def main() -> None:
                          median_ms=statistics.median(medians), min_ms=min(medians), max_ms=max(medians),
                          cv_percent=100 * statistics.pstdev(medians) / mean))
     table = pd.DataFrame(rows)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    print(f"saved {args.out}")
+    save_table(table, args.out, digits=2)
 
 
 if __name__ == "__main__":
