@@ -1,7 +1,11 @@
-"""What every benchmark does with its table: print it and save it as CSV under bench/results/."""
+"""What every benchmark shares: the OpenMP wait policy of cli.py, and printing and saving its table."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# as in cli.py: OpenMP threads that spin while waiting stall badly when other processes share the cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pandas as pd
 

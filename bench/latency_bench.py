@@ -12,10 +12,10 @@ import argparse
 import statistics
 from pathlib import Path
 
+from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
 import pandas as pd
 from tqdm import tqdm
 
-from common import RESULTS, save_table
 from fatnas.cost import measure_latency
 from fatnas.variants import create_model
 

@@ -15,12 +15,12 @@ import statistics
 import time
 from pathlib import Path
 
+from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import RESULTS, save_table
 from fatnas.data import DataSplit, load_dataset, prepare_images
 from fatnas.model import FAT
 from fatnas.proxy import ProxySettings, crop_oversized_kernels, train_proxy
