@@ -404,13 +404,22 @@ def _study_settings(args: argparse.Namespace):
 
 
 def _resume_study_settings(run, args: argparse.Namespace):
-    from fatnas.fidelity import StudySettings
+    """The recorded settings; `--low` adds low fidelities to the study, `--workers` may change."""
+    import dataclasses
+
+    from fatnas.fidelity import StudySettings, parse_fidelity
 
     meta = run.read_meta()
     if meta.get("kind") != "fidelity":
         raise FatnasError(f"run {run.id!r} is not a fidelity run; --resume takes a fidelity run id")
     _check_positive(workers=args.workers)
-    return StudySettings.from_meta(meta, workers=args.workers)
+    settings = StudySettings.from_meta(meta, workers=args.workers)
+    added = [parse_fidelity(text) for text in args.low or []]
+    added = [s for s in added if s not in settings.lows]
+    if added:  # a finished study takes more low fidelities; its other measurements are kept
+        settings = dataclasses.replace(settings, lows=settings.lows + tuple(added))
+        run.update_meta(lows=[settings.label(s) for s in settings.lows])
+    return settings
 
 
 def _print_study(run, summary, settings) -> None:
@@ -641,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-references", action="store_true", help="leave out the published FATs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-id", default=None)
-    p.add_argument("--resume", default=None, metavar="ID", help="continue an interrupted study")
+    p.add_argument("--resume", default=None, metavar="ID",
+                   help="continue an interrupted study; with --low, add low fidelities to it")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10 or imagefolder")
     p.add_argument("--data-dir", default=None, help="folder of the data set (CIFAR-10 or ImageFolder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -143,14 +143,20 @@ def test_cli_fidelity_writes_the_study_and_resumes_what_is_missing(isolated_dirs
     merged = table.merge(again, on=key, suffixes=("", "_again"))
     assert len(again) == len(table) == len(merged)
     assert np.allclose(merged["value"], merged["value_again"])
+    # one more low fidelity for a finished study: only its trainings run
+    out = run_cli("fidelity", "--resume", "f1", "--low", "train_images=96,val_images=100", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert len(run.read_table("fidelity.csv")) == len(table) + 4 + 1
+    assert "train_images=96,val_images=100" in set(run.read_table("correlations.csv")["measure"])
+    assert run.read_meta()["lows"] == ["train_images=64,val_images=100", "train_images=96,val_images=100"]
 
     result = render_page(run.path / "fidelity.html", run.path / "fidelity.png", scripts=dict(
         points="return document.getElementById('fidelity-scatter').data.map(t => t.x.length)",
         bars="return document.getElementById('fidelity-correlations').data[0].x"))
     assert result.js_errors == []
     assert {"fidelity-scatter", "fidelity-correlations", "fidelity-cost"} <= set(result.plot_ids)
-    assert result.values["points"] == [4]
-    assert len(result.values["bars"]) == 5
+    assert result.values["points"] == [4, 4]  # one trace per low fidelity
+    assert len(result.values["bars"]) == 6
 
 
 @pytest.mark.parametrize("args, message", [
