@@ -418,7 +418,7 @@ def _resume_study_settings(run, args: argparse.Namespace):
     added = [s for s in added if s not in settings.lows]
     if added:  # a finished study takes more low fidelities; its other measurements are kept
         settings = dataclasses.replace(settings, lows=settings.lows + tuple(added))
-        run.update_meta(lows=[settings.label(s) for s in settings.lows])
+        run.update_meta(**settings.fidelity_meta())
     return settings
 
 
@@ -687,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trained point")
     p.add_argument("--proxy-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--val-images", type=int, default=None, help="validation images (default 500)")
+    p.add_argument("--val-images", type=int, default=None, help="validation images (default 1000)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for timing and training (default 1)")
     p.add_argument("--quiet", action="store_true", help="no line per timed or trained point")
     return parser

@@ -6,7 +6,7 @@ stops starting trials after `--seconds`. The table gives per search the best COM
 proxy accuracy (Fashion-MNIST, not ImageNet accuracy), the trials trained and screened out;
 saved to bench/results/prescreen_bench.csv.
 
-    python bench/prescreen_bench.py --proxy naswot --keep 0.25 --seeds 0 1 2 --seconds 240
+    python bench/prescreen_bench.py --proxy synflow --keep 0.25 --seeds 0 1 2 --seconds 180
 """
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ def one_search(root: str, seed: int, prescreen: str | None, keep: float, seconds
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--proxy", default="naswot")
+    parser.add_argument("--proxy", default="synflow")
     parser.add_argument("--keep", type=float, default=0.25)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--seconds", type=float, default=240.0, help="wall time of each search")
+    parser.add_argument("--seconds", type=float, default=180.0, help="wall time of each search")
     parser.add_argument("--budget", default="2GFLOPs")
     parser.add_argument("--out", type=Path, default=RESULTS / "prescreen_bench.csv")
     args = parser.parse_args()

@@ -80,6 +80,11 @@ def fidelity_label(settings: ProxySettings, base: ProxySettings = ProxySettings(
     return ",".join(changed) or DEFAULT_LOW
 
 
+def fidelity_fields(settings: ProxySettings) -> dict[str, Any]:
+    """The values of `settings` a fidelity may change."""
+    return {k: getattr(settings, k) for k in FIDELITY_KEYS}
+
+
 @dataclass(frozen=True)
 class StudySettings:
     """Everything that defines a fidelity study, recorded in run.yaml."""
@@ -124,19 +129,27 @@ class StudySettings:
     def fidelities(self) -> tuple[ProxySettings, ...]:
         return (*self.lows, self.high)
 
+    def fidelity_meta(self) -> dict[str, Any]:
+        """Labels of the fidelities and their full settings (labels depend on the defaults of the day)."""
+        return dict(lows=[self.label(s) for s in self.lows], high=self.high_label,
+                    fidelity_settings=dict(lows=[fidelity_fields(s) for s in self.lows],
+                                           high=fidelity_fields(self.high)))
+
     def to_meta(self) -> dict[str, Any]:
         return dict(space=self.space.to_dict(), space_source=self.space.source, budget=self.budget.to_dict(),
-                    budget_text=self.budget.describe(), lows=[fidelity_label(s) for s in self.lows],
-                    high=self.high_label, archs=self.archs, proxies=list(self.proxies), proxy_batch=self.proxy_batch,
+                    budget_text=self.budget.describe(), **self.fidelity_meta(), archs=self.archs,
+                    proxies=list(self.proxies), proxy_batch=self.proxy_batch,
                     spread_seeds=self.spread_seeds, references=self.references, seeds=dict(study=self.seed),
                     dataset=self.dataset, data_dir=self.data_dir, workers=self.workers, threads=self.threads,
                     top_k=self.top_k)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], **changes: Any) -> "StudySettings":
+        full = meta.get("fidelity_settings")
+        lows = tuple(ProxySettings(**f) for f in full["lows"]) if full else tuple(parse_fidelity(t) for t in meta["lows"])
+        high = ProxySettings(**full["high"]) if full else parse_fidelity(meta["high"])
         values = dict(space=space_from_dict(meta["space"], source=meta.get("space_source", "run.yaml")),
-                      budget=Budget(**meta["budget"]), lows=tuple(parse_fidelity(t) for t in meta["lows"]),
-                      high=parse_fidelity(meta["high"]), archs=meta["archs"], proxies=tuple(meta["proxies"]),
+                      budget=Budget(**meta["budget"]), lows=lows, high=high, archs=meta["archs"], proxies=tuple(meta["proxies"]),
                       proxy_batch=meta["proxy_batch"], spread_seeds=meta["spread_seeds"],
                       references=meta["references"], seed=meta["seeds"]["study"], dataset=meta["dataset"],
                       data_dir=meta.get("data_dir"), workers=meta["workers"], threads=meta["threads"],

@@ -208,11 +208,12 @@ def test_bad_search_input_exits_2_with_one_line_and_writes_nothing(isolated_dirs
 def test_median_stopper_compares_only_cost_peers():
     stopper = MedianStopper(min_peers=3, band=2.0)
     peers = [(100, [(1, 0.5), (2, 0.6)])] * 3 + [(1000, [(1, 0.9), (2, 0.95)])] * 5
-    assert stopper.should_stop(120, 1, 0.55, peers, last_checkpoint=False) is True
-    assert stopper.should_stop(120, 1, 0.65, peers, last_checkpoint=False) is False
-    assert stopper.should_stop(120, 1, 0.1, peers, last_checkpoint=True) is False  # never the final value
-    assert stopper.should_stop(120, 0, 0.1, peers, last_checkpoint=False) is False  # first checkpoint is free
-    assert stopper.should_stop(5000, 1, 0.1, peers, last_checkpoint=False) is False  # too few peers
+    assert stopper.should_stop(120, 1, 0.55, peers, checkpoints=4) is True
+    assert stopper.should_stop(120, 1, 0.65, peers, checkpoints=4) is False
+    assert stopper.should_stop(120, 1, 0.1, peers, checkpoints=2) is False  # never the final value
+    assert stopper.should_stop(120, 0, 0.1, peers, checkpoints=4) is False  # a quarter of training is too early
+    assert stopper.should_stop(120, 0, 0.1, peers, checkpoints=2) is True  # half of it is not
+    assert stopper.should_stop(5000, 1, 0.1, peers, checkpoints=4) is False  # too few peers
 
 
 def test_pareto_mask_keeps_non_dominated_rows():

@@ -114,16 +114,17 @@ class MedianStopper:
 
     Cost is known before training, so comparing accuracy among trials of comparable FLOPs
     (within a factor `band`) is sound for a two-objective search: a cheap network is never
-    stopped for losing to expensive ones.
+    stopped for losing to expensive ones. No trial stops before `min_progress` of its training
+    (early accuracies are mostly noise), nor at its final checkpoint.
     """
 
-    def __init__(self, min_peers: int = 4, band: float = 2.0, first_checkpoint: int = 1) -> None:
-        self.min_peers, self.band, self.first_checkpoint = min_peers, band, first_checkpoint
+    def __init__(self, min_peers: int = 4, band: float = 2.0, min_progress: float = 0.5) -> None:
+        self.min_peers, self.band, self.min_progress = min_peers, band, min_progress
 
     def should_stop(self, flops: int, checkpoint: int, accuracy: float,
-                    finished: list[tuple[int, list[tuple[int, float]]]], last_checkpoint: bool) -> bool:
-        """`finished` holds (flops, curve) of earlier trained trials."""
-        if last_checkpoint or checkpoint < self.first_checkpoint:
+                    finished: list[tuple[int, list[tuple[int, float]]]], checkpoints: int) -> bool:
+        """`checkpoint` counts from 0 of `checkpoints`; `finished` holds (flops, curve) of earlier trained trials."""
+        if checkpoint >= checkpoints - 1 or (checkpoint + 1) / checkpoints < self.min_progress:
             return False
         peers = [curve[checkpoint][1] for f, curve in finished
                  if len(curve) > checkpoint and 1 / self.band <= f / flops <= self.band]

@@ -184,8 +184,8 @@ class OptunaSearch:
             return None
         peers = [(t.user_attrs["flops"], t.user_attrs.get("curve") or [])
                  for t in self.study.get_trials(deepcopy=False) if trained(t)]
-        last = len(self.settings.proxy.checkpoint_images(len(self.data.train_x))) - 1
-        return lambda checkpoint, acc: self.stopper.should_stop(flops, checkpoint, acc, peers, checkpoint >= last)
+        checkpoints = len(self.settings.proxy.checkpoint_images(len(self.data.train_x)))
+        return lambda checkpoint, acc: self.stopper.should_stop(flops, checkpoint, acc, peers, checkpoints)
 
     def publish(self) -> None:
         publish_trials(self.run, study_rows(self.study))

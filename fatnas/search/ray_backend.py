@@ -373,8 +373,9 @@ def make_scheduler(settings: SearchSettings) -> FIFOScheduler:
     if not settings.early_stopping:
         return FIFOScheduler()
     checkpoints = settings.proxy.eval_every
+    # the first rung at half the training, as MedianStopper's min_progress
     return CostBandASHA(settings, time_attr=TIME_ATTR, metric="accuracy", mode="max", max_t=checkpoints,
-                        grace_period=min(2, checkpoints), reduction_factor=2)
+                        grace_period=max(1, math.ceil(checkpoints / 2)), reduction_factor=2)
 
 
 class RunRecorder(tune.Callback):
