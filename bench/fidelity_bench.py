@@ -2,8 +2,8 @@
 
 Runs `cli.py fidelity` (30 architectures from search_spaces/fat.yaml within 2 GFLOPs, plus the
 published FATs that fit) with the candidate low fidelities below, all of about the default
-search's cost per trial except `train_images=2048` (twice it), against an 8x longer high
-fidelity, then copies the study's tables to bench/results/fidelity_*.csv. The run folder stays
+search's cost per trial except `train_images=2048` (twice it) and `res=40` (1.3x), against an
+8x longer high fidelity, then copies the study's tables to bench/results/fidelity_*.csv. The run folder stays
 in runs/ (resume a killed study with `--resume ID`).
 
     python bench/fidelity_bench.py --workers 2
@@ -19,7 +19,10 @@ from pathlib import Path
 from common import RESULTS
 
 ROOT = Path(__file__).resolve().parent.parent
-LOWS = ("default", "eval_every=1,val_images=2000", "res=40,train_images=768", "train_images=2048")
+# "default" is the search's proxy (2 checkpoints of 1,000 validation images); the others name
+# every value that differs from it (eval_every=4,val_images=500 was the default before this study)
+LOWS = ("eval_every=4,val_images=500", "eval_every=1,val_images=2000", "res=40,train_images=768,eval_every=4,val_images=500",
+        "train_images=2048,eval_every=4,val_images=500", "default")
 HIGH = "train_images=8192,eval_every=1,val_images=2000"
 # run file -> saved copy in bench/results/
 TABLES = {"fidelity.csv": "fidelity_study.csv", "correlations.csv": "fidelity_correlations.csv",
