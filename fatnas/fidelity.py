@@ -74,9 +74,13 @@ def parse_fidelity(text: str, base: ProxySettings = ProxySettings()) -> ProxySet
         raise FidelityError(f"fidelity {text!r}: {exc}") from None
 
 
+def _text(value: int | float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def fidelity_label(settings: ProxySettings, base: ProxySettings = ProxySettings()) -> str:
     """The fields that differ from `base` (the search's default proxy), e.g. 'res=56,train_images=512'."""
-    changed = [f"{k}={getattr(settings, k):g}" for k in FIDELITY_KEYS if getattr(settings, k) != getattr(base, k)]
+    changed = [f"{k}={_text(getattr(settings, k))}" for k in FIDELITY_KEYS if getattr(settings, k) != getattr(base, k)]
     return ",".join(changed) or DEFAULT_LOW
 
 
@@ -324,7 +328,7 @@ def measure_order(settings: StudySettings) -> list[str]:
         [p for p in settings.proxies if p in BASELINES]
 
 
-def kind_of(measure: str, settings: StudySettings) -> str:
+def kind_of(measure: str) -> str:
     if measure in BASELINES:
         return BASELINE
     return ZERO_COST if measure in PROXIES else TRAIN
@@ -373,7 +377,7 @@ def correlations(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
         x, y = pair.iloc[:, 0].to_numpy(), pair.iloc[:, -1].to_numpy()
         enough = len(pair) >= 3
         tau_low, tau_high = bootstrap_interval(x, y, _kendall, seed=settings.seed) if enough else (np.nan, np.nan)
-        rows.append(dict(measure=measure, kind=kind_of(measure, settings), archs=len(pair),
+        rows.append(dict(measure=measure, kind=kind_of(measure), archs=len(pair),
                          kendall_tau=_kendall(x, y) if enough else np.nan, tau_low=tau_low, tau_high=tau_high,
                          spearman_rho=_spearman(x, y) if enough else np.nan,
                          top_k_overlap=top_k_overlap(pair.iloc[:, 0], pair.iloc[:, -1], settings.top_k),

@@ -37,6 +37,8 @@ def test_fidelities_parse_and_label_round_trip():
     assert fidelity_label(s) == "res=56,train_images=512,lr=0.004"
     assert parse_fidelity(fidelity_label(s)) == s
     assert parse_fidelity("default") == ProxySettings() and fidelity_label(ProxySettings()) == "default"
+    big = parse_fidelity("train_images=1000000,lr=0.00001")
+    assert parse_fidelity(fidelity_label(big)) == big
 
 
 @pytest.mark.parametrize("text, problem", [
