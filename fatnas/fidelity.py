@@ -429,7 +429,7 @@ def report_html(run_id: str, meta: dict[str, Any], table: pd.DataFrame, summary:
                                      text=list(pair.index),
                                      name=f"{row['measure']} (tau {row['kendall_tau']:.2f})",
                                      hovertemplate="%{text}: low %{x:.3f}, high %{y:.3f}<extra></extra>"))
-    scatter.update_layout(xaxis_title=f"low fidelity: {acc_label}", yaxis_title=f"high fidelity ({high}): {acc_label}",
+    scatter.update_layout(xaxis_title=f"low fidelity: {acc_label}", yaxis_title=f"high fidelity: {acc_label}",
                           legend_title_text="low fidelity", height=520)
     bars = go.Figure()
     measures, tau = summary["measure"].tolist(), summary["kendall_tau"]
@@ -437,12 +437,12 @@ def report_html(run_id: str, meta: dict[str, Any], table: pd.DataFrame, summary:
                           error_y=dict(type="data", symmetric=False, array=(summary["tau_high"] - tau).tolist(),
                                        arrayminus=(tau - summary["tau_low"]).tolist())))
     bars.add_trace(go.Bar(x=measures, y=summary["spearman_rho"].tolist(), name="Spearman rho"))
-    bars.update_layout(barmode="group", yaxis_title=f"rank correlation with {high}", yaxis_range=[-1, 1], height=480)
+    bars.update_layout(barmode="group", yaxis_title="rank correlation with the high fidelity", yaxis_range=[-1, 1], height=480)
     cost = go.Figure(go.Scatter(x=summary["seconds_per_arch"].tolist(), y=tau.tolist(), mode="markers+text",
                                 text=measures, textposition="top center",
                                 hovertemplate="%{text}: %{x:.2f} s per architecture, tau %{y:.2f}<extra></extra>"))
     cost.update_layout(xaxis_type="log", xaxis_title="seconds per architecture (mean)",
-                       yaxis_title=f"Kendall tau with {high}", height=480)
+                       yaxis_title="Kendall tau with the high fidelity", height=480)
     intro = (f"<p class=\"note\">Fidelity study {run_id}: {summary['archs'].max() if not summary.empty else 0} "
              f"architectures from space {meta['space']['name']} within {meta['budget_text']} "
              f"(FLOPs: fvcore total at {meta['space']['resolution']}px), trained on {meta['dataset']}. "
