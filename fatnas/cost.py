@@ -24,6 +24,11 @@ from .model import FAT, FASA
 FLOP_CONVENTION = "fvcore total: 1 multiply-add = 1 FLOP; conv + matmul + norms + head"
 
 
+def flop_convention(res: int) -> str:
+    """How a run's FLOP figures were counted, as recorded in run.yaml and exported variants."""
+    return f"fvcore total at {res}x{res}, 1 multiply-add = 1 FLOP"
+
+
 @dataclass(frozen=True)
 class Cost:
     """Analytic cost of one config at one input size."""

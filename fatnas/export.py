@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from .config import FATConfig
+from .cost import flop_convention
 from .errors import FatnasError
 from .store import Run, atomic_write_text
 from .variants import NAME_PATTERN, PUBLISHED, create_model, list_models, variants_dir
@@ -80,7 +81,7 @@ def _source(run: Run, row: pd.Series, meta: dict[str, Any]) -> dict[str, Any]:
     res = (meta.get("space") or {}).get("resolution") or (meta.get("budget") or {}).get("res") or 224
     return dict(run=run.id, trial=int(row["trial"]), proxy_accuracy=float(row["accuracy"]),
                 dataset=meta.get("dataset"), flops=int(row["flops"]),
-                flop_convention=meta.get("flop_convention") or f"fvcore total at {res}x{res}, 1 multiply-add = 1 FLOP",
+                flop_convention=meta.get("flop_convention") or flop_convention(res),
                 resolution=int(res), params=int(row["params"]), latency_ms=float(row["latency_ms"]),
                 latency_device=(meta.get("latency") or {}).get("device"),
                 exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))

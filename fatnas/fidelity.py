@@ -17,7 +17,6 @@ import concurrent.futures
 import json
 import multiprocessing
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +27,12 @@ import pandas as pd
 from scipy import stats
 
 from .config import FATConfig
-from .cost import Budget, analytic_cost
+from .cost import Budget, analytic_cost, flop_convention
 from .data import DataSplit, load_dataset
 from .errors import FatnasError
 from .proxy import ProxySettings, configure_threads, train_proxy
 from .space import SearchSpace, space_from_dict
-from .store import Run, environment_info
+from .store import Run
 from .variants import PUBLISHED, get_config
 from .zero_cost import BASELINES, PROXIES, check_proxy, minibatch, score_config
 
@@ -164,12 +163,8 @@ class StudySettings:
 
 def record_study(run: Run, settings: StudySettings, argv: list[str] | None = None) -> None:
     """Write run.yaml: command, settings, seeds, versions and hardware."""
-    meta = dict(id=run.id, kind="fidelity", command=" ".join(argv if argv is not None else sys.argv),
-                **settings.to_meta(), **environment_info())
-    meta["flop_convention"] = f"fvcore total at {settings.space.resolution}x{settings.space.resolution}, " \
-                              "1 multiply-add = 1 FLOP"
-    meta["accuracy_note"] = f"proxy accuracy on {settings.dataset}; not ImageNet accuracy"
-    run.write_meta(meta)
+    run.record("fidelity", settings.to_meta(), dataset=settings.dataset,
+               flop_convention=flop_convention(settings.space.resolution), argv=argv)
 
 
 # ---------------------------------------------------------------- architectures and jobs

@@ -22,7 +22,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from .config import FATConfig, describe
-from .cost import Budget, Cost, analytic_cost, format_flops, measure_latency
+from .cost import Budget, Cost, analytic_cost, flop_convention, format_flops, measure_latency
 from .data import DataSplit
 from .errors import FatnasError
 from .proxy import ProxySettings, configure_threads, train_proxy
-from .store import Run, environment_info
+from .store import Run
 
 BASE_RES = 224
 DIRECTIONS = ("width", "depth", "resolution", "compound")
@@ -315,12 +314,10 @@ def _point_name(row: pd.Series) -> str:
 def record_scaling_run(run: Run, base_name: str, base: FATConfig, settings: ScalingSettings,
                        argv: list[str] | None = None) -> None:
     """Write run.yaml: command, base, settings, seeds, versions and hardware."""
-    meta = dict(id=run.id, kind="scaling", command=" ".join(argv if argv is not None else sys.argv),
-                base=base_name, base_config=base.to_dict(), base_resolution=BASE_RES, **settings.to_meta(),
-                **environment_info())
-    meta["flop_convention"] = "fvcore total at each point's resolution (column res), 1 multiply-add = 1 FLOP"
-    meta["accuracy_note"] = f"proxy accuracy on {settings.dataset}; not ImageNet accuracy"
-    run.write_meta(meta)
+    run.record("scaling", dict(base=base_name, base_config=base.to_dict(), base_resolution=BASE_RES,
+                                **settings.to_meta()), dataset=settings.dataset,
+               flop_convention="fvcore total at each point's resolution (column res), 1 multiply-add = 1 FLOP",
+               argv=argv)
 
 
 # ---------------------------------------------------------------- fits
@@ -478,7 +475,7 @@ def export_budget_fit(fit: BudgetFit, base_name: str, name: str, coeffs: Compoun
                   scaling="compound, depth and width only (resolution fixed at 224)", phi=fit.phi,
                   alpha=coeffs.alpha, beta=coeffs.beta, width_multiplier=fit.width_mult,
                   depth_multiplier=fit.depth_mult, budget=fit.budget.describe(), flops=fit.cost.flops,
-                  flop_convention=f"fvcore total at {BASE_RES}x{BASE_RES}, 1 multiply-add = 1 FLOP",
+                  flop_convention=flop_convention(BASE_RES),
                   resolution=BASE_RES, params=fit.cost.params)
     return export_config(fit.config, name, source, force=force)
 

@@ -83,6 +83,15 @@ class Run:
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write_text(self.path / "run.yaml", yaml.safe_dump(meta, sort_keys=False))
 
+    def record(self, kind: str, fields: dict[str, Any], *, flop_convention: str, dataset: str,
+               argv: list[str] | None = None) -> None:
+        """Write run.yaml for a new run: its kind, command, `fields`, versions, hardware and conventions."""
+        meta = dict(id=self.id, kind=kind, command=" ".join(argv if argv is not None else sys.argv), **fields,
+                    **environment_info())
+        meta["flop_convention"] = flop_convention
+        meta["accuracy_note"] = f"proxy accuracy on {dataset}; not ImageNet accuracy"
+        self.write_meta(meta)
+
     def update_meta(self, **changes: Any) -> None:
         meta = self.read_meta()
         meta.update(changes)

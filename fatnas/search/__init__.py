@@ -5,17 +5,16 @@ and configs/; Optuna's study.db or Ray's results folder hold each backend's own 
 """
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pandas as pd
 
-from ..cost import Budget
+from ..cost import Budget, flop_convention
 from ..data import DataSplit, load_dataset
 from ..errors import FatnasError
 from ..proxy import ProxySettings, configure_threads
 from ..space import space_from_dict
-from ..store import Run, environment_info
+from ..store import Run
 from ..variants import PUBLISHED, get_config
 from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
 
@@ -55,13 +54,8 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
 
 def record_run(run: Run, settings: SearchSettings, backend: str, argv: list[str] | None = None) -> None:
     """Write run.yaml: command, settings, seeds, versions and hardware."""
-    meta = dict(id=run.id, kind="search", backend=backend,
-                command=" ".join(argv if argv is not None else sys.argv), **settings_to_meta(settings),
-                **environment_info())
-    meta["flop_convention"] = f"fvcore total at {settings.space.resolution}x{settings.space.resolution}, " \
-                              "1 multiply-add = 1 FLOP"
-    meta["accuracy_note"] = f"proxy accuracy on {settings.dataset}; not ImageNet accuracy"
-    run.write_meta(meta)
+    run.record("search", dict(backend=backend, **settings_to_meta(settings)), dataset=settings.dataset,
+               flop_convention=flop_convention(settings.space.resolution), argv=argv)
 
 
 def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> pd.DataFrame:
@@ -84,6 +78,14 @@ def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> 
     return run.references()
 
 
+def check_backend(settings: SearchSettings, backend: str) -> None:
+    """Refuse an unknown backend, or settings the backend cannot carry out."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    if settings.prescreen and backend != "optuna":
+        raise FatnasError("--prescreen works with the optuna backend only; drop it or use --backend optuna")
+
+
 def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", progress: bool = True,
                data: DataSplit | None = None, **backend_options: Any) -> pd.DataFrame:
     """Run (or continue) a search in `run`; returns the Pareto front.
@@ -91,6 +93,7 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
     `backend_options` go to the ray backend (`fatnas.search.ray_backend.RaySearch`):
     cpus_per_trial, gpus_per_trial, max_concurrent, ray_address.
     """
+    check_backend(settings, backend)
     configure_threads(settings.threads)
     data = data if data is not None else load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
     if settings.references:
@@ -101,16 +104,12 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
         if backend_options:
             raise TypeError(f"options {sorted(backend_options)} are for the ray backend, not optuna")
         OptunaSearch(run, settings, data, progress=progress).optimize()
-    elif backend == "ray":
+    else:
         from .ray_backend import RaySearch
 
-        if settings.prescreen:
-            raise FatnasError("--prescreen works with the optuna backend only; drop it or use --backend optuna")
         RaySearch(run, settings, data, progress=progress, **backend_options).optimize()
-    else:
-        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     return run.pareto()
 
 
-__all__ = ["BACKENDS", "SearchSettings", "evaluate_references", "record_run", "run_search", "settings_from_meta",
-           "settings_to_meta"]
+__all__ = ["BACKENDS", "SearchSettings", "check_backend", "evaluate_references", "record_run", "run_search",
+           "settings_from_meta", "settings_to_meta"]
