@@ -157,8 +157,8 @@ def _cost_all(args: argparse.Namespace) -> int:
 
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
-    from fatnas.search import run_search
-    from fatnas.store import create_run, open_run
+    from fatnas.search import record_run, run_search
+    from fatnas.store import open_run
 
     backend_options = _backend_options(args)  # checked before any run folder exists
     if args.resume:
@@ -168,7 +168,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         settings = _search_settings(args)
         data = _load_data(settings)  # a missing data set fails before any run folder exists
-        run = _create_search_run(args, settings, create_run)
+        run = _new_run(args.run_id, "search", lambda r: record_run(r, settings, args.backend))
     print(f"run {run.id}: {run.path}")
     print(f"budget: {settings.budget.describe()}; space {settings.space.name} "
           f"({settings.space.size():.3g} points); sampler {settings.sampler}; seed {settings.seed}")
@@ -183,7 +183,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _search_settings(args: argparse.Namespace):
     from fatnas.cost import parse_budget
     from fatnas.proxy import ProxySettings
-    from fatnas.search import SearchSettings
+    from fatnas.search import SearchSettings, check_backend
     from fatnas.search.optuna_backend import SAMPLERS
     from fatnas.space import load_space
 
@@ -193,8 +193,6 @@ def _search_settings(args: argparse.Namespace):
         raise FatnasError(f"unknown sampler {args.sampler!r}; accepted: {', '.join(SAMPLERS)}")
     if args.prescreen_keep is not None and args.prescreen is None:
         raise FatnasError("--prescreen-keep goes with --prescreen PROXY")
-    if args.prescreen is not None and args.backend != "optuna":
-        raise FatnasError("--prescreen works with the optuna backend only; drop it or use --backend optuna")
     _check_device(args.device)
     _check_positive(trials=args.trials, proxy_res=args.proxy_res, proxy_images=args.proxy_images,
                     proxy_epochs=args.proxy_epochs, batch_size=args.batch_size, timeout=args.timeout,
@@ -203,11 +201,14 @@ def _search_settings(args: argparse.Namespace):
                         batch_size=args.batch_size)
     proxy = ProxySettings(seed=args.seed, device=args.device,
                           **{k: v for k, v in proxy_values.items() if v is not None})
-    return SearchSettings(space=space, budget=budget, proxy=proxy, trials=args.trials or 20,
-                          timeout_s=args.timeout, sampler=args.sampler, seed=args.seed, dataset=args.dataset,
-                          data_dir=args.data_dir, references=not args.no_references,
-                          early_stopping=not args.no_early_stopping, threads=args.threads,
-                          prescreen=args.prescreen, prescreen_keep=args.prescreen_keep or 0.25)
+    settings = SearchSettings(space=space, budget=budget, proxy=proxy, trials=args.trials or 20,
+                              timeout_s=args.timeout, sampler=args.sampler, seed=args.seed, dataset=args.dataset,
+                              data_dir=args.data_dir, references=not args.no_references,
+                              early_stopping=not args.no_early_stopping, threads=args.threads,
+                              prescreen=args.prescreen,
+                              **({} if args.prescreen_keep is None else dict(prescreen_keep=args.prescreen_keep)))
+    check_backend(settings, args.backend)
+    return settings
 
 
 def _resume_settings(run, args: argparse.Namespace):
@@ -222,13 +223,13 @@ def _resume_settings(run, args: argparse.Namespace):
     return settings_from_meta(meta, trials=args.trials, timeout_s=args.timeout)
 
 
-def _create_search_run(args: argparse.Namespace, settings, create_run):
-    from fatnas.search import record_run
-    from fatnas.store import new_run_id
+def _new_run(run_id: str | None, prefix: str, record: Callable[[Any], None]):
+    """A new run folder with its run.yaml written by `record(run)`; removed again if that fails."""
+    from fatnas.store import create_run, new_run_id
 
-    run = create_run(args.run_id or new_run_id())
+    run = create_run(run_id or new_run_id(prefix))
     try:
-        record_run(run, settings, args.backend)
+        record(run)
     except BaseException:
         shutil.rmtree(run.path, ignore_errors=True)
         raise
@@ -359,7 +360,7 @@ def _check_device(device: str) -> None:
 @command("fidelity")
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from fatnas.fidelity import record_study, run_study
-    from fatnas.store import create_run, new_run_id, open_run
+    from fatnas.store import open_run
 
     if args.resume:
         run = open_run(args.resume)
@@ -368,12 +369,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         settings = _study_settings(args)
     data = _load_data(settings)  # a missing data set fails before any run folder exists
     if not args.resume:
-        run = create_run(args.run_id or new_run_id("fidelity"))
-        try:
-            record_study(run, settings)
-        except BaseException:
-            shutil.rmtree(run.path, ignore_errors=True)
-            raise
+        run = _new_run(args.run_id, "fidelity", lambda r: record_study(r, settings))
     print(f"run {run.id}: {run.path}")
     print(f"{settings.archs} architectures from space {settings.space.name} within {settings.budget.describe()} "
           f"(+ published FATs that fit); low: {', '.join(settings.label(s) for s in settings.lows)}; "
@@ -452,11 +448,11 @@ def cmd_scale(args: argparse.Namespace) -> int:
         return _scale_to(args, base, coeffs)
     if args.export or args.force:
         raise FatnasError("scale: --export NAME and --force go with --to BUDGET")
-    from fatnas.scaling import accuracy_fits, best_direction, cost_fits, explore
+    from fatnas.scaling import accuracy_fits, best_direction, cost_fits, explore, record_scaling_run
 
     settings = _scale_settings(args, coeffs)
     data = _load_data(settings) if settings.train else None  # a missing data set fails before any run folder
-    run = _create_scale_run(args, base, settings)
+    run = _new_run(args.run_id, "scale", lambda r: record_scaling_run(r, args.base, base, settings))
     print(f"run {run.id}: {run.path}")
     print(f"base {args.base}; budget: {settings.budget.describe()}; "
           f"{settings.train} proxy-trained points per direction" +
@@ -487,19 +483,6 @@ def _scale_settings(args: argparse.Namespace, coeffs):
                            train=DEFAULT_TRAIN if args.train is None else args.train, latency=args.latency,
                            dataset=args.dataset or "fashion-mnist", data_dir=args.data_dir, seed=args.seed,
                            threads=args.threads)
-
-
-def _create_scale_run(args: argparse.Namespace, base, settings):
-    from fatnas.scaling import record_scaling_run
-    from fatnas.store import create_run, new_run_id
-
-    run = create_run(args.run_id or new_run_id("scale"))
-    try:
-        record_scaling_run(run, args.base, base, settings)
-    except BaseException:
-        shutil.rmtree(run.path, ignore_errors=True)
-        raise
-    return run
 
 
 def _print_scaling(table, fits, acc) -> None:

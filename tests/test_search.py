@@ -188,6 +188,7 @@ def test_cli_prescreen_is_recorded_and_kept_on_resume(isolated_dirs):
     (["--budget", "2GFLOPs", "--prescreen", "zen"], "unknown proxy 'zen'; accepted: synflow"),
     (["--budget", "2GFLOPs", "--prescreen-keep", "0.5"], "--prescreen-keep goes with --prescreen"),
     (["--budget", "2GFLOPs", "--prescreen", "naswot", "--prescreen-keep", "1.5"], "must be in (0, 1]"),
+    (["--budget", "2GFLOPs", "--prescreen", "naswot", "--prescreen-keep", "0"], "must be in (0, 1]"),
     (["--budget", "2GFLOPs", "--prescreen", "naswot", "--backend", "ray"], "optuna backend only"),
     (["--budget", "2GFLOPs", "--space", "nope"], "search space 'nope' not found"),
     (["--budget", "2GFLOPs", "--sampler", "cmaes"], "unknown sampler 'cmaes'; accepted: tpe, nsga2, gp, random"),

@@ -18,6 +18,7 @@ from ..errors import FatnasError
 from ..model import FAT
 from ..proxy import ProxySettings, train_proxy
 from ..space import SearchSpace
+from ..zero_cost import check_proxy
 
 Report = Callable[[int, float], bool]
 
@@ -45,8 +46,6 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         if self.prescreen is not None:
-            from ..zero_cost import check_proxy
-
             check_proxy(self.prescreen)
         if not 0 < self.prescreen_keep <= 1:
             raise FatnasError(f"prescreen keep fraction {self.prescreen_keep!r}: must be in (0, 1], e.g. 0.25")
