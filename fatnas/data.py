@@ -1,7 +1,7 @@
 """Small image-classification data sets held in memory for proxy training.
 
-Images are kept as uint8 N x C x H x W tensors; `iter_batches` turns them into normalized
-float batches at the proxy resolution, one batch at a time. Validation is always a seeded
+Images are kept as uint8 N x C x H x W tensors; `proxy_images` turns the part a trial uses into
+normalized float tensors at the proxy resolution once, channels last, to batch from. Validation is always a seeded
 subset carved out of the training files, disjoint from the training part, so a search never
 looks at a data set's test split.
 """
@@ -11,7 +11,6 @@ import functools
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -189,18 +188,48 @@ def prepare_images(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, res: 
     return x
 
 
-def iter_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, mean: torch.Tensor,
-                 std: torch.Tensor, res: int | None = None,
-                 order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (float images, labels) batches in `order` (default: as stored), prepared on the fly."""
-    n = len(images) if order is None else len(order)
-    for start in range(0, n, batch_size):
-        if order is None:
-            x, y = images[start:start + batch_size], labels[start:start + batch_size]
-        else:
-            idx = order[start:start + batch_size]
-            x, y = images[idx], labels[idx]
-        yield prepare_images(x, mean, std, res), y
+@dataclass
+class ProxyImages:
+    """Images normalized and resized once to the proxy resolution, held N x H x W x C (channels last).
+
+    `batch` hands out N x C x H x W views with channels-last strides, no copy of the layout;
+    `augmented_batch` takes random crops (zero padding in pixel units) and horizontal flips.
+    """
+
+    pixels: torch.Tensor  # float N x H x W x C
+    labels: torch.Tensor
+    fill: torch.Tensor  # per channel: a black pixel after normalization (the padding of crops)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (channels-last strides) and labels at `idx`."""
+        return self.pixels[idx].permute(0, 3, 1, 2), self.labels[idx]
+
+    def augmented_batch(self, idx: torch.Tensor, pad: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random res x res crops of the images padded by `pad`, half of them flipped left-right."""
+        n, h, w, _ = self.pixels.shape
+        count = len(idx)
+        dy = torch.randint(-pad, pad + 1, (count, 1), generator=gen)
+        dx = torch.randint(-pad, pad + 1, (count, 1), generator=gen)
+        flip = torch.rand(count, 1, generator=gen) < 0.5
+        cols = torch.arange(w).expand(count, w)
+        rows = (torch.arange(h) + dy).to(self.pixels.device)
+        cols = (torch.where(flip, w - 1 - cols, cols) + dx).to(self.pixels.device)
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+        idx = idx.to(self.pixels.device)
+        x = self.pixels[idx[:, None, None], rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+        x = torch.where(inside[..., None], x, self.fill)
+        return x.permute(0, 3, 1, 2), self.labels[idx]
 
 
-__all__ = ["DATASETS", "DataError", "DataSplit", "iter_batches", "load_dataset", "prepare_images"]
+def proxy_images(images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 res: int, device: str | torch.device = "cpu") -> ProxyImages:
+    """uint8 N x C x H x W -> ProxyImages at res x res on `device`, prepared once for a whole trial."""
+    pixels = prepare_images(images.to(device), mean, std, res).permute(0, 2, 3, 1).contiguous()
+    fill = ((0.0 - mean) / std).reshape(-1)
+    return ProxyImages(pixels=pixels, labels=labels.to(device), fill=fill)
+
+
+__all__ = ["DATASETS", "DataError", "DataSplit", "ProxyImages", "load_dataset", "prepare_images", "proxy_images"]

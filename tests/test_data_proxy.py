@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from fatnas.config import FATConfig
-from fatnas.data import (DATASETS, FASHION_MNIST_DIR, DataError, iter_batches, load_dataset,
-                         prepare_images)
+from fatnas.data import DATASETS, FASHION_MNIST_DIR, DataError, load_dataset, prepare_images, proxy_images
 from fatnas.model import FAT
-from fatnas.proxy import ProxyResult, ProxySettings, crop_oversized_kernels, train_proxy
+from fatnas.proxy import LR_REFERENCE_BATCH, ProxyResult, ProxySettings, crop_oversized_kernels, train_proxy
 
 TINY = FATConfig(widths=[16, 16, 32, 32], depths=1, heads=[1, 1, 2, 2], windows=[2, 1, 1, 1])
 needs_fashion = pytest.mark.skipif(
@@ -129,17 +128,41 @@ def test_imagefolder_loads_and_resizes(tmp_path):
         load_dataset("imagefolder", tmp_path, val_images=8)
 
 
-def test_batches_are_normalized_and_resized_only_when_needed():
+def test_images_are_normalized_and_resized_only_when_needed():
     images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
-    labels = torch.arange(10)
     mean, std = torch.full((1, 1, 1, 1), 0.5), torch.full((1, 1, 1, 1), 0.25)
     same = prepare_images(images, mean, std, 28)
     assert same.dtype == torch.float32 and same.shape == (10, 1, 28, 28)
     assert torch.allclose(same, (images.float() / 255 - 0.5) / 0.25)
-    batches = list(iter_batches(images, labels, 4, mean=mean, std=std, res=32,
-                                order=torch.arange(9, -1, -1)))
-    assert [tuple(x.shape) for x, _ in batches] == [(4, 1, 32, 32), (4, 1, 32, 32), (2, 1, 32, 32)]
-    assert batches[0][1].tolist() == [9, 8, 7, 6]
+    assert prepare_images(images, mean, std, 32).shape == (10, 1, 32, 32)
+
+
+def test_proxy_images_batch_channels_last_views():
+    images = torch.randint(0, 256, (10, 3, 28, 28), dtype=torch.uint8)
+    mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25)
+    prepared = proxy_images(images, torch.arange(10), mean, std, 32)
+    x, y = prepared.batch(torch.tensor([9, 8, 7]))
+    assert x.shape == (3, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
+    assert y.tolist() == [9, 8, 7]
+    assert torch.equal(x, prepare_images(images[[9, 8, 7]], mean, std, 32))
+    assert torch.allclose(prepared.fill, torch.full((3,), -2.0))
+
+
+def test_augmented_batches_are_shifted_and_flipped_crops():
+    images = torch.randint(1, 256, (6, 1, 16, 16), dtype=torch.uint8)
+    mean, std = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
+    prepared = proxy_images(images, torch.arange(6), mean, std, 16)
+    idx = torch.arange(6)
+    x, y = prepared.augmented_batch(idx, 3, torch.Generator().manual_seed(0))
+    again, _ = prepared.augmented_batch(idx, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(x, again) and y.tolist() == list(range(6))
+    source = images.float() / 255
+    padded = torch.nn.functional.pad(source, (3, 3, 3, 3))
+    for i in range(6):  # each output is one of the 2 x 7 x 7 crops of the zero-padded image
+        crops = [padded[i, :, r:r + 16, c:c + 16] for r in range(7) for c in range(7)]
+        crops += [crop.flip(-1) for crop in crops]
+        assert any(torch.allclose(x[i], crop) for crop in crops)
+    assert not torch.allclose(x, source)
 
 
 # --- proxy --------------------------------------------------------------------------------
@@ -169,6 +192,13 @@ def test_settings_round_trip_and_validation():
         ProxySettings(device="tpu")
 
 
+def test_learning_rate_scales_with_the_square_root_of_the_batch():
+    settings = ProxySettings(lr=1e-3)
+    assert settings.scaled_lr(LR_REFERENCE_BATCH) == pytest.approx(1e-3)
+    assert settings.scaled_lr(4 * LR_REFERENCE_BATCH) == pytest.approx(2e-3)
+    assert ProxySettings(res=28).crop_padding == 4 and ProxySettings(res=56).crop_padding == 7
+
+
 @needs_fashion
 def test_train_proxy_is_deterministic_and_reports(fashion):
     settings = ProxySettings(train_images=256, batch_size=32, eval_every=4, val_images=200, seed=5)
@@ -181,11 +211,26 @@ def test_train_proxy_is_deterministic_and_reports(fashion):
     assert first.accuracy == first.curve[-1][1] and first.images_per_second > 0
     second = train_proxy(TINY, fashion, settings)
     assert second.curve == first.curve and second.train_loss == first.train_loss
+    assert second.val_losses == first.val_losses and len(first.val_losses) == 4
+    assert first.val_loss == first.val_losses[-1] > 0 and first.sotl_e > 0
+    (n0, a0), (n1, a1) = first.curve[-2:]
+    assert first.curve_slope == pytest.approx(1000 * (a1 - a0) / (n1 - n0))
 
     calls: list[tuple[int, float]] = []
     pruned = train_proxy(TINY, fashion, settings, report=lambda i, acc: calls.append((i, acc)) or True)
     assert pruned.pruned and pruned.images_seen == 64 < first.images_seen
     assert calls == [(0, first.curve[0][1])] and pruned.curve == first.curve[:1]
+
+
+@needs_fashion
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_augmented_training_is_deterministic_in_either_layout(fashion, channels_last):
+    settings = ProxySettings(res=32, train_images=128, eval_every=2, val_images=100, augment=True,
+                             channels_last=channels_last, seed=3)
+    first, second = train_proxy(TINY, fashion, settings), train_proxy(TINY, fashion, settings)
+    assert first.curve == second.curve and first.sotl_e == second.sotl_e
+    plain = train_proxy(TINY, fashion, settings.replace(augment=False))
+    assert plain.sotl_e != first.sotl_e
 
 
 @needs_fashion
