@@ -225,6 +225,19 @@ def _ceil_half(n: int) -> int:
     return -(-n // 2)
 
 
+def effective_kernel(kernel: int, side: int) -> int:
+    """The taps of a depthwise k x k conv (padding k // 2, stride 1 or 2) that can reach a side x side map.
+
+    Taps at offsets |d| >= side only ever read zero padding, so k acts as min(k, 2 * side - 1).
+    """
+    return min(kernel, 2 * side - 1)
+
+
+def attention_keys(height: int, width: int, window: int) -> int:
+    """Pooled key positions of FASA's global branch on a height x width map: ceil(H/w) * ceil(W/w)."""
+    return -(-height // window) * -(-width // window)
+
+
 def describe(cfg: FATConfig, fields: Iterable[str] = STAGE_FIELDS) -> str:
     """Short one-line summary, e.g. `w=32-80-160-256 d=2-2-6-2 ...`."""
     abbrev = {"widths": "w", "depths": "d", "heads": "h", "kernels": "k", "windows": "g",

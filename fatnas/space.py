@@ -11,9 +11,14 @@ four stages or a list of four lists (one per stage):
     windows:    [[4, 8], [2, 4], [1, 2], [1]]
     ffn_ratios: [2, 4]
     ffn_kernels: [3, 5]
+
+A space with `proxy_res` set samples the way a proxy at that resolution sees the network:
+windows before heads, and a stage's heads are left at their first choice where the window
+leaves a single attention key (all head counts then compute the same function).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from .config import NUM_STAGES, ConfigError, FATConfig
+from .config import NUM_STAGES, ConfigError, FATConfig, attention_keys, stage_output_sizes
 from .errors import FatnasError
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -33,6 +38,9 @@ ARCH_KEYS = {"depths": "depths", "widths": "widths", "heads": "heads", "head_dim
 OTHER_KEYS = ("resolution", "name", "description", "drop_path_rate")
 # order in which a stage's values are sampled (and named in Optuna: `width_0`, ...)
 PARAM_ORDER = ("depths", "widths", "heads", "head_dims", "kernels", "windows", "ffn_ratios", "ffn_kernels")
+HEAD_KEYS = ("heads", "head_dims")
+# with a proxy resolution, windows are sampled before the heads they can make inert
+CONDITIONAL_ORDER = ("depths", "widths", "kernels", "windows", "heads", "head_dims", "ffn_ratios", "ffn_kernels")
 
 Suggest = Callable[[str, Sequence[Any]], Any]
 
@@ -43,30 +51,45 @@ class SpaceError(FatnasError):
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Per-stage choices for every architecture field, and the resolution costs are priced at."""
+    """Per-stage choices for every architecture field, and the resolution costs are priced at.
+
+    `proxy_res` (not part of the YAML file): the resolution the proxy trains at, which makes
+    `sample` skip heads that cannot matter there (see the module docstring).
+    """
 
     name: str
     choices: dict[str, tuple[tuple[Any, ...], ...]]  # key -> four tuples of choices
     resolution: int = 224
     drop_path_rate: float = 0.0
     source: str = ""
+    proxy_res: int | None = None
 
     def sample(self, suggest: Suggest) -> FATConfig:
         """Draw one valid config; `suggest(name, choices)` is e.g. Optuna's suggest_categorical."""
         values: dict[str, list[Any]] = {}
-        for key in PARAM_ORDER:
+        for key in PARAM_ORDER if self.proxy_res is None else CONDITIONAL_ORDER:
             if key in self.choices:
-                values[key] = [suggest(param_name(key, s), list(self.choices[key][s])) for s in range(NUM_STAGES)]
+                values[key] = [self._draw(suggest, key, s, values) for s in range(NUM_STAGES)]
         return self.to_config(values)
+
+    def _draw(self, suggest: Suggest, key: str, stage: int, values: dict[str, list[Any]]) -> Any:
+        options = self.choices[key][stage]
+        if key in HEAD_KEYS and self.heads_inert(stage, stage_value(values, "windows", stage)):
+            return options[0]
+        return suggest(param_name(key, stage), list(options))
+
+    def heads_inert(self, stage: int, window: int) -> bool:
+        """True where, at `proxy_res`, the window leaves the stage one attention key (heads then do nothing)."""
+        if self.proxy_res is None:
+            return False
+        height, width = stage_output_sizes(self.proxy_res, self.proxy_res)[stage]
+        return attention_keys(height, width, window) == 1
 
     def to_config(self, values: dict[str, list[Any]]) -> FATConfig:
         """A config from one value per stage for each key; heads snap to a divisor of the width."""
-        fields: dict[str, Any] = {ARCH_KEYS[k]: list(v) for k, v in values.items() if k not in ("heads", "head_dims")}
-        widths = fields["widths"]
-        if "head_dims" in values:
-            fields["heads"] = [nearest_divisor(w, w / d) for w, d in zip(widths, values["head_dims"])]
-        else:
-            fields["heads"] = [nearest_divisor(w, h) for w, h in zip(widths, values["heads"])]
+        fields: dict[str, Any] = {ARCH_KEYS[k]: list(v) for k, v in values.items() if k not in HEAD_KEYS}
+        key = "head_dims" if "head_dims" in values else "heads"
+        fields["heads"] = [snap_heads(key, w, v) for w, v in zip(fields["widths"], values[key])]
         return FATConfig(drop_path_rate=self.drop_path_rate, **fields)
 
     def size(self) -> int:
@@ -92,6 +115,21 @@ class SearchSpace:
 def param_name(key: str, stage: int) -> str:
     """Name of one sampled value, e.g. `widths_2` (the same in Optuna and Ray)."""
     return f"{key}_{stage}"
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FATConfig) if f.default is not dataclasses.MISSING}
+
+
+def stage_value(values: dict[str, list[Any]], key: str, stage: int) -> Any:
+    """One stage's value of a key, or FATConfig's default where the space leaves the key out."""
+    if key in values:
+        return values[key][stage]
+    return _DEFAULTS[ARCH_KEYS[key]][stage]
+
+
+def snap_heads(key: str, width: int, value: int) -> int:
+    """The heads a `heads` or `head_dims` value gives at `width`: the nearest divisor of the width."""
+    return nearest_divisor(width, width / value if key == "head_dims" else value)
 
 
 def nearest_divisor(n: int, target: float) -> int:
