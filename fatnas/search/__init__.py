@@ -12,6 +12,7 @@ import pandas as pd
 from ..cost import Budget, flop_convention
 from ..data import DataSplit, load_dataset
 from ..errors import FatnasError
+from ..liveness import space_liveness
 from ..proxy import ProxySettings, configure_threads
 from ..space import space_from_dict
 from ..store import Run
@@ -33,7 +34,9 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                              device=settings.device, resolution=settings.space.resolution, batch_size=1),
                 threads=settings.threads,
                 references=settings.references, early_stopping=settings.early_stopping,
-                prescreen=dict(proxy=settings.prescreen, keep=settings.prescreen_keep))
+                prescreen=dict(proxy=settings.prescreen, keep=settings.prescreen_keep),
+                collapse_inert=settings.collapse_inert,
+                liveness=space_liveness(settings.space, settings.proxy.res).to_dict())
 
 
 def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
@@ -45,7 +48,7 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
                   dataset=meta["dataset"], data_dir=meta.get("data_dir"),
                   latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
                   references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
-                  threads=meta.get("threads", 1))
+                  threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False))
     prescreen = meta.get("prescreen") or {}
     values.update(prescreen=prescreen.get("proxy"), prescreen_keep=prescreen.get("keep", 0.25))
     values.update({k: v for k, v in changes.items() if v is not None})

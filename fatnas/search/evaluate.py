@@ -15,6 +15,7 @@ from ..config import NUM_STAGES, STAGE_FIELDS, FATConfig
 from ..cost import Budget, Cost, analytic_cost, measure_latency
 from ..data import DataSplit
 from ..errors import FatnasError
+from ..liveness import sampling_space
 from ..model import FAT
 from ..proxy import ProxySettings, train_proxy
 from ..space import SearchSpace
@@ -43,6 +44,7 @@ class SearchSettings:
     threads: int = 1  # torch threads for timing and training (one per trial runs best on small CPUs)
     prescreen: str | None = None  # a zero-cost proxy (or params/flops) that picks which candidates train
     prescreen_keep: float = 0.25  # fraction of the scored candidates that train
+    collapse_inert: bool = True  # draw one value of each class of choices the proxy cannot tell apart
 
     def __post_init__(self) -> None:
         if self.prescreen is not None:
@@ -54,6 +56,11 @@ class SearchSettings:
     def prescreen_draws(self) -> int:
         """Candidates scored per trained trial: round(1 / keep)."""
         return max(1, round(1 / self.prescreen_keep)) if self.prescreen else 1
+
+    @property
+    def sampled_space(self) -> SearchSpace:
+        """The space trials draw from: with collapse_inert, `sampling_space(space, proxy.res)`, else the space."""
+        return sampling_space(self.space, self.proxy.res) if self.collapse_inert else self.space
 
     @property
     def device(self) -> str:

@@ -35,7 +35,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)  # heads are conditional
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise FatnasError(f"unknown sampler {name!r}; accepted: {', '.join(SAMPLERS)}")
@@ -95,6 +95,7 @@ class OptunaSearch:
 
     def __init__(self, run: Run, settings: SearchSettings, data: DataSplit, *, progress: bool = True) -> None:
         self.run, self.settings, self.data, self.progress = run, settings, data, progress
+        self.space = settings.sampled_space
         self.study, self.storage = open_study(run, settings)
         self.interrupted = fail_interrupted(self.study, self.storage)
         self.stopper = MedianStopper() if settings.early_stopping else None
@@ -153,7 +154,7 @@ class OptunaSearch:
         """Ask until a candidate fits the analytic budget; infeasible draws are told as PRUNED."""
         for _ in range(MAX_INFEASIBLE_DRAWS):
             trial = self.study.ask()
-            ev = price(self.settings.space.sample(trial.suggest_categorical), self.settings)
+            ev = price(self.space.sample(trial.suggest_categorical), self.settings)
             if not ev.infeasible:
                 return trial, ev
             for key, value in ev.attrs().items():

@@ -4,8 +4,8 @@ The same candidates, objectives (accuracy up, latency_ms down), budget check, pr
 and trials.csv rows as the Optuna backend, run as Tune trials on a local Ray runtime or a
 cluster. Tune's own results (experiment state, per-trial result.json) live in `runs/<id>/ray/`.
 
-- Sampling: `OptunaSearch` with a define-by-run space that calls `space.sample(suggest_categorical)`,
-  so parameter names (`widths_0`, ...) and the seeded samplers are the Optuna backend's.
+- Sampling: `OptunaSearch` with a define-by-run space that calls `sampled_space.sample(suggest_categorical)`,
+  so parameter names (`widths_0`, ...), the conditional heads and the seeded samplers are the Optuna backend's.
 - Budget: the trainable prices its config analytically first; a config over budget reports one
   final result flagged `infeasible` and never trains. The searcher tells Optuna such trials as
   PRUNED, as the Optuna backend does; trials.csv records them as INFEASIBLE.
@@ -211,7 +211,7 @@ def run_trial(params: dict[str, Any], *, data: SharedData, settings: SearchSetti
     A config over budget reports one final result flagged `infeasible` and never trains.
     """
     torch.set_num_threads(settings.threads)
-    ev = price(config_of(settings.space, params), settings)
+    ev = price(config_of(settings.sampled_space, params), settings)
     if not ev.infeasible:
         time_candidate(ev, settings)  # a latency budget is checked here
     if ev.infeasible:
@@ -289,7 +289,7 @@ class FatnasOptunaSearch(OptunaSearch):
     """
 
     def __init__(self, run_id: str, settings: SearchSettings) -> None:
-        super().__init__(space=SampleSpace(settings.space), metric=METRICS, mode=MODES,
+        super().__init__(space=SampleSpace(settings.sampled_space), metric=METRICS, mode=MODES,
                          sampler=make_sampler(settings.sampler, settings.seed), study_name=run_id)
         self.run_id = run_id
 
@@ -352,7 +352,7 @@ class CostBandASHA(ASHAScheduler):
         self._rank: dict[str, int] = {}  # trial id -> trials of its band added before it
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        ev = price(config_of(self._settings.space, trial.config), self._settings)
+        ev = price(config_of(self._settings.sampled_space, trial.config), self._settings)
         band = math.floor(math.log2(max(ev.cost.flops, 1)))
         peers = self._bands.setdefault(band, ASHAScheduler(**self._asha))
         self._rank[trial.trial_id] = self._band_sizes.get(band, 0)
@@ -456,7 +456,7 @@ class _Session:
         if "arch" in result:
             attrs = result_attrs(result)
         else:  # failed before its first report: the analytic facts are known anyway
-            attrs = price(config_of(self.settings.space, trial.config), self.settings).attrs()
+            attrs = price(config_of(self.settings.sampled_space, trial.config), self.settings).attrs()
         curve = attrs["curve"]
         accuracy = result.get("accuracy") if state == "COMPLETE" else (curve[-1][1] if curve else None)
         self.rows[trial.trial_id] = trial_row(int(trial.config["trial"]), state, attrs, accuracy,
