@@ -174,10 +174,23 @@ def cmd_search(args: argparse.Namespace) -> int:
           f"({settings.space.size():.3g} points); sampler {settings.sampler}; seed {settings.seed}")
     print(f"proxy: {settings.dataset} at {settings.proxy.res}px, {settings.proxy.images_per_trial} images per trial "
           f"on {settings.device} (proxy accuracy, not ImageNet accuracy)")
+    print(_liveness_line(settings))
     front = run_search(run, settings, backend=args.backend, data=data, progress=not args.quiet,
                        **backend_options)
     _print_front(run, front, settings)
     return 0
+
+
+def _liveness_line(settings) -> str:
+    """What the proxy can tell apart at its resolution, and whether trials draw one value per class."""
+    from fatnas.liveness import space_liveness
+
+    lv = space_liveness(settings.space, settings.proxy.res)
+    if not lv.inert_dimensions():
+        return lv.summary()
+    sampling = ("trials draw one value per class" if settings.collapse_inert
+                else "trials draw every value (--keep-inert)")
+    return f"{lv.summary()}; {sampling}"
 
 
 def _search_settings(args: argparse.Namespace):
@@ -205,7 +218,7 @@ def _search_settings(args: argparse.Namespace):
                               timeout_s=args.timeout, sampler=args.sampler, seed=args.seed, dataset=args.dataset,
                               data_dir=args.data_dir, references=not args.no_references,
                               early_stopping=not args.no_early_stopping, threads=args.threads,
-                              prescreen=args.prescreen,
+                              prescreen=args.prescreen, collapse_inert=not args.keep_inert,
                               **({} if args.prescreen_keep is None else dict(prescreen_keep=args.prescreen_keep)))
     check_backend(settings, args.backend)
     return settings
@@ -287,6 +300,47 @@ def pd_concat(*frames):
     import pandas as pd
 
     return pd.concat([f for f in frames if not f.empty], ignore_index=True)
+
+
+@command("space")
+def cmd_space(args: argparse.Namespace) -> int:
+    from fatnas.liveness import check_res, percent, space_liveness
+    from fatnas.proxy import ProxySettings
+    from fatnas.space import load_space
+
+    resolutions = [check_res(text) for text in args.resolutions or [ProxySettings().res]]
+    space = load_space(args.name)
+    results = [space_liveness(space, res) for res in resolutions]
+    for i, lv in enumerate(results):
+        if i:
+            print()
+        _print_liveness(space, lv)
+    if len(results) > 1:
+        print()
+        print(_table([dict(res=lv.res, points=f"{lv.points:,}", distinct=f"{lv.distinct:,}",
+                           fraction=percent(lv.fraction)) for lv in results]))
+    return 0
+
+
+def _print_liveness(space, lv) -> None:
+    from fatnas.liveness import percent, table_rows
+
+    maps = ", ".join(f"{side}x{side}" for side in lv.stage_maps)
+    print(f"space {space.name} (costs at {space.resolution} px), proxy at {lv.res} px: stage maps {maps}")
+    print(_left_table(table_rows(lv)))
+    print(f"{{a,b}}->k: choices that build the same network at {lv.res} px, trained as k (a search draws only "
+          "the smallest); [1 key: wN]: with window N the stage has one attention key, so its heads are inert "
+          "(trained as 1 head)")
+    print(f"points: {lv.points:,}; distinct proxy networks at {lv.res} px: {lv.distinct:,} "
+          f"({percent(lv.fraction)} of the space)")
+
+
+def _left_table(rows: list[dict[str, str]]) -> str:
+    """Rows of text as left-aligned columns (headers from the first row's keys)."""
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    lines = [[c.ljust(widths[c]) for c in columns]] + [[r[c].ljust(widths[c]) for c in columns] for r in rows]
+    return "\n".join("  ".join(line).rstrip() for line in lines)
 
 
 @command("runs")
@@ -592,6 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --prescreen: fraction of scored candidates that train (default 0.25: best of 4)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per trial, for timing and training (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--keep-inert", action="store_true",
+                   help="draw every value, also those that build the same network at the proxy resolution")
     p.add_argument("--cpus-per-trial", type=float, default=None,
                    help="ray: CPUs (and torch threads) per trial (default: --threads)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="ray: GPUs per trial, fractions share one (default 0)")
@@ -601,6 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ray: join a cluster (auto or HOST:PORT); default: start a local Ray runtime")
 
     sub.add_parser("runs", help="list runs with budget, trial counts and front size")
+
+    p = sub.add_parser("space", help="which choices of a space a proxy can tell apart, and its distinct networks")
+    p.add_argument("name", metavar="SPACE", help="space name in search_spaces/ or a YAML path")
+    p.add_argument("--res", dest="resolutions", action="extend", nargs="+", metavar="PX",
+                   help="proxy resolution(s), repeatable (default: the proxy default)")
 
     p = sub.add_parser("dashboard", help="one self-contained HTML page of runs' fronts, costs and trials")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or folders); several are overlaid")
