@@ -3,7 +3,8 @@
 Images are kept as uint8 N x C x H x W tensors; `proxy_images` turns the part a trial uses into
 normalized float tensors at the proxy resolution once, channels last, to batch from. Validation is always a seeded
 subset carved out of the training files, disjoint from the training part, so a search never
-looks at a data set's test split.
+looks at a data set's test split. The official test split, where a data set has one, is kept
+apart (`test_x`, `test_y`) for references that no proxy sees.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+FASHION_MNIST_TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 IMAGEFOLDER_SIZE = 64
 _IDX_UINT8 = 0x08
 _STATS_IMAGES = 10_000  # normalization statistics come from the first training images
@@ -45,6 +47,19 @@ class DataSplit:
     std: tuple[float, ...]
     train_indices: torch.Tensor  # positions of the parts in the source training file
     val_indices: torch.Tensor
+    test_x: torch.Tensor | None = None  # the official test split, if the data set has one
+    test_y: torch.Tensor | None = None
+
+    def eval_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels to evaluate on: 'val' (carved from training) or 'test' (the official split)."""
+        if split == "val":
+            return self.val_x, self.val_y
+        if split == "test" and self.test_x is not None:
+            return self.test_x, self.test_y
+        if split == "test":
+            raise DataError(f"data set {self.name!r} has no test split here; evaluate on 'val' or give a "
+                            f"data set with one (Fashion-MNIST's t10k files, CIFAR-10's test_batch)")
+        raise DataError(f"unknown split {split!r}; accepted: val, test")
 
     def normalization(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std as 1 x C x 1 x 1 float tensors on `device`, for `prepare_images`."""
@@ -57,15 +72,22 @@ class DataSplit:
 def load_dataset(name: str = "fashion-mnist", data_dir: str | Path | None = None, *,
                  val_images: int = 2000, seed: int = 0) -> DataSplit:
     """Load a data set and split its training files into training and a seeded validation subset."""
+    test: tuple[torch.Tensor, torch.Tensor] | None = None
     if name == "fashion-mnist":
-        images, labels = _fashion_mnist(str(Path(data_dir or FASHION_MNIST_DIR).resolve()))
+        folder = str(Path(data_dir or FASHION_MNIST_DIR).resolve())
+        images, labels = _fashion_mnist(folder)
+        test = _fashion_mnist(folder, FASHION_MNIST_TEST_FILES) if _has_idx(Path(folder), FASHION_MNIST_TEST_FILES) else None
     elif name == "cifar10":
         images, labels = _cifar10(_required_dir(name, data_dir))
+        test = _cifar10(_required_dir(name, data_dir), train=False)
     elif name == "imagefolder":
         images, labels = _imagefolder(_required_dir(name, data_dir))
     else:
         raise DataError(f"unknown data set {name!r}; accepted names: {', '.join(DATASETS)}")
-    return _split(name, images, labels, val_images, seed)
+    split = _split(name, images, labels, val_images, seed)
+    if test is not None:
+        split.test_x, split.test_y = test
+    return split
 
 
 def _required_dir(name: str, data_dir: str | Path | None) -> Path:
@@ -75,14 +97,18 @@ def _required_dir(name: str, data_dir: str | Path | None) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _fashion_mnist(folder: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Fashion-MNIST training file as (N x 1 x 28 x 28 uint8, N int64); cached per process."""
-    paths = [_find_idx(Path(folder), stem) for stem in FASHION_MNIST_FILES]
+def _fashion_mnist(folder: str, files: tuple[str, str] = FASHION_MNIST_FILES) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Fashion-MNIST split (training by default) as (N x 1 x 28 x 28 uint8, N int64); cached per process."""
+    paths = [_find_idx(Path(folder), stem) for stem in files]
     images, labels = (_read_idx(p) for p in paths)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"Fashion-MNIST files under {folder} disagree: images {images.shape}, "
                         f"labels {labels.shape}")
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def _has_idx(folder: Path, stems: tuple[str, ...]) -> bool:
+    return all((folder / f"{stem}.gz").is_file() or (folder / stem).is_file() for stem in stems)
 
 
 def _find_idx(folder: Path, stem: str) -> Path:
@@ -114,11 +140,11 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape).copy()
 
 
-def _cifar10(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _cifar10(folder: Path, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision.datasets import CIFAR10
 
     try:
-        ds = CIFAR10(root=str(folder), train=True, download=False)
+        ds = CIFAR10(root=str(folder), train=train, download=False)
     except RuntimeError as exc:
         raise DataError(
             f"CIFAR-10 not found under {folder}; download the python version "

@@ -48,17 +48,20 @@ class ProxySettings:
     label_smoothing: float = 0.0
     # 2 checkpoints of 1,000 validation images ranked networks best in bench/fidelity_bench.py
     eval_every: int = 2  # number of validation checkpoints spread over training
-    val_images: int = 1000
+    val_images: int = 1000  # images of the evaluation split, the first ones of it
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # bf16 (or fp16) autocast, CUDA only
     channels_last: bool = True
     augment: bool = False  # random crops (padding res / 8) and horizontal flips of the training images
+    eval_split: str = "val"  # 'val' (carved from the training images) or 'test' (the official split, references only)
 
     def __post_init__(self) -> None:
         for name in ("res", "train_images", "epochs", "batch_size", "eval_every", "val_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ProxySettings.{name} = {getattr(self, name)!r}: must be >= 1")
+        if self.eval_split not in ("val", "test"):
+            raise ValueError(f"ProxySettings.eval_split = {self.eval_split!r}: expected 'val' or 'test'")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"ProxySettings.device = {self.device!r}: expected 'cpu' or 'cuda[:N]'")
 
@@ -196,8 +199,9 @@ class _Trainer:
         mean, std = data.normalization(device)
         self.train = proxy_images(data.train_x.index_select(0, subset), data.train_y.index_select(0, subset),
                                   mean, std, s.res, device)
-        n_val = min(s.val_images, len(data.val_x))
-        self.val = proxy_images(data.val_x[:n_val], data.val_y[:n_val], mean, std, s.res, device)
+        eval_x, eval_y = data.eval_split(s.eval_split)
+        n_val = min(s.val_images, len(eval_x))
+        self.val = proxy_images(eval_x[:n_val], eval_y[:n_val], mean, std, s.res, device)
         self.gen = gen
         self.steps_per_epoch = n_train // self.batch_size  # full batches only (BatchNorm needs > 1)
         self.optimizer = torch.optim.AdamW(_param_groups(model, s.weight_decay), lr=s.scaled_lr(self.batch_size))

@@ -238,3 +238,23 @@ def test_tiny_config_learns(fashion):
     settings = ProxySettings(train_images=2048, batch_size=32, lr=3e-3, eval_every=1, val_images=500)
     result = train_proxy(TINY, fashion, settings)
     assert result.accuracy >= 0.4, result
+
+
+@needs_fashion
+def test_official_test_split_is_kept_apart(fashion):
+    assert fashion.test_x.shape == (10000, 1, 28, 28) and fashion.test_y.shape == (10000,)
+    assert fashion.eval_split("test")[0] is fashion.test_x and fashion.eval_split("val")[0] is fashion.val_x
+    with pytest.raises(DataError, match="accepted: val, test"):
+        fashion.eval_split("train")
+
+
+def test_a_data_set_without_test_split_says_so(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, size=(20, 28, 28)), False)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(20) % 10, False)
+    data = load_dataset("fashion-mnist", tmp_path, val_images=5)
+    assert data.test_x is None
+    with pytest.raises(DataError, match="no test split"):
+        data.eval_split("test")
+    with pytest.raises(ValueError, match="eval_split"):
+        ProxySettings(eval_split="train")
