@@ -75,6 +75,7 @@ def test_ray_search_writes_the_optuna_backends_files_and_a_front_within_budget(i
     assert sorted(trials["trial"]) == list(range(len(trials)))  # Optuna's trial numbers, one row each
     assert set(trials["state"]) <= {"COMPLETE", "PRUNED", "INFEASIBLE"}
     assert trials["state"].isin(["COMPLETE", "PRUNED"]).sum() == 4
+    assert (trials[trials["state"] == "COMPLETE"]["val_loss"] > 0).all()
 
     budget = parse_budget(TIGHT_BUDGET)
     infeasible = trials[trials["state"] == "INFEASIBLE"]

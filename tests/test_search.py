@@ -51,6 +51,9 @@ def test_cli_search_writes_the_run_files_and_a_front_within_budget(isolated_dirs
     trials = run.trials()
     assert SCHEMA <= set(trials.columns)
     assert trials["state"].isin(["COMPLETE", "PRUNED"]).sum() == 5
+    trained = trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
+    assert (trained["val_loss"] > 0).all() and (trained["sotl_e"] > 0).all()  # estimators beside accuracy
+    assert trained["curve_slope"].notna().all()
     front = run.pareto()
     assert len(front) >= 1
     assert sorted(p.stem for p in (run.path / "configs").glob("*.yaml")) == sorted(f"trial_{t}" for t in front["trial"])

@@ -6,6 +6,7 @@ measured before training too), so no time is spent on infeasible networks.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from ..space import SearchSpace
 from ..zero_cost import check_proxy
 
 Report = Callable[[int, float], bool]
+# what a proxy training measures besides its final validation accuracy (fatnas.proxy.ProxyResult)
+ESTIMATES = ("val_loss", "sotl_e", "curve_slope")
 
 
 @dataclass(frozen=True)
@@ -80,13 +83,15 @@ class Evaluation:
     train_seconds: float = 0.0
     images_seen: int = 0
     stopped_early: bool = False
+    estimates: dict[str, float | None] = field(default_factory=dict)  # ESTIMATES of the proxy training
 
     def attrs(self) -> dict[str, Any]:
         """Plain values stored with the trial (Optuna user attrs / Ray results)."""
         return dict(config=self.config.to_dict(), params=self.cost.params, flops=self.cost.flops,
                     flops_conv=self.cost.flops_by_operator["conv"], latency_ms=self.latency_ms,
                     infeasible="; ".join(self.infeasible), curve=[list(p) for p in self.curve],
-                    train_seconds=self.train_seconds, images_seen=self.images_seen)
+                    train_seconds=self.train_seconds, images_seen=self.images_seen,
+                    **{name: self.estimates.get(name) for name in ESTIMATES})
 
 
 def price(cfg: FATConfig, settings: SearchSettings) -> Evaluation:
@@ -112,7 +117,13 @@ def train_candidate(ev: Evaluation, data: DataSplit, settings: SearchSettings,
     result = train_proxy(ev.config, data, settings.proxy, report)
     ev.accuracy, ev.curve, ev.stopped_early = result.accuracy, list(result.curve), result.pruned
     ev.images_seen, ev.train_seconds = result.images_seen, time.perf_counter() - start
+    ev.estimates = {name: _finite_or_none(getattr(result, name)) for name in ESTIMATES}
     return ev
+
+
+def _finite_or_none(value: float) -> float | None:
+    """NaN (e.g. the slope of a one-checkpoint curve) stored as None: JSON and Optuna's storage take it."""
+    return value if math.isfinite(value) else None
 
 
 class MedianStopper:
@@ -153,7 +164,7 @@ def trial_row(number: int, state: str, attrs: dict[str, Any], accuracy: float | 
         params=attrs.get("params"), flops=attrs.get("flops"), flops_conv=attrs.get("flops_conv"),
         train_seconds=attrs.get("train_seconds"), images_seen=attrs.get("images_seen"),
         checkpoints=len(attrs.get("curve") or []), infeasible=attrs.get("infeasible", ""), error=error,
-        prescreen_score=attrs.get("prescreen_score"),
+        prescreen_score=attrs.get("prescreen_score"), **{name: attrs.get(name) for name in ESTIMATES},
     )
     if cfg is not None:
         row.update(config_columns(cfg))

@@ -51,7 +51,7 @@ from ..data import DataSplit, load_dataset
 from ..errors import FatnasError
 from ..space import SearchSpace
 from ..store import Run, publish_trials
-from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
+from .evaluate import ESTIMATES, SearchSettings, price, time_candidate, train_candidate, trial_row
 from .optuna_backend import MAX_CONSECUTIVE_FAILURES, MAX_INFEASIBLE_DRAWS, make_sampler
 
 RAY_DIR = "ray"  # Tune's experiment folder inside the run
@@ -244,7 +244,7 @@ def _result(attrs: dict[str, Any], *, accuracy: float | None, final: bool,
     out = dict(accuracy=accuracy, latency_ms=attrs["latency_ms"], final=final, infeasible=attrs["infeasible"],
                arch=json.dumps(attrs["config"]), curve=json.dumps(attrs["curve"]), params=attrs["params"],
                flops=attrs["flops"], flops_conv=attrs["flops_conv"], train_seconds=attrs["train_seconds"],
-               images_seen=attrs["images_seen"])
+               images_seen=attrs["images_seen"], **{name: attrs.get(name) for name in ESTIMATES})
     if checkpoint is not None:  # ASHA reads it; infeasible results have none and are never compared
         out[TIME_ATTR] = checkpoint
     return out
@@ -264,7 +264,8 @@ def result_attrs(result: dict[str, Any]) -> dict[str, Any]:
     return dict(config=json.loads(result["arch"]), params=result["params"], flops=result["flops"],
                 flops_conv=result["flops_conv"], latency_ms=result["latency_ms"],
                 infeasible=result.get("infeasible") or "", curve=json.loads(result["curve"]),
-                train_seconds=result["train_seconds"], images_seen=result["images_seen"])
+                train_seconds=result["train_seconds"], images_seen=result["images_seen"],
+                **{name: result.get(name) for name in ESTIMATES})
 
 
 # ---------------------------------------------------------------- driver: searcher, scheduler, callback
