@@ -421,21 +421,29 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         settings = _resume_study_settings(run, args)
     else:
         settings = _study_settings(args)
-    data = _load_data(settings)  # a missing data set fails before any run folder exists
+    data = _load_study_data(settings)  # a missing data set fails before any run folder exists
     if not args.resume:
         run = _new_run(args.run_id, "fidelity", lambda r: record_study(r, settings))
     print(f"run {run.id}: {run.path}")
+    classes = f" (classes {','.join(map(str, settings.classes))})" if settings.classes else ""
     print(f"{settings.archs} architectures from space {settings.space.name} within {settings.budget.describe()} "
           f"(+ published FATs that fit); low: {', '.join(settings.label(s) for s in settings.lows)}; "
-          f"high: {settings.high_label}; {settings.workers} worker(s)")
+          f"high: {settings.high_label} x {settings.high_seeds} seed(s), reference metric {settings.reference_metric}; "
+          f"{settings.dataset}{classes}; {settings.workers} worker(s)")
     summary = run_study(run, settings, data=data, progress=not args.quiet)
     _print_study(run, summary, settings)
     return 0
 
 
+def _load_study_data(settings):
+    from fatnas.fidelity import select_classes
+
+    return select_classes(_load_data(settings), settings.classes)
+
+
 def _study_settings(args: argparse.Namespace):
     from fatnas.cost import parse_budget
-    from fatnas.fidelity import DEFAULT_HIGH, DEFAULT_LOW, StudySettings, parse_fidelity
+    from fatnas.fidelity import DEFAULT_HIGH, DEFAULT_LOW, StudySettings, parse_classes, parse_fidelity
     from fatnas.proxy import ProxySettings
     from fatnas.space import load_space
     from fatnas.zero_cost import PROXIES
@@ -443,18 +451,21 @@ def _study_settings(args: argparse.Namespace):
     space = load_space(args.space)
     budget = parse_budget(args.budget or ["2GFLOPs"], res=space.resolution)
     _check_positive(archs=args.archs, workers=args.workers, threads=args.threads, spread_seeds=args.spread_seeds,
-                    top_k=args.top_k)
+                    top_k=args.top_k, high_seeds=args.high_seeds)
     base = ProxySettings()
     return StudySettings(space=space, budget=budget, lows=tuple(parse_fidelity(t, base) for t in args.low or [DEFAULT_LOW]),
                          high=parse_fidelity(args.high or DEFAULT_HIGH, base), archs=args.archs,
                          proxies=tuple(args.proxies if args.proxies is not None else PROXIES),
-                         spread_seeds=args.spread_seeds, references=not args.no_references, seed=args.seed,
+                         spread_seeds=args.spread_seeds, high_seeds=args.high_seeds or 2,
+                         reference_metric=args.reference_metric or "auto",
+                         classes=parse_classes(args.classes) if args.classes else (),
+                         references=not args.no_references, seed=args.seed,
                          dataset=args.dataset, data_dir=args.data_dir, workers=args.workers or 1, threads=args.threads,
                          top_k=args.top_k)
 
 
 def _resume_study_settings(run, args: argparse.Namespace):
-    """The recorded settings; `--low` adds low fidelities to the study, `--workers` may change."""
+    """The recorded settings; `--low` adds low fidelities; `--high-seeds`, `--reference-metric`, `--workers` may change."""
     import dataclasses
 
     from fatnas.fidelity import StudySettings, parse_fidelity
@@ -462,25 +473,42 @@ def _resume_study_settings(run, args: argparse.Namespace):
     meta = run.read_meta()
     if meta.get("kind") != "fidelity":
         raise FatnasError(f"run {run.id!r} is not a fidelity run; --resume takes a fidelity run id")
-    _check_positive(workers=args.workers)
-    settings = StudySettings.from_meta(meta, workers=args.workers)
+    _check_positive(workers=args.workers, high_seeds=args.high_seeds)
+    settings = StudySettings.from_meta(meta, workers=args.workers, high_seeds=args.high_seeds,
+                                       reference_metric=args.reference_metric)
     added = [parse_fidelity(text) for text in args.low or []]
     added = [s for s in added if s not in settings.lows]
     if added:  # a finished study takes more low fidelities; its other measurements are kept
         settings = dataclasses.replace(settings, lows=settings.lows + tuple(added))
         run.update_meta(**settings.fidelity_meta())
+    recorded = (meta.get("high_seeds", 1), meta.get("reference_metric", "accuracy"))
+    if (settings.high_seeds, settings.reference_metric) != recorded:
+        run.update_meta(high_seeds=settings.high_seeds, reference_metric=settings.reference_metric)
     return settings
 
 
 def _print_study(run, summary, settings) -> None:
-    print(f"\nrank correlation with the high fidelity ({settings.high_label}); accuracy = proxy accuracy on "
-          f"{settings.dataset}, not ImageNet accuracy; flops = fvcore total at {settings.space.resolution}px:")
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    spread = run.read_table("seed_spread.csv")
+    from fatnas.fidelity import read_study_table, reference_line
+
+    reliable = read_study_table(run, "reliability.csv")
+    print(f"\n{reference_line(reliable)}")
+    if not reliable.empty:
+        columns = ["metric", "chosen", "seeds", "archs", "seed_tau", "icc1", "ceiling", "params_tau", "meets_targets"]
+        print(reliable[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    name = summary["reference"].iloc[0] if not summary.empty else "none yet"
+    print(f"\nrank correlation with the reference ({name}) of the high fidelity ({settings.high_label}); accuracy = "
+          f"proxy accuracy on {settings.dataset}, not ImageNet accuracy; flops = fvcore total at "
+          f"{settings.space.resolution}px; all columns in correlations.csv:")
+    shown = ["estimator", "kendall_tau", "tau_low", "tau_high", "partial_tau", "band_tau", "minus_params",
+             "minus_proxy", "seconds_per_arch", "cost_vs_high"]
+    if not summary.empty:
+        print(summary[[c for c in shown if c in summary]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    spread = read_study_table(run, "seed_spread.csv")
     if not spread.empty:
         print("\nseed noise of one network beside the spread across networks (accuracy std):")
         print(spread.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"files: {run.path / 'fidelity.csv'}, {run.path / 'correlations.csv'}, report {run.path / 'fidelity.html'}")
+    print(f"files: {run.path / 'fidelity.csv'}, {run.path / 'correlations.csv'}, {run.path / 'reliability.csv'}, "
+          f"report {run.path / 'fidelity.html'}")
 
 
 # ---------------------------------------------------------------- scale
@@ -682,9 +710,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", type=int, default=30, help="architectures sampled from the space (default 30)")
     p.add_argument("--low", action="append", metavar="F",
                    help="low fidelity, repeatable: 'default' (the search's proxy) or KEY=VALUE,... over res, "
-                        "train_images, epochs, batch_size, lr, weight_decay, label_smoothing, eval_every, val_images")
-    p.add_argument("--high", default=None, metavar="F", help="high fidelity, same form (default: train_images=8192,"
-                   "eval_every=1,val_images=2000)")
+                        "train_images, epochs, batch_size, lr, weight_decay, label_smoothing, eval_every, val_images, "
+                        "augment (0/1), eval_split (val/test); a preset (default, reference) may come first")
+    p.add_argument("--high", default=None, metavar="F",
+                   help="high fidelity, same form (default: train_images=8192,eval_every=1,val_images=2000); "
+                        "'reference': train_images=16384,epochs=2,eval_every=1,val_images=10000,augment=1,eval_split=test")
+    p.add_argument("--high-seeds", type=int, default=None, metavar="N",
+                   help="seeds of the high fidelity per network, each changing init and data order (default 2); "
+                        "the reference is their mean")
+    p.add_argument("--reference-metric", choices=("auto", "loss", "accuracy", "both"), default=None,
+                   help="the high fidelity's ranking metric (default auto: the highest seed-to-seed tau)")
+    p.add_argument("--classes", default=None, metavar="C,C,...",
+                   help="only these classes, e.g. 0,2,4,6 (Fashion-MNIST's T-shirt, pullover, coat, shirt)")
     p.add_argument("--proxies", nargs="*", default=None, metavar="P",
                    help="zero-cost proxies and baselines (default all: synflow grad_norm snip naswot params flops)")
     p.add_argument("--spread-seeds", type=int, default=3, help="seeds for the seed-noise network (default 3)")

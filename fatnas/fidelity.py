@@ -1,12 +1,20 @@
-"""Proxy fidelity: does a cheap proxy rank architectures the way longer training does?
+"""Proxy fidelity: does a cheap proxy rank architectures the way a reliable reference does?
 
 `run_study` samples architectures from a space within a budget (plus the published FATs that
-fit), trains each at one or more low fidelities and at one high fidelity (proxy settings that
-differ in images, epochs, resolution, ...), scores each with the zero-cost proxies and the
-#params / FLOPs baselines, and trains one network with several seeds, so seed noise shows beside
-the spread across networks. Each finished measurement is added to `runs/<id>/fidelity.csv` at
-once: a killed study resumes where it stopped. `correlations` turns the table into Kendall tau,
-Spearman rho (with bootstrap intervals) and top-k overlap against the high fidelity.
+fit), trains each at one or more low fidelities and, with `high_seeds` seeds, at one high
+fidelity (the reference; the `reference` preset trains with augmentation and scores on the
+official test split), scores each with the zero-cost proxies and the #params / FLOPs baselines,
+and trains one network with extra seeds at every fidelity. Each finished job adds its rows to
+`runs/<id>/fidelity.csv` at once, in long format (one row per architecture, measure, seed and
+metric): a killed study resumes where it stopped.
+
+The analysis orients every estimator so that higher = predicted better (a low fidelity's
+accuracy, -loss, -SoTL-E and curve slope; the zero-cost scores; the baselines; a leave-one-out
+ridge predictor over these) and ranks them against the reference: the seed mean of the high
+fidelity's most reliable metric. `reliability` says how far the reference itself can be trusted
+(seed-to-seed tau, ICC, the tau a noise-free proxy could reach); `correlations` gives each
+estimator's Kendall tau with a bootstrap interval, Spearman rho, top-k overlap, tau within FLOPs
+bands, tau partialled on size, and paired-bootstrap differences with #params and the default proxy.
 
 Accuracies are proxy accuracies on a small data set, never ImageNet accuracy; FLOPs are fvcore
 totals at the space's resolution (1 multiply-add = 1 FLOP).
@@ -14,38 +22,60 @@ totals at the space's resolution (1 multiply-add = 1 FLOP).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import html
 import json
 import multiprocessing
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+import torch
 
 from .config import FATConfig
 from .cost import Budget, analytic_cost, flop_convention
 from .data import DataSplit, load_dataset
 from .errors import FatnasError
-from .proxy import ProxySettings, configure_threads, train_proxy
+from .proxy import ProxyResult, ProxySettings, configure_threads, train_proxy
+from .rank_stats import (band_tau, bootstrap_indices, icc1, interval, kendall_tau, loo_ridge, paired_difference,
+                         partial_interval, partial_tau, seed_tau, spearman_brown, spearman_rho, tau_ceiling,
+                         tau_interval, tau_to_r)
 from .space import SearchSpace, space_from_dict
 from .store import Run
 from .variants import PUBLISHED, get_config
 from .zero_cost import BASELINES, PROXIES, check_proxy, minibatch, score_config
 
 FIDELITY_KEYS = ("res", "train_images", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
-                 "eval_every", "val_images")
+                 "eval_every", "val_images", "augment", "eval_split")
 DEFAULT_LOW = "default"
 DEFAULT_HIGH = "train_images=8192,eval_every=1,val_images=2000"
+# The reference of issue 14: 32,768 images seen (32x the default proxy), crops and flips, scored on
+# all 10,000 official test images (sampling std of accuracy ~0.004). 3 to 6 minutes per network and
+# seed on one CPU thread at 56 px; the default proxy costs about 1/30 of that.
+REFERENCE = "train_images=16384,epochs=2,eval_every=1,val_images=10000,augment=1,eval_split=test"
+PRESETS = {DEFAULT_LOW: "", "reference": REFERENCE}
 DEFAULT_ARCHS = 30
 DEFAULT_TOP_K = 5
-BOOTSTRAP_SAMPLES = 1000
 MAX_DRAWS_PER_ARCH = 200
-CSV_COLUMNS = ("arch", "kind", "measure", "seed", "value", "seconds", "params", "flops", "config")
-TRAIN, ZERO_COST, BASELINE = "train", "zero-cost", "baseline"
+CSV_COLUMNS = ("arch", "kind", "measure", "metric", "seed", "value", "seconds", "params", "flops", "config")
+TRAIN, ZERO_COST, BASELINE, PREDICTOR_KIND = "train", "zero-cost", "baseline", "predictor"
+TRAIN_METRICS = ("accuracy", "loss", "sotl_e", "slope")  # raw values in fidelity.csv; loss, sotl_e: lower is better
+SCORE = "score"  # the one metric of zero-cost and baseline rows
+ORIENTED = {"accuracy": "accuracy", "loss": "-loss", "sotl_e": "-sotl_e", "slope": "slope", SCORE: SCORE}
+SIGNS = {"accuracy": 1, "loss": -1, "sotl_e": -1, "slope": 1, SCORE: 1}
+REFERENCE_METRICS = ("loss", "accuracy", "both")  # auto takes the highest seed-to-seed tau; ties: this order
+REFERENCE_CHOICES = ("auto",) + REFERENCE_METRICS
+PREDICTOR = "predictor(loo)"
+MIN_PREDICTOR_ARCHS = 5
+TARGET_SEED_TAU = 0.5  # issue 14: a reference that can rank ...
+TARGET_PARAMS_TAU = 0.8  # ... and is no size ranking
+_BOOLS = {"1": True, "true": True, "0": False, "false": False}
+_FORMS = (f"a preset ({', '.join(PRESETS)}), optionally followed by, or else, KEY=VALUE[,KEY=VALUE...] with keys "
+          f"{', '.join(FIDELITY_KEYS)}")
 
 
 class FidelityError(FatnasError):
@@ -53,27 +83,43 @@ class FidelityError(FatnasError):
 
 
 def parse_fidelity(text: str, base: ProxySettings = ProxySettings()) -> ProxySettings:
-    """'res=56,train_images=512' -> `base` with those fields changed; 'default' -> `base`."""
-    forms = f"'default' or KEY=VALUE[,KEY=VALUE...] with keys {', '.join(FIDELITY_KEYS)}"
-    if text.strip() == DEFAULT_LOW:
-        return base
+    """'res=56,train_images=512' -> `base` with those fields changed; a first item 'default' or 'reference' is a preset."""
+    items = [item.strip() for item in text.split(",")]
+    if items[0] in PRESETS:
+        preset = PRESETS[items[0]]
+        base, items = _changed(base, preset.split(",") if preset else [], text), items[1:]
+    return _changed(base, items, text)
+
+
+def _changed(base: ProxySettings, items: list[str], text: str) -> ProxySettings:
     changes: dict[str, Any] = {}
-    for item in text.split(","):
+    for item in items:
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or key not in FIDELITY_KEYS or not value:
-            raise FidelityError(f"fidelity {text!r}: cannot read {item.strip()!r}; expected {forms}")
-        kind = type(getattr(base, key))
-        try:
-            changes[key] = kind(value) if kind is float else int(value)
-        except ValueError:
-            raise FidelityError(f"fidelity {text!r}: {key} = {value!r} is not a{'n integer' if kind is int else ' number'}") from None
+            raise FidelityError(f"fidelity {text!r}: cannot read {item.strip()!r}; expected {_FORMS}")
+        changes[key] = _value(text, key, value, type(getattr(base, key)))
     try:
         return base.replace(**changes)
     except ValueError as exc:
         raise FidelityError(f"fidelity {text!r}: {exc}") from None
 
 
-def _text(value: int | float) -> str:
+def _value(text: str, key: str, value: str, kind: type) -> Any:
+    if kind is bool:
+        if value.lower() not in _BOOLS:
+            raise FidelityError(f"fidelity {text!r}: {key} = {value!r} is not 0, 1, true or false")
+        return _BOOLS[value.lower()]
+    if kind is str:
+        return value
+    try:
+        return kind(value) if kind is float else int(value)
+    except ValueError:
+        raise FidelityError(f"fidelity {text!r}: {key} = {value!r} is not a{'n integer' if kind is int else ' number'}") from None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -88,6 +134,21 @@ def fidelity_fields(settings: ProxySettings) -> dict[str, Any]:
     return {k: getattr(settings, k) for k in FIDELITY_KEYS}
 
 
+def parse_classes(text: str) -> tuple[int, ...]:
+    """'0,2,4,6' -> (0, 2, 4, 6): at least two distinct class numbers."""
+    try:
+        classes = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise FidelityError(f"--classes {text!r}: expected class numbers such as 0,2,4,6") from None
+    _check_classes(classes)
+    return classes
+
+
+def _check_classes(classes: tuple[int, ...]) -> None:
+    if classes and (len(classes) < 2 or len(set(classes)) != len(classes) or min(classes) < 0):
+        raise FidelityError(f"classes {list(classes)}: give at least two distinct class numbers >= 0")
+
+
 @dataclass(frozen=True)
 class StudySettings:
     """Everything that defines a fidelity study, recorded in run.yaml."""
@@ -100,6 +161,9 @@ class StudySettings:
     proxies: tuple[str, ...] = PROXIES
     proxy_batch: int = 64  # images in the zero-cost proxies' minibatch
     spread_seeds: int = 3  # seeds the spread network trains with at every fidelity
+    high_seeds: int = 2  # seeds of the high fidelity per network (init and data order); the reference is their mean
+    reference_metric: str = "auto"  # the high fidelity's ranking metric: auto, loss, accuracy or both
+    classes: tuple[int, ...] = ()  # only these classes of the data set, relabelled 0, 1, ... (empty: all)
     references: bool = True
     seed: int = 0
     dataset: str = "fashion-mnist"
@@ -116,9 +180,12 @@ class StudySettings:
         labels = [self.label(s) for s in self.lows]
         if len(set(labels)) != len(labels) or self.label(self.high) in labels:
             raise FidelityError(f"fidelities must differ: low {labels}, high {self.label(self.high)!r}")
-        for field in ("spread_seeds", "workers", "threads", "top_k", "proxy_batch"):
+        for field in ("spread_seeds", "high_seeds", "workers", "threads", "top_k", "proxy_batch"):
             if getattr(self, field) < 1:
                 raise FidelityError(f"{field} = {getattr(self, field)}: must be >= 1")
+        if self.reference_metric not in REFERENCE_CHOICES:
+            raise FidelityError(f"reference metric {self.reference_metric!r}: expected {', '.join(REFERENCE_CHOICES)}")
+        _check_classes(self.classes)
 
     @staticmethod
     def label(settings: ProxySettings) -> str:
@@ -132,6 +199,16 @@ class StudySettings:
     def fidelities(self) -> tuple[ProxySettings, ...]:
         return (*self.lows, self.high)
 
+    @property
+    def reference_seeds(self) -> tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.high_seeds))
+
+    @property
+    def main_low(self) -> str:
+        """The low fidelity the predictor uses and others are compared with: 'default' if studied, else the first."""
+        labels = [self.label(s) for s in self.lows]
+        return DEFAULT_LOW if DEFAULT_LOW in labels else labels[0]
+
     def fidelity_meta(self) -> dict[str, Any]:
         """Labels of the fidelities and their full settings (labels depend on the defaults of the day)."""
         return dict(lows=[self.label(s) for s in self.lows], high=self.high_label,
@@ -142,18 +219,23 @@ class StudySettings:
         return dict(space=self.space.to_dict(), space_source=self.space.source, budget=self.budget.to_dict(),
                     budget_text=self.budget.describe(), **self.fidelity_meta(), archs=self.archs,
                     proxies=list(self.proxies), proxy_batch=self.proxy_batch,
-                    spread_seeds=self.spread_seeds, references=self.references, seeds=dict(study=self.seed),
+                    spread_seeds=self.spread_seeds, high_seeds=self.high_seeds,
+                    reference_metric=self.reference_metric, classes=list(self.classes) or None,
+                    references=self.references, seeds=dict(study=self.seed),
                     dataset=self.dataset, data_dir=self.data_dir, workers=self.workers, threads=self.threads,
                     top_k=self.top_k)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], **changes: Any) -> "StudySettings":
+        """Settings from run.yaml; studies from before high_seeds had one seed ranked by accuracy."""
         full = meta.get("fidelity_settings")
         lows = tuple(ProxySettings(**f) for f in full["lows"]) if full else tuple(parse_fidelity(t) for t in meta["lows"])
         high = ProxySettings(**full["high"]) if full else parse_fidelity(meta["high"])
         values = dict(space=space_from_dict(meta["space"], source=meta.get("space_source", "run.yaml")),
                       budget=Budget(**meta["budget"]), lows=lows, high=high, archs=meta["archs"], proxies=tuple(meta["proxies"]),
                       proxy_batch=meta["proxy_batch"], spread_seeds=meta["spread_seeds"],
+                      high_seeds=meta.get("high_seeds", 1), reference_metric=meta.get("reference_metric", "accuracy"),
+                      classes=tuple(meta.get("classes") or ()),
                       references=meta["references"], seed=meta["seeds"]["study"], dataset=meta["dataset"],
                       data_dir=meta.get("data_dir"), workers=meta["workers"], threads=meta["threads"],
                       top_k=meta["top_k"])
@@ -165,6 +247,31 @@ def record_study(run: Run, settings: StudySettings, argv: list[str] | None = Non
     """Write run.yaml: command, settings, seeds, versions and hardware."""
     run.record("fidelity", settings.to_meta(), dataset=settings.dataset,
                flop_convention=flop_convention(settings.space.resolution), argv=argv)
+
+
+# ---------------------------------------------------------------- data
+
+def study_data(settings: StudySettings) -> DataSplit:
+    """The study's data set, narrowed to `settings.classes` when given."""
+    return select_classes(load_dataset(settings.dataset, settings.data_dir, seed=settings.seed), settings.classes)
+
+
+def select_classes(data: DataSplit, classes: tuple[int, ...]) -> DataSplit:
+    """`data` with only `classes`, relabelled 0, 1, ... in the order given, in every split (normalization kept)."""
+    if not classes:
+        return data
+    if max(classes) >= data.num_classes:
+        raise FidelityError(f"classes {list(classes)}: {data.name} has classes 0 to {data.num_classes - 1}")
+    lookup = torch.full((data.num_classes,), -1, dtype=torch.int64)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+    train, val = lookup[data.train_y] >= 0, lookup[data.val_y] >= 0
+    changes = dict(train_x=data.train_x[train], train_y=lookup[data.train_y[train]], val_x=data.val_x[val],
+                   val_y=lookup[data.val_y[val]], train_indices=data.train_indices[train],
+                   val_indices=data.val_indices[val], num_classes=len(classes))
+    if data.test_x is not None:
+        test = lookup[data.test_y] >= 0
+        changes.update(test_x=data.test_x[test], test_y=lookup[data.test_y[test]])
+    return dataclasses.replace(data, **changes)
 
 
 # ---------------------------------------------------------------- architectures and jobs
@@ -219,37 +326,48 @@ class Job:
 
 
 def plan_jobs(settings: StudySettings, archs: dict[str, FATConfig]) -> list[Job]:
-    """Per architecture: proxies, low fidelities, high fidelity; then the seed-spread trainings."""
-    jobs = []
+    """Per architecture: proxies, low fidelities, the high one with each reference seed; then the seed-spread trainings."""
+    jobs: dict[tuple[str, str, int], Job] = {}
     for name, cfg in archs.items():
         config = cfg.to_dict()
         for proxy in settings.proxies:
-            jobs.append(Job(name, config, BASELINE if proxy in BASELINES else ZERO_COST, proxy, settings.seed))
-        for fidelity in settings.fidelities:
-            jobs.append(Job(name, config, TRAIN, settings.label(fidelity), settings.seed,
-                            fidelity.replace(seed=settings.seed).to_dict()))
+            jobs.setdefault((name, proxy, settings.seed), Job(name, config, kind_of(proxy), proxy, settings.seed))
+        pairs = [(low, settings.seed) for low in settings.lows] + [(settings.high, s) for s in settings.reference_seeds]
+        for fidelity, seed in pairs:
+            job = _training(name, config, settings, fidelity, seed)
+            jobs.setdefault(job.key, job)
     spread = spread_architecture(archs)
     for seed in range(settings.seed + 1, settings.seed + settings.spread_seeds):
         for fidelity in settings.fidelities:
-            jobs.append(Job(spread, archs[spread].to_dict(), TRAIN, settings.label(fidelity), seed,
-                            fidelity.replace(seed=seed).to_dict()))
-    return jobs
+            job = _training(spread, archs[spread].to_dict(), settings, fidelity, seed)
+            jobs.setdefault(job.key, job)
+    return list(jobs.values())
 
 
-def run_job(job: Job, data: DataSplit, settings: StudySettings) -> dict[str, Any]:
-    """Carry out one job; returns its fidelity.csv row."""
+def _training(arch: str, config: dict[str, Any], settings: StudySettings, fidelity: ProxySettings, seed: int) -> Job:
+    return Job(arch, config, TRAIN, settings.label(fidelity), seed, fidelity.replace(seed=seed).to_dict())
+
+
+def training_metrics(result: ProxyResult) -> dict[str, float]:
+    """The raw metrics a training job records: final accuracy and loss on its evaluation split, SoTL-E, curve slope."""
+    return dict(accuracy=result.accuracy, loss=result.val_loss, sotl_e=result.sotl_e, slope=result.curve_slope)
+
+
+def run_job(job: Job, data: DataSplit, settings: StudySettings) -> list[dict[str, Any]]:
+    """Carry out one job; returns its fidelity.csv rows, one per metric."""
     cfg = FATConfig.from_dict(job.config)
     start = time.perf_counter()
     if job.kind == TRAIN:
-        value = train_proxy(cfg, data, ProxySettings(**job.proxy)).accuracy
+        values = training_metrics(train_proxy(cfg, data, ProxySettings(**job.proxy)))
     else:
         batch = minibatch(data, res=settings.lows[0].res, batch_size=settings.proxy_batch, seed=job.seed)
-        value = score_config(job.measure, cfg, batch, num_classes=data.num_classes, seed=job.seed,
-                             cost_res=settings.space.resolution).value
+        values = {SCORE: score_config(job.measure, cfg, batch, num_classes=data.num_classes, seed=job.seed,
+                                      cost_res=settings.space.resolution).value}
+    seconds = time.perf_counter() - start
     cost = analytic_cost(cfg, settings.space.resolution)
-    return dict(arch=job.arch, kind=job.kind, measure=job.measure, seed=job.seed, value=value,
-                seconds=time.perf_counter() - start, params=cost.params, flops=cost.flops,
-                config=json.dumps(job.config))
+    return [dict(arch=job.arch, kind=job.kind, measure=job.measure, metric=metric, seed=job.seed, value=value,
+                 seconds=seconds, params=cost.params, flops=cost.flops, config=json.dumps(job.config))
+            for metric, value in values.items()]
 
 
 _WORKER: dict[str, Any] = {}
@@ -257,16 +375,16 @@ _WORKER: dict[str, Any] = {}
 
 def _start_worker(settings: StudySettings) -> None:
     configure_threads(settings.threads)
-    _WORKER["data"] = load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
+    _WORKER["data"] = study_data(settings)
     _WORKER["settings"] = settings
 
 
-def _run_in_worker(job: Job) -> dict[str, Any]:
+def _run_in_worker(job: Job) -> list[dict[str, Any]]:
     return run_job(job, _WORKER["data"], _WORKER["settings"])
 
 
-def execute(jobs: list[Job], settings: StudySettings, data: DataSplit) -> Iterator[dict[str, Any]]:
-    """Rows of `jobs` as they finish: in this process, or in `settings.workers` spawned processes."""
+def execute(jobs: list[Job], settings: StudySettings, data: DataSplit) -> Iterator[list[dict[str, Any]]]:
+    """The rows of each job as it finishes: in this process, or in `settings.workers` spawned processes."""
     if settings.workers == 1 or len(jobs) <= 1:
         for job in jobs:
             yield run_job(job, data, settings)
@@ -283,31 +401,61 @@ def execute(jobs: list[Job], settings: StudySettings, data: DataSplit) -> Iterat
                 future.cancel()
 
 
+def read_study_table(run: Run, name: str) -> pd.DataFrame:
+    """One of the study's CSV files; an empty frame if it is missing or empty (no seed spread, say)."""
+    try:
+        return run.read_table(name)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def read_rows(run: Run) -> pd.DataFrame:
+    """fidelity.csv in long format; files from before the metric column get accuracy (trainings) or score."""
+    return with_metric(read_study_table(run, "fidelity.csv"))
+
+
+def with_metric(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return pd.DataFrame(columns=list(CSV_COLUMNS))
+    if "metric" in table:
+        return table
+    metric = np.where(table["kind"] == TRAIN, "accuracy", SCORE)
+    table = table.assign(metric=metric)
+    return table[[c for c in CSV_COLUMNS if c in table] + [c for c in table if c not in CSV_COLUMNS]]
+
+
 def run_study(run: Run, settings: StudySettings, *, data: DataSplit | None = None,
               progress: bool = True) -> pd.DataFrame:
     """Run (or continue) a study in `run`; returns the correlation table (also in correlations.csv)."""
     from tqdm.auto import tqdm
 
     configure_threads(settings.threads)
-    data = data if data is not None else load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
+    data = data if data is not None else study_data(settings)
     archs = study_architectures(settings)
     for name, cfg in archs.items():
         if not (run.path / "configs" / f"{name}.yaml").is_file():
             run.write_config(name, cfg, dict(run=run.id, arch=name))
-    done = run.read_table("fidelity.csv")
-    rows = done.to_dict("records") if not done.empty else []
+    done = read_rows(run)
+    rows = done.to_dict("records")
     finished = {(r["arch"], r["measure"], int(r["seed"])) for r in rows}
     jobs = plan_jobs(settings, archs)
     todo = [job for job in jobs if job.key not in finished]
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"fidelity {run.id}", unit="job",
               disable=not progress, dynamic_ncols=True) as bar:
-        for row in execute(todo, settings, data):
-            rows.append(row)
+        for job_rows in execute(todo, settings, data):
+            rows.extend(job_rows)
             run.write_table("fidelity.csv", pd.DataFrame(rows, columns=list(CSV_COLUMNS)))
-            bar.set_postfix_str(f"{row['arch']} {row['measure']}", refresh=False)
+            bar.set_postfix_str(f"{job_rows[0]['arch']} {job_rows[0]['measure']}", refresh=False)
             bar.update()
-    table = run.read_table("fidelity.csv")
-    summary = correlations(table, settings)
+    return analyse(run, settings)
+
+
+def analyse(run: Run, settings: StudySettings) -> pd.DataFrame:
+    """Write reliability.csv, correlations.csv, seed_spread.csv and fidelity.html; returns the correlations."""
+    table = read_rows(run)
+    reliable = reliability(table, settings)
+    summary = correlations(table, settings, reliable)
+    run.write_table("reliability.csv", reliable)
     run.write_table("correlations.csv", summary)
     run.write_table("seed_spread.csv", seed_spread(table, settings))
     write_report(run)
@@ -315,13 +463,6 @@ def run_study(run: Run, settings: StudySettings, *, data: DataSplit | None = Non
 
 
 # ---------------------------------------------------------------- analysis
-
-def measure_order(settings: StudySettings) -> list[str]:
-    """Low fidelities, the high one, zero-cost proxies, baselines."""
-    zero = [p for p in settings.proxies if p not in BASELINES]
-    return [settings.label(s) for s in settings.lows] + [settings.high_label] + zero + \
-        [p for p in settings.proxies if p in BASELINES]
-
 
 def kind_of(measure: str) -> str:
     if measure in BASELINES:
@@ -335,55 +476,229 @@ def top_k_overlap(scores: pd.Series, truth: pd.Series, k: int) -> float:
     return len(set(scores.nlargest(k).index) & set(truth.nlargest(k).index)) / k
 
 
-def bootstrap_interval(x: np.ndarray, y: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], float], *,
-                       samples: int = BOOTSTRAP_SAMPLES, seed: int = 0, level: float = 0.9) -> tuple[float, float]:
-    """Percentile bootstrap interval of `statistic(x, y)` over resampled architectures."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(samples):
-        idx = rng.integers(0, len(x), len(x))
-        value = statistic(x[idx], y[idx])
-        if np.isfinite(value):
-            values.append(value)
-    if not values:
-        return float("nan"), float("nan")
-    tail = 100 * (1 - level) / 2
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+@dataclass(frozen=True)
+class Reference:
+    """The ranking every estimator is measured against: a high-fidelity metric, oriented, averaged over seeds."""
+
+    metric: str  # loss, accuracy or both (the mean of their per-seed ranks)
+    name: str  # e.g. '-test loss (2-seed mean)', shown wherever a tau is
+    values: pd.Series  # per architecture; higher = better
 
 
-def _kendall(x: np.ndarray, y: np.ndarray) -> float:
-    return float(stats.kendalltau(x, y).statistic)
+def reference_name(metric: str, settings: StudySettings) -> str:
+    split = "test" if settings.high.eval_split == "test" else "validation"
+    text = {"accuracy": f"{split} accuracy", "loss": f"-{split} loss", "both": f"{split} accuracy & -loss rank"}[metric]
+    return f"{text} ({settings.high_seeds}-seed mean)" if settings.high_seeds > 1 else f"{text} (one seed)"
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    return float(stats.spearmanr(x, y).statistic)
+def reference_seeds_table(table: pd.DataFrame, settings: StudySettings, metric: str) -> pd.DataFrame:
+    """Architectures x reference seeds of the high fidelity's `metric`, oriented (higher = better)."""
+    if metric == "both":  # each seed's networks ranked by accuracy and by -loss, the two ranks averaged
+        acc, loss = (reference_seeds_table(table, settings, m) for m in ("accuracy", "loss"))
+        return (acc.rank() + loss.rank()) / 2
+    high = table[(table["measure"] == settings.high_label) & (table["metric"] == metric)
+                 & table["seed"].isin(settings.reference_seeds)].dropna(subset=["value"])
+    seeds = list(settings.reference_seeds)
+    if high.empty:
+        return pd.DataFrame(columns=seeds, dtype=float)
+    values = high.pivot_table(index="arch", columns="seed", values="value").reindex(columns=seeds)
+    return SIGNS[metric] * values
 
 
-def correlations(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
-    """Per measure: Kendall tau (90% bootstrap interval), Spearman rho, top-k overlap vs the high fidelity."""
-    main = table[table["seed"] == settings.seed]
-    values = main.pivot_table(index="arch", columns="measure", values="value")
-    seconds = main.groupby("measure")["seconds"].mean()
-    rows = []
-    for measure in measure_order(settings):
-        if measure not in values or settings.high_label not in values:
+def arch_sizes(table: pd.DataFrame) -> pd.DataFrame:
+    """params and flops per architecture."""
+    return table.groupby("arch")[["params", "flops"]].first().astype(float)
+
+
+def job_seconds(table: pd.DataFrame) -> pd.Series:
+    """Mean seconds of one job per measure (a training's metrics share its seconds)."""
+    return table.drop_duplicates(["arch", "measure", "seed"]).groupby("measure")["seconds"].mean()
+
+
+def reliability(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
+    """Per reference metric: seed-to-seed tau (interval), ICC(1), Spearman-Brown reliability, noise ceilings, size taus."""
+    table, rows = with_metric(table), []
+    sizes = arch_sizes(table) if not table.empty else pd.DataFrame(columns=["params", "flops"])
+    for metric in REFERENCE_METRICS:
+        seeds = reference_seeds_table(table, settings, metric)
+        mean = seeds.mean(axis=1).dropna()
+        if mean.empty:
             continue
-        pair = values[[measure, settings.high_label]].dropna()
-        x, y = pair.iloc[:, 0].to_numpy(), pair.iloc[:, -1].to_numpy()
-        enough = len(pair) >= 3
-        tau_low, tau_high = bootstrap_interval(x, y, _kendall, seed=settings.seed) if enough else (np.nan, np.nan)
-        rows.append(dict(measure=measure, kind=kind_of(measure), archs=len(pair),
-                         kendall_tau=_kendall(x, y) if enough else np.nan, tau_low=tau_low, tau_high=tau_high,
-                         spearman_rho=_spearman(x, y) if enough else np.nan,
-                         top_k_overlap=top_k_overlap(pair.iloc[:, 0], pair.iloc[:, -1], settings.top_k),
-                         seconds_per_arch=float(seconds.get(measure, np.nan))))
+        rows.append(dict(metric=metric, reference=reference_name(metric, settings), **_seed_agreement(seeds, settings),
+                         params_tau=_size_tau(mean, sizes["params"]), flops_tau=_size_tau(mean, sizes["flops"]),
+                         seconds_per_training=float(job_seconds(table).get(settings.high_label, np.nan))))
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame.insert(2, "chosen", frame["metric"] == choose_reference_metric(frame, settings.reference_metric))
+    frame["meets_targets"] = (frame["seed_tau"] >= TARGET_SEED_TAU) & (frame["params_tau"].abs() <= TARGET_PARAMS_TAU)
+    return frame
+
+
+def _seed_agreement(seeds: pd.DataFrame, settings: StudySettings) -> dict[str, Any]:
+    """Seed-to-seed tau with its interval, ICC(1) and ICC(1,k), r = sin(pi tau / 2), R_k and ceilings for k = 1, 2, seeds."""
+    complete = seeds.dropna().to_numpy(dtype=float)
+    k, n = settings.high_seeds, len(complete)
+    tau, low, high = (float("nan"),) * 3
+    if k >= 2 and n >= 3:
+        tau = seed_tau(complete)
+        low, high = interval(seed_tau(complete[bootstrap_indices(n, seed=settings.seed)]))
+    icc, icc_mean = icc1(complete) if k >= 2 else (float("nan"), float("nan"))
+    r1 = max(0.0, tau_to_r(tau)) if np.isfinite(tau) else float("nan")  # seeds that disagree: no reliability
+    return dict(seeds=k, archs=n, seed_tau=tau, seed_tau_low=low, seed_tau_high=high, icc1=icc, icc1_mean=icc_mean,
+                r_1=r1, r_2=spearman_brown(r1, 2), ceiling_1=tau_ceiling(tau, 1), ceiling_2=tau_ceiling(tau, 2),
+                ceiling=tau_ceiling(tau, k))
+
+
+def _size_tau(values: pd.Series, size: pd.Series) -> float:
+    pair = pd.concat([values, size], axis=1, join="inner").dropna()
+    return kendall_tau(pair.iloc[:, 0], pair.iloc[:, 1]) if len(pair) >= 3 else float("nan")
+
+
+def choose_reference_metric(reliable: pd.DataFrame, requested: str = "auto") -> str:
+    """`requested`, or for auto the metric with the highest seed-to-seed tau (accuracy when no tau is known)."""
+    if requested != "auto":
+        return requested
+    known = reliable[np.isfinite(reliable["seed_tau"].astype(float))] if not reliable.empty else reliable
+    if known.empty:
+        return "accuracy"
+    return str(known.loc[known["seed_tau"].astype(float).idxmax(), "metric"])
+
+
+def study_reference(table: pd.DataFrame, settings: StudySettings, reliable: pd.DataFrame | None = None) -> Reference:
+    """The reference of the study: the chosen metric's seed mean."""
+    reliable = reliability(table, settings) if reliable is None else reliable
+    metric = choose_reference_metric(reliable, settings.reference_metric)
+    values = reference_seeds_table(with_metric(table), settings, metric).mean(axis=1).dropna()
+    return Reference(metric, reference_name(metric, settings), values)
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One way to predict the reference: a measure's metric times `sign` (higher = predicted better)."""
+
+    name: str
+    measure: str
+    metric: str
+    kind: str
+    sign: int = 1
+
+
+def estimators(settings: StudySettings) -> list[Estimator]:
+    """Each low fidelity's four metrics, the zero-cost proxies, the baselines (the predictor comes last, apart)."""
+    specs = [Estimator(f"{settings.label(low)}:{ORIENTED[m]}", settings.label(low), m, TRAIN, SIGNS[m])
+             for low in settings.lows for m in TRAIN_METRICS]
+    zero = [p for p in settings.proxies if p not in BASELINES] + [p for p in settings.proxies if p in BASELINES]
+    return specs + [Estimator(p, p, SCORE, kind_of(p)) for p in zero]
+
+
+def estimator_table(table: pd.DataFrame, settings: StudySettings, reference: Reference) -> pd.DataFrame:
+    """Architectures x estimators at the study seed, oriented; the leave-one-out predictor of `reference` last."""
+    main = table[table["seed"] == settings.seed].dropna(subset=["value"])
+    if main.empty:
+        return pd.DataFrame()
+    values = main.pivot_table(index=["measure", "metric"], columns="arch", values="value")
+    columns = {e.name: e.sign * values.loc[(e.measure, e.metric)] for e in estimators(settings)
+               if (e.measure, e.metric) in values.index}
+    frame = pd.DataFrame(columns)
+    features = predictor_features(frame, arch_sizes(main), settings)
+    frame[PREDICTOR] = loo_predictions(features, reference.values)
+    return frame
+
+
+def predictor_features(frame: pd.DataFrame, sizes: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
+    """The main low's four metrics, log params, log FLOPs and the zero-cost scores (logs where all are positive)."""
+    low = [f"{settings.main_low}:{ORIENTED[m]}" for m in TRAIN_METRICS]
+    columns = {name: frame[name] for name in low if name in frame}
+    columns.update({"log params": np.log(sizes["params"]), "log flops": np.log(sizes["flops"])})
+    for proxy in (p for p in settings.proxies if p not in BASELINES and p in frame):
+        score = frame[proxy]
+        columns[proxy] = np.log(score) if (score.dropna() > 0).all() else score
+    features = pd.DataFrame(columns)
+    return features.loc[:, features.notna().any() & (features.nunique() > 1)]
+
+
+def loo_predictions(features: pd.DataFrame, target: pd.Series) -> pd.Series:
+    """Each architecture's ridge prediction of `target` from a fit without it (NaN with too few architectures)."""
+    data = features.join(target.rename("_target"), how="inner").dropna()
+    if len(data) < MIN_PREDICTOR_ARCHS or features.shape[1] == 0:
+        return pd.Series(np.nan, index=features.index)
+    predicted = loo_ridge(data[features.columns].to_numpy(), data["_target"].to_numpy())
+    return pd.Series(predicted, index=data.index).reindex(features.index)
+
+
+def correlations(table: pd.DataFrame, settings: StudySettings, reliable: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per estimator against the reference: tau (90% interval), rho, top-k, band and partial taus, differences, cost."""
+    table = with_metric(table)
+    if table.empty:
+        return pd.DataFrame()
+    reference = study_reference(table, settings, reliable)
+    frame, sizes, seconds = estimator_table(table, settings, reference), arch_sizes(table), job_seconds(table)
+    specs = [e for e in estimators(settings) if e.name in frame]
+    if PREDICTOR in frame and frame[PREDICTOR].notna().any():
+        specs.append(Estimator(PREDICTOR, PREDICTOR, SCORE, PREDICTOR_KIND))
+    others = _comparisons(frame, reference, sizes, settings)
+    rows = []
+    for spec in specs:
+        row = dict(estimator=spec.name, measure=spec.measure, metric=ORIENTED[spec.metric], kind=spec.kind,
+                   reference=reference.name)
+        row.update(rank_statistics(frame[spec.name], reference.values, sizes, others, settings))
+        cost = _estimator_seconds(spec, seconds, settings)
+        row.update(seconds_per_arch=cost, cost_vs_high=cost / seconds.get(settings.high_label, np.nan))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _comparisons(frame: pd.DataFrame, reference: Reference, sizes: pd.DataFrame,
+                 settings: StudySettings) -> dict[str, pd.Series]:
+    """What every estimator is paired with: params (signed to agree with the reference), the main low's accuracy."""
+    others = {}
+    tau = _size_tau(reference.values, sizes["params"])
+    others["params"] = (-1.0 if tau < 0 else 1.0) * sizes["params"]
+    proxy = f"{settings.main_low}:accuracy"
+    if proxy in frame:
+        others["proxy"] = frame[proxy]
+    return others
+
+
+def rank_statistics(scores: pd.Series, truth: pd.Series, sizes: pd.DataFrame, others: dict[str, pd.Series],
+                    settings: StudySettings) -> dict[str, Any]:
+    """Kendall tau and its interval, Spearman rho, top-k overlap, band tau, partial tau, and minus_<other> differences."""
+    pair = pd.concat([scores.rename("x"), truth.rename("y"), sizes], axis=1, join="inner").dropna()
+    x, y, seed = pair["x"].to_numpy(), pair["y"].to_numpy(), settings.seed
+    out: dict[str, Any] = dict(archs=len(pair))
+    names = ["kendall_tau", "tau_low", "tau_high", "spearman_rho", "top_k_overlap", "band_tau", "band_archs",
+             "partial_tau", "partial_low", "partial_high"]
+    names += [f"minus_{o}{end}" for o in ("params", "proxy") for end in ("", "_low", "_high")]
+    out.update(dict.fromkeys(names, float("nan")))
+    if len(pair) < 3:
+        return out
+    size = np.log(pair[["params", "flops"]].to_numpy())
+    out.update(kendall_tau=kendall_tau(x, y), spearman_rho=spearman_rho(x, y),
+               top_k_overlap=top_k_overlap(pair["x"], pair["y"], settings.top_k), partial_tau=partial_tau(x, y, size))
+    out["tau_low"], out["tau_high"] = tau_interval(x, y, seed=seed)
+    out["band_tau"], out["band_archs"] = band_tau(x, y, pair["flops"].to_numpy())
+    out["partial_low"], out["partial_high"] = partial_interval(x, y, size, seed=seed)
+    for name, other in others.items():
+        both = pd.concat([pair[["x", "y"]], other.rename("o")], axis=1, join="inner").dropna()
+        if len(both) >= 3:
+            diff = paired_difference(both["x"].to_numpy(), both["o"].to_numpy(), both["y"].to_numpy(), seed=seed)
+            out.update(zip((f"minus_{name}", f"minus_{name}_low", f"minus_{name}_high"), diff))
+    return out
+
+
+def _estimator_seconds(spec: Estimator, seconds: pd.Series, settings: StudySettings) -> float:
+    """Seconds per architecture; the predictor costs the main low's training plus every proxy it read."""
+    if spec.kind != PREDICTOR_KIND:
+        return float(seconds.get(spec.measure, np.nan))
+    return float(seconds.get(settings.main_low, np.nan) + sum(seconds.get(p, 0.0) for p in settings.proxies))
+
+
 def seed_spread(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
-    """Per training fidelity: accuracy std of one network over seeds beside the std across networks."""
+    """Per training fidelity: accuracy std of one network over seeds, pooled over networks with seeds, across networks."""
     rows = []
-    trained = table[table["kind"] == TRAIN]
+    table = with_metric(table)
+    trained = table[(table["kind"] == TRAIN) & (table["metric"] == "accuracy")]
     for fidelity in settings.fidelities:
         label = settings.label(fidelity)
         at = trained[trained["measure"] == label]
@@ -393,8 +708,11 @@ def seed_spread(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
         spread = per_arch_seeds.idxmax()
         seeds = at[at["arch"] == spread]["value"]
         networks = at[at["seed"] == settings.seed]["value"]
+        several = at[at["arch"].isin(per_arch_seeds[per_arch_seeds >= 2].index)]
+        pooled = float(np.sqrt(several.groupby("arch")["value"].var(ddof=1).mean()))
         rows.append(dict(measure=label, network=spread, seeds=len(seeds), seed_std=float(seeds.std()),
-                         seed_range=float(seeds.max() - seeds.min()), archs=len(networks),
+                         seed_range=float(seeds.max() - seeds.min()), pooled_seed_std=pooled,
+                         pooled_archs=int((per_arch_seeds >= 2).sum()), archs=len(networks),
                          network_std=float(networks.std()), network_range=float(networks.max() - networks.min())))
     return pd.DataFrame(rows)
 
@@ -402,51 +720,122 @@ def seed_spread(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
 # ---------------------------------------------------------------- report
 
 PLOT_IDS = ("fidelity-scatter", "fidelity-correlations", "fidelity-cost")
+# columns of the page's (and the CLI's) tables; the CSV files hold them all
+SUMMARY_COLUMNS = ("estimator", "archs", "kendall_tau", "tau_low", "tau_high", "partial_tau", "partial_low",
+                   "partial_high", "band_tau", "spearman_rho", "top_k_overlap", "minus_params", "minus_params_low",
+                   "minus_params_high", "minus_proxy", "minus_proxy_low", "minus_proxy_high", "seconds_per_arch",
+                   "cost_vs_high")
+RELIABILITY_COLUMNS = ("reference", "chosen", "seeds", "archs", "seed_tau", "seed_tau_low", "seed_tau_high", "icc1",
+                       "icc1_mean", "r_1", "r_2", "ceiling_1", "ceiling_2", "ceiling", "params_tau", "flops_tau",
+                       "meets_targets")
 
 
-def report_html(run_id: str, meta: dict[str, Any], table: pd.DataFrame, summary: pd.DataFrame,
-                spread: pd.DataFrame) -> str:
-    """The study's page: low vs high accuracy, correlations with intervals, ranking quality per second."""
-    import plotly.graph_objects as go
+def chosen_reference(reliable: pd.DataFrame) -> dict[str, Any] | None:
+    """The reliability row of the reference the study ranks against (None before any high-fidelity row)."""
+    if reliable.empty or "chosen" not in reliable or not reliable["chosen"].any():
+        return None
+    return reliable[reliable["chosen"].astype(bool)].iloc[0].to_dict()
 
+
+def reference_line(reliable: pd.DataFrame) -> str:
+    """One sentence on the reference: its name, seed-to-seed tau, the noise ceiling and its tau with #params."""
+    row = chosen_reference(reliable)
+    if row is None:
+        return "reference: none yet (no high-fidelity rows)"
+    verdict = "meets" if row["meets_targets"] else "misses"
+    size = f"tau with #params {row['params_tau']:.3f}"
+    if not np.isfinite(row["seed_tau"]):
+        return f"reference: {row['reference']}; its reliability is unknown (one seed per network); {size}"
+    return (f"reference: {row['reference']}; seed-to-seed tau {row['seed_tau']:.3f} [{row['seed_tau_low']:.3f}, "
+            f"{row['seed_tau_high']:.3f}], ICC(1) {row['icc1']:.3f}; a noise-free proxy reaches at most tau "
+            f"{row['ceiling']:.3f}; {size} ({verdict} the targets seed tau >= {TARGET_SEED_TAU} and "
+            f"|tau with #params| <= {TARGET_PARAMS_TAU})")
+
+
+def report_html(run_id: str, meta: dict[str, Any], summary: pd.DataFrame, spread: pd.DataFrame,
+                reliable: pd.DataFrame, reference: Reference, estimates: pd.DataFrame) -> str:
+    """The study's page: the reference and its reliability, estimators against it, ranking quality per second."""
     from .dashboard import page_html, proxy_accuracy_label
 
-    high, seed = meta["high"], meta["seeds"]["study"]
-    main = table[table["seed"] == seed]
-    values = main.pivot_table(index="arch", columns="measure", values="value")
     acc_label = proxy_accuracy_label([meta["dataset"]])
-    scatter = go.Figure()
-    for i, row in summary[summary["kind"] == TRAIN].iterrows():
-        if row["measure"] == high:
-            continue
-        pair = values[[row["measure"], high]].dropna()
-        scatter.add_trace(go.Scatter(x=pair[row["measure"]].tolist(), y=pair[high].tolist(), mode="markers",
-                                     text=list(pair.index),
-                                     name=f"{row['measure']} (tau {row['kendall_tau']:.2f})",
-                                     hovertemplate="%{text}: low %{x:.3f}, high %{y:.3f}<extra></extra>"))
-    scatter.update_layout(xaxis_title=f"low fidelity: {acc_label}", yaxis_title=f"high fidelity: {acc_label}",
-                          legend_title_text="low fidelity", height=520)
-    bars = go.Figure()
-    measures, tau = summary["measure"].tolist(), summary["kendall_tau"]
-    bars.add_trace(go.Bar(x=measures, y=tau.tolist(), name="Kendall tau",
-                          error_y=dict(type="data", symmetric=False, array=(summary["tau_high"] - tau).tolist(),
-                                       arrayminus=(tau - summary["tau_low"]).tolist())))
-    bars.add_trace(go.Bar(x=measures, y=summary["spearman_rho"].tolist(), name="Spearman rho"))
-    bars.update_layout(barmode="group", yaxis_title="rank correlation with the high fidelity", yaxis_range=[-1, 1], height=480)
-    cost = go.Figure(go.Scatter(x=summary["seconds_per_arch"].tolist(), y=tau.tolist(), mode="markers+text",
-                                text=measures, textposition="top center",
-                                hovertemplate="%{text}: %{x:.2f} s per architecture, tau %{y:.2f}<extra></extra>"))
-    cost.update_layout(xaxis_type="log", xaxis_title="seconds per architecture (mean)",
-                       yaxis_title="Kendall tau with the high fidelity", height=480)
-    intro = (f"<p class=\"note\">Fidelity study {run_id}: {summary['archs'].max() if not summary.empty else 0} "
-             f"architectures from space {meta['space']['name']} within {meta['budget_text']} "
-             f"(FLOPs: fvcore total at {meta['space']['resolution']}px), trained on {meta['dataset']}. "
-             f"Accuracies are {acc_label}. Correlations are against the high fidelity ({high}); intervals are 90% "
-             f"bootstrap intervals over architectures.</p>\n" + _html_table(summary) + _html_table(spread))
-    figures = [(PLOT_IDS[0], scatter, "Low versus high fidelity accuracy"),
-               (PLOT_IDS[1], bars, "Rank correlation with the high fidelity"),
-               (PLOT_IDS[2], cost, "Ranking quality against cost")]
+    classes = f" (classes {', '.join(map(str, meta['classes']))} only)" if meta.get("classes") else ""
+    archs = int(summary["archs"].max()) if not summary.empty else 0
+    intro = (f"<p class=\"note\">Fidelity study {html.escape(run_id)}: {archs} architectures from space "
+             f"{html.escape(meta['space']['name'])} within {html.escape(meta['budget_text'])} (FLOPs: fvcore total at "
+             f"{meta['space']['resolution']}px), trained on {html.escape(meta['dataset'])}{classes}. Accuracies are "
+             f"{acc_label}. The reference is <b>{html.escape(reference.name)}</b> at the high fidelity "
+             f"({html.escape(meta['high'])}); every tau is against it. Estimators are oriented so that higher = "
+             f"predicted better. Intervals are 90% bootstrap intervals over architectures; partial_tau is controlled "
+             f"for size (ranks residualized on the ranks of params and FLOPs), band_tau is within FLOPs bands of a "
+             f"factor of 2; minus_params and minus_proxy are paired-bootstrap differences with #params (signed to agree "
+             f"with the reference) and with {html.escape(_main_low_accuracy(meta))}; cost_vs_high is seconds per "
+             f"architecture over one high-fidelity training.</p>\n"
+             f"<h2>Reference reliability</h2>\n<p class=\"note\">{html.escape(reference_line(reliable))}</p>\n"
+             + _html_table(_columns(reliable, RELIABILITY_COLUMNS)) + "<h2>Estimators against the reference</h2>\n"
+             + _html_table(_columns(summary, SUMMARY_COLUMNS)) + _html_table(spread))
+    figures = [(PLOT_IDS[0], _scatter(summary, estimates, reference, acc_label),
+                "Low fidelity accuracy versus the reference"),
+               (PLOT_IDS[1], _bars(summary, reliable, reference), "Rank correlation with the reference"),
+               (PLOT_IDS[2], _cost(summary, reference), "Ranking quality against cost")]
     return page_html(f"fatnas fidelity: {run_id}", intro, figures)
+
+
+def _main_low_accuracy(meta: dict[str, Any]) -> str:
+    return f"{DEFAULT_LOW if DEFAULT_LOW in meta['lows'] else meta['lows'][0]}:accuracy"
+
+
+def _scatter(summary: pd.DataFrame, estimates: pd.DataFrame, reference: Reference, acc_label: str) -> Any:
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    lows = summary[(summary["kind"] == TRAIN) & (summary["metric"] == "accuracy")] if not summary.empty else summary
+    for _, row in lows.iterrows():
+        pair = pd.concat([estimates[row["estimator"]], reference.values], axis=1, join="inner").dropna()
+        figure.add_trace(go.Scatter(x=pair.iloc[:, 0].tolist(), y=pair.iloc[:, 1].tolist(), mode="markers",
+                                    text=list(pair.index), name=f"{row['measure']} (tau {row['kendall_tau']:.2f})",
+                                    hovertemplate="%{text}: low %{x:.3f}, reference %{y:.3f}<extra></extra>"))
+    figure.update_layout(xaxis_title=f"low fidelity: {acc_label}", yaxis_title=f"reference: {reference.name}",
+                         legend_title_text="low fidelity", height=520)
+    return figure
+
+
+def _bars(summary: pd.DataFrame, reliable: pd.DataFrame, reference: Reference) -> Any:
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    names = summary["estimator"].tolist() if not summary.empty else []
+    for column, low, high, title in (("kendall_tau", "tau_low", "tau_high", "Kendall tau"),
+                                     ("partial_tau", "partial_low", "partial_high", "tau partialled on size")):
+        tau = summary[column] if not summary.empty else pd.Series(dtype=float)
+        error = dict(type="data", symmetric=False, array=(summary[high] - tau).tolist(),
+                     arrayminus=(tau - summary[low]).tolist()) if not summary.empty else None
+        figure.add_trace(go.Bar(x=names, y=tau.tolist(), name=title, error_y=error))
+    if not summary.empty:
+        figure.add_trace(go.Bar(x=names, y=summary["band_tau"].tolist(), name="tau within FLOPs bands"))
+    row = chosen_reference(reliable)
+    if row is not None and np.isfinite(row["ceiling"]):
+        figure.add_hline(y=row["ceiling"], line_dash="dash",
+                         annotation_text=f"noise ceiling {row['ceiling']:.2f} ({row['seeds']} seeds)")
+    figure.update_layout(barmode="group", yaxis_title=f"rank correlation with {reference.name}", yaxis_range=[-1, 1],
+                         height=480)
+    return figure
+
+
+def _cost(summary: pd.DataFrame, reference: Reference) -> Any:
+    import plotly.graph_objects as go
+
+    x = summary["seconds_per_arch"].tolist() if not summary.empty else []
+    y = summary["kendall_tau"].tolist() if not summary.empty else []
+    text = summary["estimator"].tolist() if not summary.empty else []
+    figure = go.Figure(go.Scatter(x=x, y=y, mode="markers+text", text=text, textposition="top center",
+                                  hovertemplate="%{text}: %{x:.2f} s per architecture, tau %{y:.2f}<extra></extra>"))
+    figure.update_layout(xaxis_type="log", xaxis_title="seconds per architecture (mean)",
+                         yaxis_title=f"Kendall tau with {reference.name}", height=480)
+    return figure
+
+
+def _columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    return frame[[c for c in columns if c in frame]] if not frame.empty else frame
 
 
 def _html_table(frame: pd.DataFrame) -> str:
@@ -459,13 +848,20 @@ def write_report(run: Run) -> Path:
     """Write fidelity.html in the run folder from run.yaml and the study's tables."""
     from .store import atomic_write_text
 
+    meta = run.read_meta()
+    settings = StudySettings.from_meta(meta)
+    table, reliable = read_rows(run), read_study_table(run, "reliability.csv")
+    reference = study_reference(table, settings, reliable)
+    estimates = estimator_table(table, settings, reference) if not table.empty else pd.DataFrame()
     out = run.path / "fidelity.html"
-    atomic_write_text(out, report_html(run.id, run.read_meta(), run.read_table("fidelity.csv"),
-                                       run.read_table("correlations.csv"), run.read_table("seed_spread.csv")))
+    atomic_write_text(out, report_html(run.id, meta, read_study_table(run, "correlations.csv"),
+                                       read_study_table(run, "seed_spread.csv"), reliable, reference, estimates))
     return out
 
 
-__all__ = ["DEFAULT_HIGH", "DEFAULT_LOW", "FidelityError", "Job", "StudySettings", "correlations", "execute",
-           "fidelity_label", "parse_fidelity", "plan_jobs", "record_study", "run_study", "sample_architectures",
-           "seed_spread", "study_architectures", "top_k_overlap", "write_report"]
-
+__all__ = ["CSV_COLUMNS", "DEFAULT_HIGH", "DEFAULT_LOW", "FIDELITY_KEYS", "PREDICTOR", "REFERENCE", "Estimator",
+           "FidelityError", "Job", "Reference", "StudySettings", "analyse", "choose_reference_metric",
+           "correlations", "estimator_table", "estimators", "execute", "fidelity_label", "loo_predictions",
+           "parse_classes", "parse_fidelity", "plan_jobs", "read_rows", "read_study_table", "record_study",
+           "reference_line", "reliability", "run_study", "sample_architectures", "seed_spread", "select_classes",
+           "study_architectures", "study_data", "study_reference", "top_k_overlap", "with_metric", "write_report"]
