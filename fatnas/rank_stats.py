@@ -143,15 +143,16 @@ def tau_to_r(tau: float) -> float:
 
 
 def spearman_brown(r1: float, k: int) -> float:
-    """Reliability of a k-seed mean from the one-seed reliability r1."""
-    return k * r1 / (1 + (k - 1) * r1)
+    """Reliability of a k-seed mean from the one-seed reliability r1 (NaN where undefined)."""
+    denom = 1 + (k - 1) * r1
+    return k * r1 / denom if denom > 0 else float("nan")
 
 
 def tau_ceiling(seed_tau: float, k: int) -> float:
     """The highest tau a noise-free proxy reaches against a k-seed mean whose seed-to-seed tau is `seed_tau`."""
     if not np.isfinite(seed_tau):
         return float("nan")
-    reliability = spearman_brown(tau_to_r(seed_tau), k)
+    reliability = spearman_brown(max(0.0, tau_to_r(seed_tau)), k)  # seeds that disagree: no reliability
     return 2 / math.pi * math.asin(math.sqrt(reliability)) if reliability > 0 else 0.0
 
 
