@@ -1,53 +1,127 @@
-"""Proxy fidelity study of the default space: which cheap proxy ranks architectures like longer training.
+"""Fidelity study of issue 14: a reference that can rank (2 seeds per network) and every cheap estimator against it.
 
-Runs `cli.py fidelity` (30 architectures from search_spaces/fat.yaml within 2 GFLOPs, plus the
-published FATs that fit) with the candidate low fidelities below, all of about the default
-search's cost per trial except `train_images=2048` (twice it) and `res=40` (1.3x), against an
-8x longer high fidelity, then copies the study's tables to bench/results/fidelity_*.csv. The run folder stays
-in runs/ (resume a killed study with `--resume ID`).
+Each phase keeps its run folder under bench/results/ (run.yaml, fidelity.csv, correlations.csv,
+reliability.csv, seed_spread.csv, fidelity.html, configs/): fidelity.csv grows by a few rows per
+finished job, so commit it as it grows, and a later session continues with --resume.
 
-    python bench/fidelity_bench.py --workers 2
+    python bench/fidelity_bench.py --phase pilot             # 8 networks of the default space within 2 GFLOPs
+    python bench/fidelity_bench.py --phase pilot --resume    # continue a stopped pilot
+    python bench/fidelity_bench.py --phase study             # 32 networks + fat_b0 and fat_b1
+
+Both train the default proxy (the low fidelity), score the zero-cost proxies and baselines, and
+train the `reference` preset of fatnas.fidelity with 2 seeds per network. The pilot's verdict is
+printed at the end: its reference must reach a seed-to-seed tau >= 0.5 with |tau with #params| <= 0.8;
+if not, try another reference under a new run id (e.g. --high reference,epochs=4 --run-id
+fidelity_pilot_e4, or --classes 0,2,4,6).
 """
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from common import RESULTS
 
 ROOT = Path(__file__).resolve().parent.parent
-# "default" is the search's proxy (2 checkpoints of 1,000 validation images); the others name
-# every value that differs from it (eval_every=4,val_images=500 was the default before this study)
-LOWS = ("eval_every=4,val_images=500", "eval_every=1,val_images=2000", "res=40,train_images=768,eval_every=4,val_images=500",
-        "train_images=2048,eval_every=4,val_images=500", "default")
-HIGH = "train_images=8192,eval_every=1,val_images=2000"
-# run file -> saved copy in bench/results/
-TABLES = {"fidelity.csv": "fidelity_study.csv", "correlations.csv": "fidelity_correlations.csv",
-          "seed_spread.csv": "fidelity_seed_spread.csv"}
+PHASES = {"pilot": dict(archs=8, references=False), "study": dict(archs=32, references=True)}
+TARGET_SEED_TAU, TARGET_PARAMS_TAU = 0.5, 0.8
+# issue 14's targets for the default proxy: tau, lower bound, partial tau, margin over #params, cost
+PROXY_TARGETS = dict(kendall_tau=0.45, tau_low=0.25, partial_tau=0.15, minus_params=0.1)
+MAX_COST_RATIO = 1 / 8
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phase", choices=tuple(PHASES), required=True)
+    parser.add_argument("--resume", action="store_true", help="continue the phase's study in its run folder")
+    parser.add_argument("--workers", type=int, default=2, help="trainings at once (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    parser.add_argument("--run-id", default=None, help="run folder name (default fidelity_<phase>)")
+    parser.add_argument("--root", type=Path, default=RESULTS, help="folder of the run folders (default bench/results)")
+    parser.add_argument("--archs", type=int, default=None, help="sampled networks (default: pilot 8, study 32)")
+    parser.add_argument("--high", default="reference", help="the reference fidelity (default: the reference preset)")
+    parser.add_argument("--high-seeds", type=int, default=None, help="reference seeds per network (default 2)")
+    parser.add_argument("--low", action="append", default=None, help="low fidelities (default: default)")
+    parser.add_argument("--classes", default=None, help="e.g. 0,2,4,6: Fashion-MNIST's upper-body classes only")
+    parser.add_argument("--space", default="fat")
+    parser.add_argument("--budget", default="2GFLOPs")
+    return parser.parse_args()
+
+
+def study_command(args: argparse.Namespace, run_id: str) -> list[str]:
+    """The cli.py fidelity command of the phase (or of its resumption)."""
+    command = [sys.executable, str(ROOT / "cli.py"), "fidelity", "--workers", str(args.workers), "--quiet"]
+    if args.resume:
+        return command + ["--resume", run_id] + (["--high-seeds", str(args.high_seeds)] if args.high_seeds else [])
+    phase = PHASES[args.phase]
+    command += ["--run-id", run_id, "--space", args.space, "--budget", args.budget, "--threads", str(args.threads),
+                "--archs", str(args.archs or phase["archs"]), "--high", args.high, "--high-seeds", str(args.high_seeds or 2)]
+    for low in args.low or ["default"]:
+        command += ["--low", low]
+    if args.classes:
+        command += ["--classes", args.classes]
+    return command + ([] if phase["references"] else ["--no-references"])
+
+
+def reference_verdict(reliable: pd.DataFrame) -> str:
+    """Whether the chosen reference can rank: its seed-to-seed tau and its tau with #params against the targets."""
+    if reliable.empty or not reliable["chosen"].any():
+        return "verdict: no reference rows yet"
+    row = reliable[reliable["chosen"]].iloc[0]
+    failed = []
+    if not row["seed_tau"] >= TARGET_SEED_TAU:
+        failed.append(f"seed-to-seed tau {row['seed_tau']:.3f} < {TARGET_SEED_TAU}")
+    if not abs(row["params_tau"]) <= TARGET_PARAMS_TAU:
+        failed.append(f"|tau with #params| {abs(row['params_tau']):.3f} > {TARGET_PARAMS_TAU} (a size ranking)")
+    head = f"reference {row['reference']} over {row['archs']} networks"
+    if failed:
+        return f"verdict: FAIL, {head}: {'; '.join(failed)}"
+    return (f"verdict: PASS, {head}: seed-to-seed tau {row['seed_tau']:.3f} [{row['seed_tau_low']:.3f}, "
+            f"{row['seed_tau_high']:.3f}], tau with #params {row['params_tau']:.3f}, noise ceiling {row['ceiling']:.3f}")
+
+
+def proxy_targets(summary: pd.DataFrame, estimator: str) -> list[str]:
+    """Issue 14's targets for one estimator, each with its value and gap."""
+    rows = summary[summary["estimator"] == estimator]
+    if rows.empty:
+        return [f"{estimator}: no rows yet"]
+    row = rows.iloc[0]
+    lines = [f"{estimator} {column} {row[column]:.3f} (target >= {target}: {_gap(row[column], target)})"
+             for column, target in PROXY_TARGETS.items()]
+    met = row["cost_vs_high"] <= MAX_COST_RATIO
+    lines.append(f"{estimator} cost_vs_high {row['cost_vs_high']:.3f} (target <= {MAX_COST_RATIO:.3f}: "
+                 f"{'met' if met else 'missed'})")
+    return lines
+
+
+def _gap(value: float, target: float) -> str:
+    if pd.isna(value):
+        return "unknown"
+    return "met" if value >= target else f"gap {target - value:.3f}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", type=int, default=30)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--run-id", default="fidelity-bench")
-    parser.add_argument("--resume", action="store_true", help="continue the study in runs/<run-id>")
-    args = parser.parse_args()
-    command = [sys.executable, str(ROOT / "cli.py"), "fidelity", "--workers", str(args.workers)]
-    if args.resume:
-        command += ["--resume", args.run_id]
-    else:
-        command += ["--run-id", args.run_id, "--archs", str(args.archs), "--high", HIGH]
-        for low in LOWS:
-            command += ["--low", low]
-    subprocess.run(command, check=True, cwd=ROOT)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name, copy in TABLES.items():
-        shutil.copyfile(ROOT / "runs" / args.run_id / name, RESULTS / copy)
-    print(f"saved {', '.join(str(RESULTS / copy) for copy in TABLES.values())}")
+    args = parse_args()
+    run_id = args.run_id or f"fidelity_{args.phase}"
+    args.root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, FATNAS_RUNS_DIR=str(args.root.resolve()))
+    subprocess.run(study_command(args, run_id), check=True, cwd=ROOT, env=env)
+    folder = args.root / run_id
+    reliable = pd.read_csv(folder / "reliability.csv")
+    summary = pd.read_csv(folder / "correlations.csv")
+    print(f"\n{args.phase} {run_id}: {reference_verdict(reliable)}")
+    lows = summary[(summary["kind"] == "train") & (summary["metric"] == "accuracy")]["estimator"].tolist()
+    for line in proxy_targets(summary, "default:accuracy" if "default:accuracy" in lows or not lows else lows[0]):
+        print(f"  {line}")
+    if not summary.empty:
+        best = summary.loc[summary["kendall_tau"].idxmax()]
+        print(f"  best estimator: {best['estimator']} tau {best['kendall_tau']:.3f} [{best['tau_low']:.3f}, "
+              f"{best['tau_high']:.3f}], partial {best['partial_tau']:.3f}")
+    print(f"files in {folder}; commit them with: git add {folder}")
 
 
 if __name__ == "__main__":
