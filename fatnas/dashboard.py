@@ -28,6 +28,7 @@ import pandas as pd
 from .config import NUM_STAGES, STAGE_FIELDS, FATConfig, describe
 from .cost import Budget, format_flops
 from .store import Run, atomic_write_text, hypervolume, pareto_front
+from .trust import ProxyTrust, find_proxy_trust
 
 PLOT_IDS = ("pareto", "acc-flops", "acc-params", "hypervolume", "best-accuracy", "importance", "parcoords")
 HV_LATENCY_MARGIN = 1.1
@@ -53,6 +54,7 @@ class RunData(NamedTuple):
     dataset: str
     res: int
     device: str
+    trust: ProxyTrust
 
 
 def load_run_data(run: Run) -> RunData:
@@ -64,7 +66,8 @@ def load_run_data(run: Run) -> RunData:
     res = int((meta.get("space") or {}).get("resolution") or budget.res)
     device = (meta.get("latency") or {}).get("device") or (meta.get("proxy") or {}).get("device") or "cpu"
     return RunData(run.id, run.path, meta, trials, front, _with_columns(run.references(), ("name",)), budget,
-                   str(meta.get("dataset", "unknown data set")), res, str(device))
+                   str(meta.get("dataset", "unknown data set")), res, str(device),
+                   find_proxy_trust(meta.get("proxy") or {}))
 
 
 def _with_columns(table: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -300,9 +303,11 @@ def _hovers(table: pd.DataFrame, data: RunData) -> list[str]:
 def _scatter(table: pd.DataFrame, data: RunData, x: str, *, name: str, uid: str, color: str, **style: Any):
     import plotly.graph_objects as go
 
+    bars = data.trust.error_bars(table["accuracy"], int((data.meta.get("proxy") or {}).get("val_images") or 0))
     return go.Scatter(x=table[x].astype(float).tolist(), y=table["accuracy"].astype(float).tolist(),
                       name=name, uid=uid, legendgroup=data.run_id, hovertext=_hovers(table, data),
-                      hoverinfo="text", marker=dict(color=color, **style.pop("marker", {})), **style)
+                      hoverinfo="text", marker=dict(color=color, **style.pop("marker", {})),
+                      error_y=dict(type="data", array=bars, thickness=1, width=3, color=color), **style)
 
 
 def _points(fig: Any, runs: Sequence[RunData], x: str) -> None:
@@ -529,7 +534,10 @@ def dashboard_html(runs: Sequence[RunData]) -> str:
             f"never ImageNet accuracy. FLOPs are fvcore totals at {_res_text(runs)} (1 multiply-add = 1 FLOP; "
             "convolutions, attention matmuls, norms and head). Latency is the median batch-1 forward time on the "
             "run's device. Published FATs (stars) appear where the run evaluated them, i.e. within its budget.")
-    return page_html(f"fatnas dashboard: {ids}", f"<p class=\"note\">{note}</p>\n{_summary_html(summary)}", figures)
+    trust = "".join(f"<p class=\"note trust\" id=\"trust-{i}\">{html.escape(d.run_id)}: "
+                    f"{html.escape(d.trust.describe())}</p>\n" for i, d in enumerate(runs))
+    return page_html(f"fatnas dashboard: {ids}", f"<p class=\"note\">{note}</p>\n{trust}{_summary_html(summary)}",
+                     figures)
 
 
 def page_html(title: str, intro: str, figures: Sequence[tuple[str, Any, str]]) -> str:

@@ -14,6 +14,7 @@ from fatnas.dashboard import (PLOT_IDS, RunData, dashboard_html, hypervolume_inf
                               load_run_data, optuna_importances, parcoords_table, pareto_figure, spread_importances,
                               summary_table)
 from fatnas.store import Run, hypervolume
+from fatnas.trust import find_proxy_trust
 
 from .browser import render_page
 from .conftest import run_cli
@@ -105,7 +106,7 @@ def test_summary_compares_with_the_best_reference_under_budget():
     refs = pd.DataFrame(dict(name=["fat_b0", "fat_b1"], trial=[-1, -1], state=["REFERENCE", "OVER_BUDGET"],
                              accuracy=[0.7, math.nan], latency_ms=[8.0, math.nan], params=[4e6, 7e6], flops=[30, 90]))
     data = RunData("r", None, {"sampler": "random"}, trials, trials.iloc[[0, 1]], refs, Budget(max_flops=40, res=64),
-                   "fashion-mnist", 64, "cpu")
+                   "fashion-mnist", 64, "cpu", find_proxy_trust({}, roots=[]))
     row = summary_table([data]).iloc[0]
     assert (row["best_accuracy"], row["best_trial"]) == (0.8, 0)  # trial 1 is over the FLOPs budget
     assert (row["best_reference"], row["best_reference_accuracy"]) == ("fat_b0", 0.7)

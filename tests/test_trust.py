@@ -1,0 +1,81 @@
+"""Trust shown where results are read: a search proxy's seed spread and tau, from its fidelity studies."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cli import main
+from fatnas.dashboard import load_run_data
+from fatnas.fidelity import fidelity_fields
+from fatnas.proxy import ProxySettings
+from fatnas.store import Run, create_run
+from fatnas.trust import OBJECTIVE, find_proxy_trust
+
+from .browser import render_page
+from .tiny_run import copy_run, shared_tiny_run
+
+PROXY = ProxySettings(train_images=128, epochs=1, batch_size=32, val_images=200)  # tests/test_search.py's
+ERROR_BARS = "return document.getElementById('pareto').data.find(t => t.uid === 'trials-0').error_y.array"
+
+
+def make_study(root: Path, run_id: str, proxy: ProxySettings, *, tau: float = 0.52, seed_std: float = 0.011) -> Run:
+    """A fidelity study folder whose low fidelity 'default' is `proxy`, as cli.py fidelity writes it."""
+    run = create_run(run_id, root=root)
+    run.write_meta(dict(id=run_id, kind="fidelity", lows=["default"], high="reference",
+                        fidelity_settings=dict(lows=[fidelity_fields(proxy)], high={})))
+    run.write_table("seed_spread.csv", pd.DataFrame([dict(measure="default", network="fat_b0", seeds=3,
+                                                          seed_std=seed_std, archs=34)]))
+    run.write_table("correlations.csv", pd.DataFrame([
+        dict(estimator="default:-loss", measure="default", kendall_tau=0.6, tau_low=0.4, tau_high=0.7, archs=34,
+             reference="-test loss (2-seed mean)"),
+        dict(estimator="default:accuracy", measure="default", kendall_tau=tau, tau_low=0.31, tau_high=0.66,
+             archs=34, reference="-test loss (2-seed mean)"),
+    ]))
+    return run
+
+
+def test_a_study_of_the_proxy_gives_its_seed_std_and_tau(tmp_path):
+    make_study(tmp_path, "study-a", PROXY)
+    trust = find_proxy_trust(PROXY.to_dict(), roots=[tmp_path])
+    assert (trust.seed_std, trust.tau, trust.tau_low, trust.tau_high) == (0.011, 0.52, 0.31, 0.66)
+    assert trust.study == "study-a" and trust.archs == 34 and trust.reference == "-test loss (2-seed mean)"
+    assert trust.error_bars(pd.Series([0.5, 0.9]), 200) == [0.011, 0.011]
+    text = trust.describe()
+    assert OBJECTIVE in text and "0.52" in text and "-test loss (2-seed mean)" in text and "fat_b0 over 3 seeds" in text
+
+
+def test_without_a_study_of_that_proxy_error_bars_are_the_validation_sampling_error(tmp_path):
+    make_study(tmp_path, "study-other", PROXY.replace(res=28))  # another resolution: another proxy
+    trust = find_proxy_trust(PROXY.to_dict(), roots=[tmp_path])
+    assert trust.seed_std is None and trust.tau is None and trust.study is None
+    assert trust.error_bars(pd.Series([0.5, 0.9]), 100) == pytest.approx([0.05, math.sqrt(0.09 / 100)])
+    assert "No fidelity study of this proxy" in trust.describe() and "lower bound" in trust.describe()
+
+
+def test_the_study_with_a_tau_and_more_networks_wins(tmp_path):
+    unfinished = make_study(tmp_path, "study-unfinished", PROXY, tau=0.9)
+    (unfinished.path / "correlations.csv").write_text("")  # a study still running has no correlations yet
+    make_study(tmp_path, "study-small", PROXY, tau=0.2).write_table("correlations.csv", pd.DataFrame(
+        [dict(estimator="default:accuracy", kendall_tau=0.2, archs=8)]))
+    make_study(tmp_path, "study-big", PROXY, tau=0.4)
+    (tmp_path / "not-a-run").mkdir()
+    assert find_proxy_trust(PROXY.to_dict(), roots=[tmp_path]).study == "study-big"
+
+
+def test_the_dashboard_draws_error_bars_and_names_the_proxy_tau(tmp_path_factory, isolated_dirs, capsys):
+    run = copy_run(shared_tiny_run(tmp_path_factory), isolated_dirs / "runs")
+    assert load_run_data(run).trust.seed_std is None
+    make_study(isolated_dirs / "runs", "study-a", PROXY, seed_std=0.02)
+    data = load_run_data(run)
+    assert data.trust.study == "study-a"
+    assert main(["dashboard", run.id]) == 0
+    page = run.path / "dashboard.html"
+    result = render_page(page, run.path / "dashboard.png",
+                         scripts=dict(bars=ERROR_BARS, trust="return document.getElementById('trust-0').innerText"))
+    assert result.js_errors == []
+    complete = (data.trials["state"] == "COMPLETE").sum()
+    assert result.values["bars"] == [0.02] * complete
+    assert "Kendall tau against the reference (-test loss (2-seed mean)) is 0.52" in result.values["trust"]
