@@ -16,10 +16,11 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .fidelity import FIDELITY_KEYS
+from .search.evaluate import OBJECTIVES
 from .store import Run, list_runs, runs_root
 
 BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
-OBJECTIVE = "proxy validation accuracy at the last checkpoint"  # what a search maximizes
+OBJECTIVE = OBJECTIVES["accuracy"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,10 @@ class ProxyTrust:
         noise = (f"error bars: +-{self.seed_std:.4f}, the proxy's accuracy std over seeds ({self.seed_note})"
                  if self.seed_std is not None else f"error bars: {self.seed_note}")
         if self.tau is None:
-            return (f"The search maximizes {OBJECTIVE}; {noise}. No fidelity study of this proxy was found "
+            return (f"Accuracy objective: {OBJECTIVE}; {noise}. No fidelity study of this proxy was found "
                     "(cli.py fidelity --high reference), so how well it ranks networks is not known.")
         interval = "" if self.tau_low is None else f" (90% interval {self.tau_low:.2f} to {self.tau_high:.2f})"
-        return (f"The search maximizes {OBJECTIVE}; {noise}. Its Kendall tau against the reference "
+        return (f"Accuracy objective: {OBJECTIVE}; {noise}. Its Kendall tau against the reference "
                 f"({self.reference}) is {self.tau:.2f}{interval} over {self.archs} networks in fidelity "
                 f"study {self.study}.")
 

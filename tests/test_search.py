@@ -48,6 +48,7 @@ def test_cli_search_writes_the_run_files_and_a_front_within_budget(isolated_dirs
     assert meta["seeds"] == {"sampler": 0, "proxy": 0, "data_split": 0}
     assert {"torch", "optuna", "python"} <= set(meta["versions"]) and meta["hardware"]["cpu_count"] >= 1
     assert "search" in meta["command"]
+    assert meta["objectives"]["accuracy"].startswith("proxy validation accuracy")  # named wherever it is used
     trials = run.trials()
     assert SCHEMA <= set(trials.columns)
     assert trials["state"].isin(["COMPLETE", "PRUNED"]).sum() == 5

@@ -17,14 +17,14 @@ from ..proxy import ProxySettings, configure_threads
 from ..space import space_from_dict
 from ..store import Run
 from ..variants import PUBLISHED, get_config
-from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
+from .evaluate import OBJECTIVES, SearchSettings, price, time_candidate, train_candidate, trial_row
 
 BACKENDS = ("optuna", "ray")
 
 
 def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
     """The run.yaml view of the settings (round-trips through `settings_from_meta`)."""
-    return dict(space=settings.space.to_dict(), space_source=settings.space.source,
+    return dict(objectives=OBJECTIVES, space=settings.space.to_dict(), space_source=settings.space.source,
                 budget=settings.budget.to_dict(), budget_text=settings.budget.describe(),
                 proxy=settings.proxy.to_dict(), trials=settings.trials, timeout_s=settings.timeout_s,
                 sampler=settings.sampler, seeds=dict(sampler=settings.seed, proxy=settings.proxy.seed,

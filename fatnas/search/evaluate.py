@@ -25,6 +25,9 @@ from ..zero_cost import check_proxy
 Report = Callable[[int, float], bool]
 # what a proxy training measures besides its final validation accuracy (fatnas.proxy.ProxyResult)
 ESTIMATES = ("val_loss", "sotl_e", "curve_slope")
+# the two objectives of every search, as run.yaml and the dashboard name them
+OBJECTIVES = dict(accuracy="proxy validation accuracy at the last checkpoint (maximized)",
+                  latency_ms="median batch-1 forward latency at the target resolution (minimized)")
 
 
 @dataclass(frozen=True)
