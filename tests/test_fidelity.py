@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +28,7 @@ from fatnas.space import load_space
 from fatnas.store import open_run
 
 from .browser import render_page
-from .conftest import TINY_SPACE, needs_fashion_mnist, run_cli
+from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist, run_cli
 
 LOW, HIGH = "train_images=64,val_images=100", "train_images=128,val_images=200,augment=1,eval_split=test"
 TINY = ["--space", str(TINY_SPACE), "--budget", "6MFLOPs", "--archs", "4", "--low", LOW, "--high", HIGH,
@@ -370,6 +376,51 @@ def test_cli_fidelity_writes_the_study_and_resumes_what_is_missing(isolated_dirs
 
 
 @needs_fashion_mnist
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_killing_a_study_ends_its_workers(isolated_dirs):
+    args = [sys.executable, str(ROOT / "cli.py"), "fidelity", *TINY[:-1], "--run-id", "f-kill", "--workers", "2",
+            "--high", "train_images=20000,epochs=5", "--quiet"]
+    study = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:  # the pool's two workers (and its resource tracker)
+            time.sleep(0.5)
+            workers = [p for p in _children(study.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+        assert len(workers) == 2, "the study never started its workers"
+        time.sleep(3)  # the workers are loading data or training
+        study.send_signal(signal.SIGKILL)
+        study.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(_alive(p) for p in workers)
+    finally:
+        if study.poll() is None:
+            study.kill()
+
+
 def test_cli_fidelity_resumes_a_study_from_before_metrics_and_reference_seeds(isolated_dirs):
     out = run_cli("fidelity", *TINY, "--archs", "3", "--proxies", "params", "--high-seeds", "1", "--spread-seeds", "1",
                   "--run-id", "old")
