@@ -7,6 +7,7 @@ finished job, so commit it as it grows, and a later session continues with --res
     python bench/fidelity_bench.py --phase pilot             # 8 networks of the default space within 2 GFLOPs
     python bench/fidelity_bench.py --phase pilot --resume    # continue a stopped pilot
     python bench/fidelity_bench.py --phase study             # 32 networks + fat_b0 and fat_b1
+    python bench/fidelity_bench.py --phase study --analyse   # tables of the networks finished so far
 
 Both train the default proxy (the low fidelity), score the zero-cost proxies and baselines, and
 train the `reference` preset of fatnas.fidelity with 2 seeds per network. The pilot's verdict is
@@ -25,6 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from common import RESULTS
+from fatnas.fidelity import StudySettings, analyse
+from fatnas.store import open_run
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = {"pilot": dict(archs=8, references=False), "study": dict(archs=32, references=True)}
@@ -38,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", choices=tuple(PHASES), required=True)
     parser.add_argument("--resume", action="store_true", help="continue the phase's study in its run folder")
+    parser.add_argument("--analyse", action="store_true",
+                        help="train nothing: analyse the networks finished so far (a study still running, or stopped)")
     parser.add_argument("--workers", type=int, default=2, help="trainings at once (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     parser.add_argument("--run-id", default=None, help="run folder name (default fidelity_<phase>)")
@@ -65,6 +70,13 @@ def study_command(args: argparse.Namespace, run_id: str) -> list[str]:
     if args.classes:
         command += ["--classes", args.classes]
     return command + ([] if phase["references"] else ["--no-references"])
+
+
+def analyse_so_far(root: Path, run_id: str) -> None:
+    """Write the tables and report of the networks whose trainings have all finished."""
+    run = open_run(run_id, root=root)
+    settings = StudySettings.from_meta(run.read_meta())
+    analyse(run, settings, finished_only=True)
 
 
 def reference_verdict(reliable: pd.DataFrame) -> str:
@@ -109,7 +121,10 @@ def main() -> None:
     run_id = args.run_id or f"fidelity_{args.phase}"
     args.root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, FATNAS_RUNS_DIR=str(args.root.resolve()))
-    subprocess.run(study_command(args, run_id), check=True, cwd=ROOT, env=env)
+    if args.analyse:
+        analyse_so_far(args.root, run_id)
+    else:
+        subprocess.run(study_command(args, run_id), check=True, cwd=ROOT, env=env)
     folder = args.root / run_id
     reliable = pd.read_csv(folder / "reliability.csv")
     summary = pd.read_csv(folder / "correlations.csv")

@@ -434,6 +434,15 @@ def read_rows(run: Run) -> pd.DataFrame:
     return with_metric(read_study_table(run, "fidelity.csv"))
 
 
+def finished_networks(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
+    """The rows of the networks whose low fidelities and reference seeds have all finished."""
+    needed = {(settings.label(low), settings.seed) for low in settings.lows}
+    needed |= {(settings.high_label, seed) for seed in settings.reference_seeds}
+    trained = table[table["kind"] == TRAIN]
+    done = {arch for arch, rows in trained.groupby("arch") if needed <= set(zip(rows["measure"], rows["seed"]))}
+    return table[table["arch"].isin(done)]
+
+
 def with_metric(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=list(CSV_COLUMNS))
@@ -470,9 +479,14 @@ def run_study(run: Run, settings: StudySettings, *, data: DataSplit | None = Non
     return analyse(run, settings)
 
 
-def analyse(run: Run, settings: StudySettings) -> pd.DataFrame:
-    """Write reliability.csv, correlations.csv, seed_spread.csv and fidelity.html; returns the correlations."""
+def analyse(run: Run, settings: StudySettings, *, finished_only: bool = False) -> pd.DataFrame:
+    """Write reliability.csv, correlations.csv, seed_spread.csv and fidelity.html; returns the correlations.
+
+    `finished_only` analyses a study still running: only the networks with all their trainings done.
+    """
     table = read_rows(run)
+    if finished_only:
+        table = finished_networks(table, settings)
     reliable = reliability(table, settings)
     summary = correlations(table, settings, reliable)
     run.write_table("reliability.csv", reliable)

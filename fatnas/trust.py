@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from .fidelity import FIDELITY_KEYS
+from .fidelity import FIDELITY_KEYS, read_study_table
 from .search.evaluate import OBJECTIVES
 from .store import Run, list_runs, runs_root
 
@@ -102,16 +102,8 @@ def _same_proxy(low: dict[str, Any], proxy: dict[str, Any]) -> bool:
     return bool(keys) and all(low[k] == proxy.get(k) for k in keys)
 
 
-def _table(run: Run, name: str) -> pd.DataFrame:
-    """A study's table, empty while the study has not written it (or wrote it empty)."""
-    try:
-        return run.read_table(name)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-
-
 def _seed_spread(run: Run, label: str) -> tuple[float | None, str]:
-    table = _table(run, "seed_spread.csv")
+    table = read_study_table(run, "seed_spread.csv")
     rows = table[table["measure"] == label] if "measure" in table else table.iloc[0:0]
     if rows.empty or not math.isfinite(float(rows.iloc[0]["seed_std"])):
         return None, ""
@@ -121,7 +113,7 @@ def _seed_spread(run: Run, label: str) -> tuple[float | None, str]:
 
 def _tau_row(run: Run, label: str) -> dict[str, Any] | None:
     """The correlations.csv row of the proxy's accuracy (estimator `label:accuracy`, or `label` in older studies)."""
-    table = _table(run, "correlations.csv")
+    table = read_study_table(run, "correlations.csv")
     if table.empty:
         return None
     rows = table[table["estimator"] == f"{label}:accuracy"] if "estimator" in table else table[table["measure"] == label]

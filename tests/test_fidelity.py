@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy import stats
 
-from fatnas import rank_stats
+from fatnas import fidelity, rank_stats
 from fatnas.cost import analytic_cost, parse_budget
 from fatnas.data import DataSplit
 from fatnas.errors import FatnasError
@@ -470,3 +470,13 @@ def test_cli_fidelity_bad_input_exits_2_and_writes_nothing(isolated_dirs, args, 
     assert out.returncode == 2 and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (isolated_dirs / "runs").exists() or not any((isolated_dirs / "runs").iterdir())
+
+
+def test_a_running_study_is_analysed_on_its_finished_networks_only():
+    settings = tiny_study()
+    low, high = settings.label(settings.lows[0]), settings.high_label
+    rows = [("a", "train", low, 0), ("a", "train", high, 0), ("a", "train", high, 1), ("a", "zero-cost", "synflow", 0),
+            ("b", "train", low, 0), ("b", "train", high, 0), ("b", "zero-cost", "synflow", 0)]  # b: a seed to go
+    table = pd.DataFrame(rows, columns=["arch", "kind", "measure", "seed"]).assign(metric="accuracy", value=0.5)
+    finished = fidelity.finished_networks(table, settings)
+    assert set(finished["arch"]) == {"a"} and len(finished) == 4
