@@ -764,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", default=None, help="fashion-mnist (default), cifar10 or imagefolder")
     p.add_argument("--data-dir", default=None, help="folder of the data set (CIFAR-10 or ImageFolder)")
-    p.add_argument("--proxy-res", type=int, default=None, help="proxy resolution for a 224 px network (default 28)")
+    p.add_argument("--proxy-res", type=int, default=None, help="proxy resolution for a 224 px network (default: the search proxy's, 56)")
     p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trained point")
     p.add_argument("--proxy-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
