@@ -67,7 +67,7 @@ def load_run_data(run: Run) -> RunData:
     device = (meta.get("latency") or {}).get("device") or (meta.get("proxy") or {}).get("device") or "cpu"
     return RunData(run.id, run.path, meta, trials, front, _with_columns(run.references(), ("name",)), budget,
                    str(meta.get("dataset", "unknown data set")), res, str(device),
-                   find_proxy_trust(meta.get("proxy") or {}))
+                   find_proxy_trust(meta.get("proxy") or {}, dataset=str(meta.get("dataset", ""))))
 
 
 def _with_columns(table: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:

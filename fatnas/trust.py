@@ -55,11 +55,12 @@ class ProxyTrust:
                 f"study {self.study}.")
 
 
-def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None) -> ProxyTrust:
-    """The best fidelity study that trained `proxy` (ProxySettings fields) as a low fidelity."""
+def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None, *,
+                     dataset: str = "fashion-mnist") -> ProxyTrust:
+    """The best fidelity study that trained `proxy` (ProxySettings fields) on `dataset`, all classes, as a low fidelity."""
     val_images = int(proxy.get("val_images") or 0)
     fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound")
-    found = [trust for run in _fidelity_runs(roots) if (trust := _trust_from(run, proxy)) is not None]
+    found = [trust for run in _fidelity_runs(roots) if (trust := _trust_from(run, proxy, dataset)) is not None]
     if not found:
         return fallback
     return max(found, key=lambda t: (t.tau is not None, t.archs))
@@ -78,9 +79,11 @@ def _fidelity_runs(roots: Sequence[Path] | None) -> list[Run]:
     return runs
 
 
-def _trust_from(run: Run, proxy: dict[str, Any]) -> ProxyTrust | None:
-    """What `run` measured of `proxy`, or None if none of its low fidelities is that proxy."""
+def _trust_from(run: Run, proxy: dict[str, Any], dataset: str) -> ProxyTrust | None:
+    """What `run` measured of `proxy` on the same task, or None if none of its low fidelities is that proxy."""
     meta = run.read_meta()
+    if meta.get("dataset") != dataset or meta.get("classes"):  # another task ranks other networks
+        return None
     lows = (meta.get("fidelity_settings") or {}).get("lows") or []
     label = next((meta["lows"][i] for i, low in enumerate(lows) if _same_proxy(low, proxy)), None)
     if label is None:

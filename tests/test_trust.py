@@ -21,11 +21,12 @@ PROXY = ProxySettings(train_images=128, epochs=1, batch_size=32, val_images=200)
 ERROR_BARS = "return document.getElementById('pareto').data.find(t => t.uid === 'trials-0').error_y.array"
 
 
-def make_study(root: Path, run_id: str, proxy: ProxySettings, *, tau: float = 0.52, seed_std: float = 0.011) -> Run:
+def make_study(root: Path, run_id: str, proxy: ProxySettings, *, tau: float = 0.52, seed_std: float = 0.011,
+               dataset: str = "fashion-mnist", classes: list[int] | None = None) -> Run:
     """A fidelity study folder whose low fidelity 'default' is `proxy`, as cli.py fidelity writes it."""
     run = create_run(run_id, root=root)
-    run.write_meta(dict(id=run_id, kind="fidelity", lows=["default"], high="reference",
-                        fidelity_settings=dict(lows=[fidelity_fields(proxy)], high={})))
+    run.write_meta(dict(id=run_id, kind="fidelity", lows=["default"], high="reference", dataset=dataset,
+                        classes=classes, fidelity_settings=dict(lows=[fidelity_fields(proxy)], high={})))
     run.write_table("seed_spread.csv", pd.DataFrame([dict(measure="default", network="fat_b0", seeds=3,
                                                           seed_std=seed_std, archs=34)]))
     run.write_table("correlations.csv", pd.DataFrame([
@@ -49,6 +50,8 @@ def test_a_study_of_the_proxy_gives_its_seed_std_and_tau(tmp_path):
 
 def test_without_a_study_of_that_proxy_error_bars_are_the_validation_sampling_error(tmp_path):
     make_study(tmp_path, "study-other", PROXY.replace(res=28))  # another resolution: another proxy
+    make_study(tmp_path, "study-classes", PROXY, classes=[0, 2, 4, 6])  # the same proxy on another task
+    make_study(tmp_path, "study-cifar", PROXY, dataset="cifar10")
     trust = find_proxy_trust(PROXY.to_dict(), roots=[tmp_path])
     assert trust.seed_std is None and trust.tau is None and trust.study is None
     assert trust.error_bars(pd.Series([0.5, 0.9]), 100) == pytest.approx([0.05, math.sqrt(0.09 / 100)])
