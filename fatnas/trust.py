@@ -8,6 +8,7 @@ to the validation set's sampling error alone, a lower bound, when there is none.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ class ProxyTrust:
     tau_low: float | None = None
     tau_high: float | None = None
     reference: str | None = None
+    reference_seed_tau: float | None = None  # the reference's own reliability: tau between two of its seeds
     archs: int = 0
 
     def error_bars(self, accuracy: pd.Series, val_images: int) -> list[float]:
@@ -50,9 +52,11 @@ class ProxyTrust:
             return (f"Accuracy objective: {OBJECTIVE}; {noise}. No fidelity study of this proxy was found "
                     "(cli.py fidelity --high reference), so how well it ranks networks is not known.")
         interval = "" if self.tau_low is None else f" (90% interval {self.tau_low:.2f} to {self.tau_high:.2f})"
+        reliability = "" if self.reference_seed_tau is None else \
+            f"; the reference's own seed-to-seed tau is {self.reference_seed_tau:.2f}"
         return (f"Accuracy objective: {OBJECTIVE}; {noise}. Its Kendall tau against the reference "
                 f"({self.reference}) is {self.tau:.2f}{interval} over {self.archs} networks in fidelity "
-                f"study {self.study}.")
+                f"study {self.study}{reliability}.")
 
 
 def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None, *,
@@ -61,6 +65,7 @@ def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None,
     val_images = int(proxy.get("val_images") or 0)
     fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound")
     found = [trust for run in _fidelity_runs(roots) if (trust := _trust_from(run, proxy, dataset)) is not None]
+    found = [t if t.seed_std is not None else dataclasses.replace(t, seed_note=fallback.seed_note) for t in found]
     if not found:
         return fallback
     return max(found, key=lambda t: (t.tau is not None, t.archs))
@@ -96,7 +101,16 @@ def _trust_from(run: Run, proxy: dict[str, Any], dataset: str) -> ProxyTrust | N
         f"{meta.get('high')}, one seed, accuracy"
     return ProxyTrust(seed_std, seed_note, study=run.id, tau=float(tau_row["kendall_tau"]),
                       tau_low=_number(tau_row.get("tau_low")), tau_high=_number(tau_row.get("tau_high")),
-                      reference=reference, archs=int(tau_row["archs"]))
+                      reference=reference, reference_seed_tau=_reference_seed_tau(run), archs=int(tau_row["archs"]))
+
+
+def _reference_seed_tau(run: Run) -> float | None:
+    """Seed-to-seed tau of the reference metric the study ranked by (reliability.csv), if it has one."""
+    table = read_study_table(run, "reliability.csv")
+    if table.empty or "chosen" not in table:
+        return None
+    chosen = table[table["chosen"].astype(bool)]
+    return None if chosen.empty else _number(chosen.iloc[0]["seed_tau"])
 
 
 def _same_proxy(low: dict[str, Any], proxy: dict[str, Any]) -> bool:

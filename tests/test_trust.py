@@ -35,6 +35,8 @@ def make_study(root: Path, run_id: str, proxy: ProxySettings, *, tau: float = 0.
         dict(estimator="default:accuracy", measure="default", kendall_tau=tau, tau_low=0.31, tau_high=0.66,
              archs=34, reference="-test loss (2-seed mean)"),
     ]))
+    run.write_table("reliability.csv", pd.DataFrame([dict(metric="loss", chosen=True, seed_tau=0.61),
+                                                     dict(metric="accuracy", chosen=False, seed_tau=0.3)]))
     return run
 
 
@@ -46,6 +48,7 @@ def test_a_study_of_the_proxy_gives_its_seed_std_and_tau(tmp_path):
     assert trust.error_bars(pd.Series([0.5, 0.9]), 200) == [0.011, 0.011]
     text = trust.describe()
     assert OBJECTIVE in text and "0.52" in text and "-test loss (2-seed mean)" in text and "fat_b0 over 3 seeds" in text
+    assert trust.reference_seed_tau == 0.61 and "own seed-to-seed tau is 0.61" in text
 
 
 def test_without_a_study_of_that_proxy_error_bars_are_the_validation_sampling_error(tmp_path):
@@ -66,6 +69,9 @@ def test_the_study_with_a_tau_and_more_networks_wins(tmp_path):
     make_study(tmp_path, "study-big", PROXY, tau=0.4)
     (tmp_path / "not-a-run").mkdir()
     assert find_proxy_trust(PROXY.to_dict(), roots=[tmp_path]).study == "study-big"
+    (tmp_path / "study-big" / "seed_spread.csv").unlink()  # a study whose spread network has not finished
+    trust = find_proxy_trust(PROXY.to_dict(), roots=[tmp_path])
+    assert trust.seed_std is None and trust.tau == 0.4 and "binomial std of 200 validation images" in trust.describe()
 
 
 def test_the_dashboard_draws_error_bars_and_names_the_proxy_tau(tmp_path_factory, isolated_dirs, capsys):
