@@ -21,6 +21,7 @@ DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 FASHION_MNIST_TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+EVAL_SPLITS = ("val", "test")
 IMAGEFOLDER_SIZE = 64
 _IDX_UINT8 = 0x08
 _STATS_IMAGES = 10_000  # normalization statistics come from the first training images
@@ -59,7 +60,7 @@ class DataSplit:
         if split == "test":
             raise DataError(f"data set {self.name!r} has no test split here; evaluate on 'val' or give a "
                             f"data set with one (Fashion-MNIST's t10k files, CIFAR-10's test_batch)")
-        raise DataError(f"unknown split {split!r}; accepted: val, test")
+        raise DataError(f"unknown split {split!r}; accepted: {', '.join(EVAL_SPLITS)}")
 
     def normalization(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std as 1 x C x 1 x 1 float tensors on `device`, for `prepare_images`."""
@@ -107,14 +108,19 @@ def _fashion_mnist(folder: str, files: tuple[str, str] = FASHION_MNIST_FILES) ->
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    """The idx file `stem`, gzipped or not, under `folder`; None if neither exists."""
+    return next((c for c in (folder / f"{stem}.gz", folder / stem) if c.is_file()), None)
+
+
 def _has_idx(folder: Path, stems: tuple[str, ...]) -> bool:
-    return all((folder / f"{stem}.gz").is_file() or (folder / stem).is_file() for stem in stems)
+    return all(_idx_file(folder, stem) is not None for stem in stems)
 
 
 def _find_idx(folder: Path, stem: str) -> Path:
-    for candidate in (folder / f"{stem}.gz", folder / stem):
-        if candidate.is_file():
-            return candidate
+    found = _idx_file(folder, stem)
+    if found is not None:
+        return found
     raise DataError(
         f"Fashion-MNIST not found under {folder} (no {stem}[.gz]); install it with "
         f"`apt-get install dataset-fashion-mnist` or pass --data-dir with the idx files"
@@ -235,7 +241,7 @@ class ProxyImages:
 
     def augmented_batch(self, idx: torch.Tensor, pad: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random res x res crops of the images padded by `pad`, half of them flipped left-right."""
-        n, h, w, _ = self.pixels.shape
+        _, h, w, _ = self.pixels.shape
         count = len(idx)
         dy = torch.randint(-pad, pad + 1, (count, 1), generator=gen)
         dx = torch.randint(-pad, pad + 1, (count, 1), generator=gen)
@@ -258,4 +264,4 @@ def proxy_images(images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
     return ProxyImages(pixels=pixels, labels=labels.to(device), fill=fill)
 
 
-__all__ = ["DATASETS", "DataError", "DataSplit", "ProxyImages", "load_dataset", "prepare_images", "proxy_images"]
+__all__ = ["DATASETS", "EVAL_SPLITS", "DataError", "DataSplit", "ProxyImages", "load_dataset", "prepare_images", "proxy_images"]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import FATConfig
-from .data import DataSplit, proxy_images
+from .data import EVAL_SPLITS, DataSplit, proxy_images
 from .liveness import proxy_config
 from .model import FAT
 
@@ -60,8 +60,8 @@ class ProxySettings:
         for name in ("res", "train_images", "epochs", "batch_size", "eval_every", "val_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ProxySettings.{name} = {getattr(self, name)!r}: must be >= 1")
-        if self.eval_split not in ("val", "test"):
-            raise ValueError(f"ProxySettings.eval_split = {self.eval_split!r}: expected 'val' or 'test'")
+        if self.eval_split not in EVAL_SPLITS:
+            raise ValueError(f"ProxySettings.eval_split = {self.eval_split!r}: expected one of {', '.join(EVAL_SPLITS)}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"ProxySettings.device = {self.device!r}: expected 'cpu' or 'cuda[:N]'")
 
