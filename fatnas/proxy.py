@@ -266,7 +266,7 @@ class _Trainer:
 
     @torch.inference_mode()
     def evaluate(self) -> tuple[float, float]:
-        """Top-1 accuracy and mean cross-entropy on the validation subset (one host sync)."""
+        """Top-1 accuracy and mean cross-entropy on the evaluation subset (read from the device once, at the end)."""
         self.model.eval()
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
