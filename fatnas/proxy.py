@@ -61,7 +61,7 @@ class ProxySettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"ProxySettings.{name} = {getattr(self, name)!r}: must be >= 1")
         if self.eval_split not in EVAL_SPLITS:
-            raise ValueError(f"ProxySettings.eval_split = {self.eval_split!r}: expected one of {', '.join(EVAL_SPLITS)}")
+            raise ValueError(f"ProxySettings.eval_split = {self.eval_split!r}: expected 'val' or 'test'")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"ProxySettings.device = {self.device!r}: expected 'cpu' or 'cuda[:N]'")
 
