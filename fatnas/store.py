@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
+from . import __version__ as fatnas_version
 from .config import FATConfig
 from .errors import FatnasError
 
@@ -188,21 +189,12 @@ def environment_info() -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__), "optuna": str(optuna.__version__),
-                     "fatnas": _fatnas_version(), "git": _git_commit()},
+                     "fatnas": fatnas_version, "git": _git_commit()},
         "hardware": {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
                      "torch_threads": torch.get_num_threads(),
                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }
     return info
-
-
-def _fatnas_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("fatnas")
-    except Exception:  # not installed, e.g. run from a source tree
-        return "source"
 
 
 def _git_commit() -> str | None:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import cli
+from fatnas import cli
 
 from .conftest import run_cli
 

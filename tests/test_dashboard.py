@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from cli import main
+from fatnas.cli import main
 from fatnas.cost import Budget
 from fatnas.dashboard import (PLOT_IDS, RunData, dashboard_html, hypervolume_info, importance_info,
                               load_run_data, optuna_importances, parcoords_table, pareto_figure, spread_importances,

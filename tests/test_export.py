@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from cli import main
+from fatnas.cli import main
 from fatnas.cost import analytic_cost
 from fatnas.export import default_prefix, register_timm_models
 from fatnas.store import Run

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-import cli
+from fatnas import cli
 from fatnas.config import FATConfig, attention_keys, stage_output_sizes
 from fatnas.liveness import (ResolutionError, check_res, collapse, proxy_config, sampling_space, space_liveness,
                              table_rows)

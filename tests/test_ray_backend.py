@@ -169,7 +169,7 @@ def test_kill_9_then_resume_keeps_finished_trials(isolated_dirs, ray_cluster):
     (["--backend", "ray", "--device", "cuda"], "--device cuda with --backend ray needs --gpus-per-trial > 0"),
 ])
 def test_bad_ray_options_exit_2_before_any_run_folder(isolated_dirs, capsys, args, message):
-    import cli
+    from fatnas import cli
 
     assert cli.main(["search", "--budget", "2GFLOPs", *args]) == 2
     err = capsys.readouterr().err

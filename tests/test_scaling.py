@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cli import main
+from fatnas.cli import main
 from fatnas.config import FATConfig
 from fatnas.cost import analytic_cost, parse_budget
 from fatnas.scaling import (BASE_RES, Compound, ScalingGrid, ScalingSettings, accuracy_fits, best_direction,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cli import main
+from fatnas.cli import main
 from fatnas.dashboard import load_run_data
 from fatnas.fidelity import fidelity_fields
 from fatnas.proxy import ProxySettings
