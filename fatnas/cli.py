@@ -422,6 +422,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         settings = _resume_study_settings(run, args)
     else:
         settings = _study_settings(args)
+    _check_device(settings.device)
     data = _load_study_data(settings)  # a missing data set fails before any run folder exists
     if not args.resume:
         run = _new_run(args.run_id, "fidelity", lambda r: record_study(r, settings))
@@ -430,7 +431,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     print(f"{settings.archs} architectures from space {settings.space.name} within {settings.budget.describe()} "
           f"(+ published FATs that fit); low: {', '.join(settings.label(s) for s in settings.lows)}; "
           f"high: {settings.high_label} x {settings.high_seeds} seed(s), reference metric {settings.reference_metric}; "
-          f"{settings.dataset}{classes}; {settings.workers} worker(s)")
+          f"{settings.dataset}{classes}; {settings.workers} worker(s) on {settings.device}")
     summary = run_study(run, settings, data=data, progress=not args.quiet)
     _print_study(run, summary, settings)
     return 0
@@ -462,7 +463,7 @@ def _study_settings(args: argparse.Namespace):
                          classes=parse_classes(args.classes) if args.classes else (),
                          references=not args.no_references, seed=args.seed,
                          dataset=args.dataset, data_dir=args.data_dir, workers=args.workers or 1, threads=args.threads,
-                         top_k=args.top_k)
+                         top_k=args.top_k, device=args.device or "cpu")
 
 
 def _resume_study_settings(run, args: argparse.Namespace):
@@ -475,6 +476,9 @@ def _resume_study_settings(run, args: argparse.Namespace):
     if meta.get("kind") != "fidelity":
         raise FatnasError(f"run {run.id!r} is not a fidelity run; --resume takes a fidelity run id")
     _check_positive(workers=args.workers, high_seeds=args.high_seeds)
+    if args.device and args.device != meta.get("device", "cpu"):
+        raise FatnasError(f"--device {args.device}: study {run.id!r} trains on {meta.get('device', 'cpu')}; "
+                          f"a study keeps one device (leave --device out, or start a new study)")
     settings = StudySettings.from_meta(meta, workers=args.workers, high_seeds=args.high_seeds,
                                        reference_metric=args.reference_metric)
     added = [parse_fidelity(text) for text in args.low or []]
@@ -730,6 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="k of the top-k overlap (default 5)")
     p.add_argument("--workers", type=int, default=None, help="processes training at once (default 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="where the trainings run (default cpu; a resumed study keeps its own)")
     p.add_argument("--no-references", action="store_true", help="leave out the published FATs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-id", default=None)

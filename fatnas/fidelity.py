@@ -174,6 +174,7 @@ class StudySettings:
     workers: int = 1
     threads: int = 1
     top_k: int = DEFAULT_TOP_K
+    device: str = "cpu"  # where every training runs (zero-cost scores stay on the CPU); one study, one device
 
     def __post_init__(self) -> None:
         if self.archs < 3:
@@ -189,6 +190,8 @@ class StudySettings:
         if self.reference_metric not in REFERENCE_CHOICES:
             raise FidelityError(f"reference metric {self.reference_metric!r}: expected {', '.join(REFERENCE_CHOICES)}")
         _check_classes(self.classes)
+        if self.device != "cpu" and self.device != "cuda" and not self.device.startswith("cuda:"):
+            raise FidelityError(f"device {self.device!r}: expected cpu, cuda or cuda:N")
 
     @staticmethod
     def label(settings: ProxySettings) -> str:
@@ -226,7 +229,7 @@ class StudySettings:
                     reference_metric=self.reference_metric, classes=list(self.classes) or None,
                     references=self.references, seeds=dict(study=self.seed),
                     dataset=self.dataset, data_dir=self.data_dir, workers=self.workers, threads=self.threads,
-                    top_k=self.top_k)
+                    top_k=self.top_k, device=self.device)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], **changes: Any) -> "StudySettings":
@@ -241,7 +244,7 @@ class StudySettings:
                       classes=tuple(meta.get("classes") or ()),
                       references=meta["references"], seed=meta["seeds"]["study"], dataset=meta["dataset"],
                       data_dir=meta.get("data_dir"), workers=meta["workers"], threads=meta["threads"],
-                      top_k=meta["top_k"])
+                      top_k=meta["top_k"], device=meta.get("device", "cpu"))
         values.update({k: v for k, v in changes.items() if v is not None})
         return cls(**values)
 
@@ -361,7 +364,7 @@ def run_job(job: Job, data: DataSplit, settings: StudySettings) -> list[dict[str
     cfg = FATConfig.from_dict(job.config)
     start = time.perf_counter()
     if job.kind == TRAIN:
-        values = training_metrics(train_proxy(cfg, data, ProxySettings(**job.proxy)))
+        values = training_metrics(train_proxy(cfg, data, ProxySettings(**job.proxy).replace(device=settings.device)))
     else:
         batch = minibatch(data, res=settings.lows[0].res, batch_size=settings.proxy_batch, seed=job.seed)
         values = {SCORE: score_config(job.measure, cfg, batch, num_classes=data.num_classes, seed=job.seed,

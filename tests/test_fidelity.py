@@ -117,19 +117,22 @@ def test_invalid_study_settings_are_refused():
         tiny_study(reference_metric="f1")
     with pytest.raises(FidelityError, match="two distinct"):
         parse_classes("3,3")
+    with pytest.raises(FidelityError, match="device 'tpu'"):
+        tiny_study(device="tpu")
 
 
 def test_study_settings_round_trip_and_old_run_yaml_keeps_its_meaning():
-    settings = tiny_study(high=parse_fidelity("reference"), high_seeds=3, reference_metric="loss", classes=(0, 2, 4, 6))
+    settings = tiny_study(high=parse_fidelity("reference"), high_seeds=3, reference_metric="loss", classes=(0, 2, 4, 6),
+                          device="cuda:1")
     meta = settings.to_meta()
-    assert meta["high_seeds"] == 3 and meta["classes"] == [0, 2, 4, 6]
+    assert meta["high_seeds"] == 3 and meta["classes"] == [0, 2, 4, 6] and meta["device"] == "cuda:1"
     assert meta["fidelity_settings"]["high"]["augment"] is True
     assert StudySettings.from_meta(meta) == settings
-    old = {k: v for k, v in meta.items() if k not in ("high_seeds", "reference_metric", "classes")}
+    old = {k: v for k, v in meta.items() if k not in ("high_seeds", "reference_metric", "classes", "device")}
     for fields in old["fidelity_settings"]["lows"] + [old["fidelity_settings"]["high"]]:
         del fields["augment"], fields["eval_split"]
     restored = StudySettings.from_meta(old)
-    assert (restored.high_seeds, restored.reference_metric, restored.classes) == (1, "accuracy", ())
+    assert (restored.high_seeds, restored.reference_metric, restored.classes, restored.device) == (1, "accuracy", (), "cpu")
     assert not restored.high.augment and restored.high.eval_split == "val"
 
 
@@ -350,6 +353,9 @@ def test_cli_fidelity_writes_the_study_and_resumes_what_is_missing(isolated_dirs
     meta = run.read_meta()
     assert meta["kind"] == "fidelity" and meta["seeds"] == {"study": 0} and "fidelity" in meta["command"]
     assert meta["high_seeds"] == 2 and meta["reference_metric"] == "auto"
+    assert meta["device"] == "cpu"
+    out = run_cli("fidelity", "--resume", "f1", "--device", "cuda", "--quiet")
+    assert out.returncode == 2 and "keeps one device" in out.stderr
     # a killed study: drop the last jobs' rows, resume, get the same values back
     last = set(map(tuple, jobs[KEY].tail(5).to_numpy().tolist()))
     table[[k not in last for k in map(tuple, table[KEY].to_numpy().tolist())]].to_csv(run.path / "fidelity.csv", index=False)
