@@ -45,6 +45,7 @@ def parse_args() -> argparse.Namespace:
                         help="train nothing: analyse the networks finished so far (a study still running, or stopped)")
     parser.add_argument("--workers", type=int, default=2, help="trainings at once (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the trainings run (default cpu)")
     parser.add_argument("--run-id", default=None, help="run folder name (default fidelity_<phase>)")
     parser.add_argument("--root", type=Path, default=RESULTS, help="folder of the run folders (default bench/results)")
     parser.add_argument("--archs", type=int, default=None, help="sampled networks (default: pilot 8, study 32)")
@@ -64,6 +65,7 @@ def study_command(args: argparse.Namespace, run_id: str) -> list[str]:
         return command + ["--resume", run_id] + (["--high-seeds", str(args.high_seeds)] if args.high_seeds else [])
     phase = PHASES[args.phase]
     command += ["--run-id", run_id, "--space", args.space, "--budget", args.budget, "--threads", str(args.threads),
+                "--device", args.device,
                 "--archs", str(args.archs or phase["archs"]), "--high", args.high, "--high-seeds", str(args.high_seeds or 2)]
     for low in args.low or ["default"]:
         command += ["--low", low]
