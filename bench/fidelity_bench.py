@@ -8,6 +8,7 @@ finished job, so commit it as it grows, and a later session continues with --res
     python bench/fidelity_bench.py --phase pilot --resume    # continue a stopped pilot
     python bench/fidelity_bench.py --phase study             # 32 networks + fat_b0 and fat_b1
     python bench/fidelity_bench.py --phase study --analyse   # tables of the networks finished so far
+    python bench/fidelity_bench.py --phase study --resume --low res=28,train_images=3072   # add a low fidelity
 
 Both train the default proxy (the low fidelity), score the zero-cost proxies and baselines, and
 train the `reference` preset of fatnas.fidelity with 2 seeds per network. The pilot's verdict is
@@ -61,8 +62,9 @@ def parse_args() -> argparse.Namespace:
 def study_command(args: argparse.Namespace, run_id: str) -> list[str]:
     """The cli.py fidelity command of the phase (or of its resumption)."""
     command = [sys.executable, str(ROOT / "cli.py"), "fidelity", "--workers", str(args.workers), "--quiet"]
-    if args.resume:
-        return command + ["--resume", run_id] + (["--high-seeds", str(args.high_seeds)] if args.high_seeds else [])
+    if args.resume:  # --low on a resumption adds low fidelities to the study
+        added = [item for low in args.low or [] for item in ("--low", low)]
+        return command + ["--resume", run_id] + (["--high-seeds", str(args.high_seeds)] if args.high_seeds else []) + added
     phase = PHASES[args.phase]
     command += ["--run-id", run_id, "--space", args.space, "--budget", args.budget, "--threads", str(args.threads),
                 "--device", args.device,
