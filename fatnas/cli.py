@@ -652,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search the space for accuracy-latency Pareto fronts under a budget")
     p.add_argument("--budget", action="append", metavar="B",
                    help="hard limit, repeatable: 2GFLOPs (fvcore total at the space's resolution), 5Mparams, 20ms")
-    p.add_argument("--space", default=None, help="space name in search_spaces/ or a YAML path (default: fat)")
+    p.add_argument("--space", default=None, help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)")
     p.add_argument("--trials", type=int, default=None, help="trained trials to reach (default 20)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
@@ -689,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", help="list runs with budget, trial counts and front size")
 
     p = sub.add_parser("space", help="which choices of a space a proxy can tell apart, and its distinct networks")
-    p.add_argument("name", metavar="SPACE", help="space name in search_spaces/ or a YAML path")
+    p.add_argument("name", metavar="SPACE", help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path")
     p.add_argument("--res", dest="resolutions", action="extend", nargs="+", metavar="PX",
                    help="proxy resolution(s), repeatable (default: the proxy default)")
 
@@ -706,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing exported variant")
 
     p = sub.add_parser("fidelity", help="how well cheap proxies rank architectures against longer training")
-    p.add_argument("--space", default=None, help="space name in search_spaces/ or a YAML path (default: fat)")
+    p.add_argument("--space", default=None, help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)")
     p.add_argument("--budget", action="append", metavar="B",
                    help="sample within it, repeatable (default 2GFLOPs: fvcore total at the space's resolution)")
     p.add_argument("--archs", type=int, default=30, help="architectures sampled from the space (default 30)")

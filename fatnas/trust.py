@@ -3,7 +3,8 @@
 A fidelity study (`cli.py fidelity`, bench/fidelity_bench.py) that trained the search's proxy as
 one of its low fidelities measured two things about it: the accuracy spread of one network over
 seeds, and the Kendall tau of its ranking against the study's reference. `find_proxy_trust`
-looks for such a study under the runs folder and the checkout's bench/results/, and falls back
+looks for such a study under the runs folder and `bench/results/` of the fatnas home (the working
+directory or $FATNAS_HOME: a source checkout keeps its studies there), and falls back
 to the validation set's sampling error alone, a lower bound, when there is none.
 """
 from __future__ import annotations
@@ -18,9 +19,9 @@ import pandas as pd
 
 from .fidelity import FIDELITY_KEYS, read_study_table
 from .search.evaluate import OBJECTIVES
+from .paths import home_dir
 from .store import Run, list_runs, runs_root
 
-BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 OBJECTIVE = OBJECTIVES["accuracy"]
 
 
@@ -71,8 +72,13 @@ def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None,
     return max(found, key=lambda t: (t.tau is not None, t.archs))
 
 
+def bench_results() -> Path:
+    """`bench/results/` of the fatnas home, where a checkout keeps its benchmark studies."""
+    return home_dir() / "bench" / "results"
+
+
 def _fidelity_runs(roots: Sequence[Path] | None) -> list[Run]:
-    roots = [runs_root(), BENCH_RESULTS] if roots is None else roots
+    roots = [runs_root(), bench_results()] if roots is None else roots
     runs = []
     for root in roots:
         for run in list_runs(root):
