@@ -251,12 +251,9 @@ def _new_run(run_id: str | None, prefix: str, record: Callable[[Any], None]):
 
 
 def _load_data(settings):
-    from fatnas.data import DataError, load_dataset
+    from fatnas.data import load_dataset
 
-    try:
-        return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
-    except DataError as exc:
-        raise FatnasError(str(exc)) from None
+    return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
 
 
 RAY_OPTIONS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
@@ -396,6 +393,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The options that were given (not None), for settings classes to take with their own defaults."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def _check_positive(**values: Any) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
@@ -451,17 +453,15 @@ def _study_settings(args: argparse.Namespace):
 
     space = load_space(args.space)
     budget = parse_budget(args.budget or ["2GFLOPs"], res=space.resolution)
-    _check_positive(archs=args.archs, workers=args.workers, threads=args.threads, spread_seeds=args.spread_seeds,
-                    top_k=args.top_k, high_seeds=args.high_seeds)
     base = ProxySettings()
     return StudySettings(space=space, budget=budget, lows=tuple(parse_fidelity(t, base) for t in args.low or [DEFAULT_LOW]),
                          high=parse_fidelity(args.high or DEFAULT_HIGH, base), archs=args.archs,
                          proxies=tuple(args.proxies if args.proxies is not None else PROXIES),
-                         spread_seeds=args.spread_seeds, high_seeds=args.high_seeds or 2,
+                         spread_seeds=args.spread_seeds, **_given(high_seeds=args.high_seeds, workers=args.workers),
                          reference_metric=args.reference_metric or "auto",
                          classes=parse_classes(args.classes) if args.classes else (),
                          references=not args.no_references, seed=args.seed,
-                         dataset=args.dataset, data_dir=args.data_dir, workers=args.workers or 1, threads=args.threads,
+                         dataset=args.dataset, data_dir=args.data_dir, threads=args.threads,
                          top_k=args.top_k)
 
 
@@ -474,7 +474,6 @@ def _resume_study_settings(run, args: argparse.Namespace):
     meta = run.read_meta()
     if meta.get("kind") != "fidelity":
         raise FatnasError(f"run {run.id!r} is not a fidelity run; --resume takes a fidelity run id")
-    _check_positive(workers=args.workers, high_seeds=args.high_seeds)
     settings = StudySettings.from_meta(meta, workers=args.workers, high_seeds=args.high_seeds,
                                        reference_metric=args.reference_metric)
     added = [parse_fidelity(text) for text in args.low or []]
@@ -525,8 +524,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     from fatnas.variants import resolve_config
 
     base = resolve_config(args.base)
-    given = dict(alpha=args.alpha, beta=args.beta, gamma=args.gamma)
-    coeffs = Compound(**{k: v for k, v in given.items() if v is not None})
+    coeffs = Compound(**_given(alpha=args.alpha, beta=args.beta, gamma=args.gamma))
     if args.to:
         return _scale_to(args, base, coeffs)
     if args.export or args.force:
@@ -555,13 +553,11 @@ def _scale_settings(args: argparse.Namespace, coeffs):
 
     budget = parse_budget(args.budget or [], res=224)
     _check_device(args.device)
-    _check_positive(proxy_res=args.proxy_res, proxy_images=args.proxy_images, proxy_epochs=args.proxy_epochs,
-                    batch_size=args.batch_size, val_images=args.val_images, threads=args.threads)
-    grid_values = dict(widths=args.widths, depths=args.depths, resolutions=args.resolutions, phis=args.compound)
-    grid = ScalingGrid(compound=coeffs, **{k: tuple(v) for k, v in grid_values.items() if v is not None})
-    proxy_values = dict(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
-                        batch_size=args.batch_size, val_images=args.val_images)
-    proxy = ProxySettings(seed=args.seed, device=args.device, **{k: v for k, v in proxy_values.items() if v is not None})
+    grid_values = _given(widths=args.widths, depths=args.depths, resolutions=args.resolutions, phis=args.compound)
+    grid = ScalingGrid(compound=coeffs, **{k: tuple(v) for k, v in grid_values.items()})
+    proxy = ProxySettings(seed=args.seed, device=args.device,
+                          **_given(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
+                                   batch_size=args.batch_size, val_images=args.val_images))
     return ScalingSettings(grid=grid, budget=budget, proxy=proxy,
                            train=DEFAULT_TRAIN if args.train is None else args.train, latency=args.latency,
                            dataset=args.dataset or "fashion-mnist", data_dir=args.data_dir, seed=args.seed,

@@ -185,7 +185,7 @@ class StudySettings:
             raise FidelityError(f"fidelities must differ: low {labels}, high {self.label(self.high)!r}")
         for field in ("spread_seeds", "high_seeds", "workers", "threads", "top_k", "proxy_batch"):
             if getattr(self, field) < 1:
-                raise FidelityError(f"{field} = {getattr(self, field)}: must be >= 1")
+                raise FidelityError(f"{field} = {getattr(self, field)}: must be a positive whole number (>= 1)")
         if self.reference_metric not in REFERENCE_CHOICES:
             raise FidelityError(f"reference metric {self.reference_metric!r}: expected {', '.join(REFERENCE_CHOICES)}")
         _check_classes(self.classes)

@@ -197,6 +197,8 @@ class ScalingSettings:
     def __post_init__(self) -> None:
         if isinstance(self.train, bool) or not isinstance(self.train, int) or self.train < 0:
             raise ScalingError(f"--train {self.train!r}: must be a whole number >= 0 (0 trains nothing)")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ScalingError(f"--threads {self.threads!r}: must be a positive whole number")
 
     @property
     def device(self) -> str:
@@ -338,7 +340,7 @@ def fit_power_law(x: Sequence[float], y: Sequence[float]) -> PowerLaw:
     """Least-squares line through (log x, log y); needs two distinct positive x and positive y."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 2 or len(np.unique(x)) < 2 or (x <= 0).any() or (y <= 0).any():
-        raise ValueError("a power law needs at least two distinct positive x and positive y")
+        raise ScalingError("a power law needs at least two distinct positive x and positive y")
     a = np.column_stack([np.ones(len(x)), np.log(x)])
     (log_c, exponent), *_ = np.linalg.lstsq(a, np.log(y), rcond=None)
     r2 = _r2(np.log(y), a @ np.array([log_c, exponent]))
