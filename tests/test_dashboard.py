@@ -10,9 +10,21 @@ import pytest
 
 from fatnas.cli import main
 from fatnas.cost import Budget
-from fatnas.dashboard import (PLOT_IDS, RunData, dashboard_html, hypervolume_info, importance_info,
-                              load_run_data, optuna_importances, parcoords_table, pareto_figure, spread_importances,
-                              summary_table)
+from fatnas.dashboard import (
+    PLOT_IDS,
+    SUMMARY_HEADINGS,
+    RunData,
+    dashboard_html,
+    hypervolume_info,
+    importance_info,
+    load_run_data,
+    optuna_importances,
+    parcoords_table,
+    pareto_figure,
+    spread_importances,
+    summary_display_table,
+    summary_table,
+)
 from fatnas.store import Run, hypervolume
 from fatnas.trust import find_proxy_trust
 
@@ -112,6 +124,11 @@ def test_summary_compares_with_the_best_reference_under_budget():
     assert (row["best_reference"], row["best_reference_accuracy"]) == ("fat_b0", 0.7)
     assert row["over_budget_references"] == "fat_b1"
     assert (row["COMPLETE"], row["PRUNED"], row["FAIL"]) == (2, 1, 0)
+    shown = summary_display_table(summary_table([data])).iloc[0]
+    assert list(shown.index) == list(SUMMARY_HEADINGS)
+    assert shown["trials"] == "3: 2 complete, 1 pruned" and shown["front"] == "2"
+    assert shown["best proxy accuracy under budget"] == "0.8000 (trial 0, 5.0 ms)"
+    assert shown["best published FAT under budget"] == "0.7000 (fat_b0)" and shown["difference"] == "+0.1000"
 
 
 def test_hypervolume_of_known_points():
