@@ -18,8 +18,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .fidelity import FIDELITY_KEYS, read_study_table
-from .search.evaluate import OBJECTIVES
 from .paths import home_dir
+from .search.evaluate import OBJECTIVES
 from .store import Run, list_runs, runs_root
 
 OBJECTIVE = OBJECTIVES["accuracy"]
@@ -62,7 +62,7 @@ class ProxyTrust:
 
 def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None, *,
                      dataset: str = "fashion-mnist") -> ProxyTrust:
-    """The best fidelity study that trained `proxy` (ProxySettings fields) on `dataset`, all classes, as a low fidelity."""
+    """The best fidelity study that trained `proxy` (ProxySettings fields) as a low fidelity on all of `dataset`."""
     val_images = int(proxy.get("val_images") or 0)
     fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound")
     found = [trust for run in _fidelity_runs(roots) if (trust := _trust_from(run, proxy, dataset)) is not None]
@@ -139,7 +139,8 @@ def _tau_row(run: Run, label: str) -> dict[str, Any] | None:
     table = read_study_table(run, "correlations.csv")
     if table.empty:
         return None
-    rows = table[table["estimator"] == f"{label}:accuracy"] if "estimator" in table else table[table["measure"] == label]
+    rows = (table[table["estimator"] == f"{label}:accuracy"] if "estimator" in table
+            else table[table["measure"] == label])
     rows = rows[rows["kendall_tau"].notna()]
     return None if rows.empty else rows.iloc[0].to_dict()
 
