@@ -290,60 +290,88 @@ def _hovers(table: pd.DataFrame, data: RunData) -> list[str]:
     return [hover_text(row, data) for _, row in table.iterrows()]
 
 
-def _scatter(table: pd.DataFrame, data: RunData, x: str, *, name: str, uid: str, color: str, **style: Any):
+POINT_COLUMNS = ("run", "run_index", "group", "x", "accuracy", "error", "label", "hover")
+# what each group of points is, how its trace is named and drawn; trials and front get a trace even when empty
+POINT_NAMES = {"trials": "trials", "stopped": "stopped early", "published": "published FAT", "front": "Pareto front"}
+POINT_UIDS = {"trials": "trials", "stopped": "stopped", "published": "refs", "front": "front"}
+POINT_STYLES: dict[str, dict[str, Any]] = {
+    "trials": dict(mode="markers", marker=dict(size=8, opacity=0.75)),
+    "stopped": dict(mode="markers", marker=dict(size=7, symbol="circle-open", opacity=0.6)),
+    "published": dict(mode="markers+text", textposition="top center",
+                      marker=dict(size=15, symbol="star", line=dict(width=1, color="black"))),
+    "front": dict(mode="lines+markers", marker=dict(size=11, symbol="diamond", line=dict(width=1, color="black"))),
+}
+ALWAYS_DRAWN = ("trials", "front")
+
+
+def accuracy_points(runs: Sequence[RunData], x: str, groups: Sequence[str] = ("trials", "stopped", "published")
+                    ) -> pd.DataFrame:
+    """Every point of an accuracy plot against column `x`, with its error bar and hover text (POINT_COLUMNS).
+
+    Groups: `trials` (complete), `stopped` (early-stopped, at their accuracy when stopped),
+    `published` (the published FATs the run evaluated) and `front` (the run's Pareto front).
+    """
+    frames = [_point_rows(table, data, i, group, x) for i, data in enumerate(runs)
+              for group, table in _point_groups(data, x) if group in groups and not table.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(POINT_COLUMNS))
+
+
+def _point_groups(data: RunData, x: str) -> list[tuple[str, pd.DataFrame]]:
+    t = data.trials
+    stopped = t[(t["state"] == "PRUNED") & t["accuracy"].notna() & t[x].notna()] if not t.empty else t
+    return [("trials", complete_trials(data)), ("stopped", stopped), ("published", evaluated_references(data)),
+            ("front", front_table(data))]
+
+
+def _point_rows(table: pd.DataFrame, data: RunData, run_index: int, group: str, x: str) -> pd.DataFrame:
+    val_images = int((data.meta.get("proxy") or {}).get("val_images") or 0)
+    return pd.DataFrame(dict(run=data.run_id, run_index=run_index, group=group, x=table[x].astype(float).to_numpy(),
+                             accuracy=table["accuracy"].astype(float).to_numpy(),
+                             error=data.trust.error_bars(table["accuracy"], val_images),
+                             label=table["name"].tolist() if group == "published" else "",
+                             hover=_hovers(table, data)), columns=list(POINT_COLUMNS))
+
+
+def points_figure(points: pd.DataFrame, runs: Sequence[RunData], groups: Sequence[str]) -> Any:
+    """One trace per run and group of `accuracy_points`, in the run's colour, with its error bars."""
     import plotly.graph_objects as go
 
-    bars = data.trust.error_bars(table["accuracy"], int((data.meta.get("proxy") or {}).get("val_images") or 0))
-    return go.Scatter(x=table[x].astype(float).tolist(), y=table["accuracy"].astype(float).tolist(),
-                      name=name, uid=uid, legendgroup=data.run_id, hovertext=_hovers(table, data),
-                      hoverinfo="text", marker=dict(color=color, **style.pop("marker", {})),
-                      error_y=dict(type="data", array=bars, thickness=1, width=3, color=color), **style)
-
-
-def _points(fig: Any, runs: Sequence[RunData], x: str) -> None:
-    """Complete trials, early-stopped trials (accuracy when stopped) and evaluated published FATs."""
+    fig = go.Figure()
     for i, data in enumerate(runs):
-        t = data.trials
-        done = complete_trials(data)
-        fig.add_trace(_scatter(done, data, x, name=f"{data.run_id}: trials", uid=f"trials-{i}",
-                               color=palette_color(i), mode="markers", marker=dict(size=8, opacity=0.75)))
-        if not t.empty:
-            stopped = t[(t["state"] == "PRUNED") & t["accuracy"].notna() & t[x].notna()]
-            if not stopped.empty:
-                fig.add_trace(_scatter(stopped, data, x, name=f"{data.run_id}: stopped early", uid=f"stopped-{i}",
-                                       color=palette_color(i), mode="markers",
-                                       marker=dict(size=7, symbol="circle-open", opacity=0.6)))
-        refs = evaluated_references(data)
-        if not refs.empty:
-            fig.add_trace(_scatter(refs, data, x, name=f"{data.run_id}: published FAT", uid=f"refs-{i}",
-                                   color=palette_color(i), mode="markers+text", text=refs["name"].tolist(),
-                                   textposition="top center",
-                                   marker=dict(size=15, symbol="star", line=dict(width=1, color="black"))))
+        color = palette_color(i)
+        for group in groups:
+            part = points[(points["run_index"] == i) & (points["group"] == group)]
+            if part.empty and group not in ALWAYS_DRAWN:
+                continue
+            style = dict(POINT_STYLES[group])
+            style["marker"] = dict(color=color, **style["marker"])
+            if group == "front":
+                style["line"] = dict(color=color, shape="hv", width=2)
+            name = f"{data.run_id}: {POINT_NAMES[group]}" + (f" ({len(part)})" if group == "front" else "")
+            fig.add_trace(go.Scatter(x=part["x"].tolist(), y=part["accuracy"].tolist(), name=name,
+                                     uid=f"{POINT_UIDS[group]}-{i}", legendgroup=data.run_id,
+                                     text=part["label"].tolist() if group == "published" else None,
+                                     hovertext=part["hover"].tolist(), hoverinfo="text",
+                                     error_y=dict(type="data", array=part["error"].tolist(), thickness=1, width=3,
+                                                  color=color), **style))
+    return fig
 
 
 def pareto_figure(runs: Sequence[RunData]) -> Any:
     """Every trial as a point, each run's front as a staircase line, published FATs as stars."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    _points(fig, runs, "latency_ms")
-    for i, data in enumerate(runs):
-        front = front_table(data)
-        fig.add_trace(_scatter(front, data, "latency_ms", name=f"{data.run_id}: Pareto front ({len(front)})",
-                               uid=f"front-{i}", color=palette_color(i), mode="lines+markers",
-                               line=dict(color=palette_color(i), shape="hv", width=2),
-                               marker=dict(size=11, symbol="diamond", line=dict(width=1, color="black"))))
+    groups = ("trials", "stopped", "published", "front")
+    points = accuracy_points(runs, "latency_ms", groups)
+    fig = points_figure(points, runs, groups)
     devices = ", ".join(sorted({d.device for d in runs}))
-    latencies = [v for d in runs for t in (complete_trials(d), evaluated_references(d)) if not t.empty
-                 for v in t["latency_ms"] if v > 0]
-    wide = bool(latencies) and max(latencies) > 20 * min(latencies)  # e.g. a published FAT far right
+    latencies = points.loc[points["group"].isin(["trials", "published"]) & (points["x"] > 0), "x"]
+    wide = not latencies.empty and latencies.max() > 20 * latencies.min()  # e.g. a published FAT far right
     for i, data in enumerate(runs):
         if data.budget.max_latency_ms is not None:
             _budget_line(fig, data.budget.max_latency_ms, f"{data.run_id} budget {data.budget.max_latency_ms:g} ms",
                          i, log=wide)
     return layout(fig, "Accuracy-latency Pareto front (hover a point for its config, params and FLOPs)",
-                   f"latency (ms, median at batch 1 on {devices}, {_res_text(runs)})", _accuracy_label(runs),
-                   xaxis=dict(type="log" if wide else "linear"))
+                  f"latency (ms, median at batch 1 on {devices}, {_res_text(runs)})", _accuracy_label(runs),
+                  xaxis=dict(type="log" if wide else "linear"))
 
 
 def _budget_line(fig: Any, x: float, text: str, run_index: int, *, log: bool) -> None:
@@ -360,12 +388,11 @@ def _budget_line(fig: Any, x: float, text: str, run_index: int, *, log: bool) ->
 
 def cost_figure(runs: Sequence[RunData], column: str) -> Any:
     """Accuracy against FLOPs or params (log axis), each run's budget on that quantity as a dashed line."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    _points(fig, runs, column)
-    for i, data in enumerate(runs):
-        limit = data.budget.max_flops if column == "flops" else data.budget.max_params
+    groups = ("trials", "stopped", "published")
+    points = accuracy_points(runs, column, groups)
+    fig = points_figure(points, runs, groups)
+    limits = [d.budget.max_flops if column == "flops" else d.budget.max_params for d in runs]
+    for i, (data, limit) in enumerate(zip(runs, limits)):
         if limit is not None:
             text = format_flops(limit) if column == "flops" else f"{limit / 1e6:.2f}M params"
             _budget_line(fig, limit, f"{data.run_id} budget {text}", i, log=True)
@@ -374,9 +401,8 @@ def cost_figure(runs: Sequence[RunData], column: str) -> Any:
     else:
         title, x_title = "Accuracy vs parameters", "parameters"
     # the range holds every point and every budget line
-    xs = [v for trace in fig.data for v in trace.x] + [d.budget.max_flops if column == "flops" else d.budget.max_params
-                                                       for d in runs]
-    return layout(fig, title, x_title, _accuracy_label(runs), xaxis=log_axis(xs, min_pad=0.1))
+    return layout(fig, title, x_title, _accuracy_label(runs),
+                  xaxis=log_axis([*points["x"], *limits], min_pad=0.1))
 
 
 def hypervolume_figure(info: HypervolumeInfo) -> Any:
@@ -520,6 +546,7 @@ def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path
     return out
 
 
-__all__ = ["PLOT_IDS", "HypervolumeInfo", "ImportanceInfo", "RunData", "dashboard_html", "front_table",
-           "hypervolume_info", "importance_info", "load_run_data", "optuna_importances",
-           "parcoords_table", "spread_importances", "summary_display_table", "summary_table", "write_dashboard"]
+__all__ = ["PLOT_IDS", "POINT_COLUMNS", "HypervolumeInfo", "ImportanceInfo", "RunData", "accuracy_points",
+           "dashboard_html", "front_table", "hypervolume_info", "importance_info", "load_run_data",
+           "optuna_importances", "parcoords_table", "points_figure", "spread_importances", "summary_display_table",
+           "summary_table", "write_dashboard"]

@@ -14,6 +14,7 @@ from fatnas.dashboard import (
     PLOT_IDS,
     SUMMARY_HEADINGS,
     RunData,
+    accuracy_points,
     dashboard_html,
     hypervolume_info,
     importance_info,
@@ -181,6 +182,22 @@ def test_parcoords_holds_complete_trials_and_varying_choices(data, run):
     assert len(table) == (trials["state"] == "COMPLETE").sum()
     assert {"accuracy", "latency_ms", "params", "flops"} <= set(table.columns)
     assert all(table[c].nunique() > 1 for c in table.columns if c.rsplit("_", 1)[-1].isdigit())
+
+
+def test_accuracy_points_hold_every_group_with_its_error_bar_and_hover(data, run):
+    points = accuracy_points([data], "flops", ("trials", "stopped", "published", "front"))
+    trials = run.trials()
+    counts = points["group"].value_counts()
+    assert counts.get("trials", 0) == (trials["state"] == "COMPLETE").sum()
+    assert counts.get("stopped", 0) == ((trials["state"] == "PRUNED") & trials["accuracy"].notna()).sum()
+    assert counts["front"] == len(run.pareto()) and "published" not in counts  # every FAT is over this budget
+    done = trials[trials["state"] == "COMPLETE"].sort_values("trial")
+    mine = points[points["group"] == "trials"]
+    assert sorted(mine["x"]) == sorted(done["flops"].astype(float))
+    assert sorted(mine["accuracy"]) == sorted(done["accuracy"])
+    assert mine["error"].tolist() == data.trust.error_bars(mine["accuracy"], run.read_meta()["proxy"]["val_images"])
+    assert all("fvcore total at 64 px" in h for h in points["hover"]) and set(points["run"]) == {"tiny-run"}
+    assert list(accuracy_points([data], "flops", ("front",))["group"].unique()) == ["front"]
 
 
 def test_several_runs_are_overlaid_in_their_own_colors(run, tmp_path, capsys):
