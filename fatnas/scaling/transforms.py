@@ -28,6 +28,11 @@ class ScalingError(FatnasError):
     """Bad scaling input: a non-positive multiplier or resolution, an empty grid, a budget no scaling meets."""
 
 
+def round_half_up(x: float) -> int:
+    """x rounded to the nearest whole number, halves up (Python's round() takes halves to even)."""
+    return math.floor(x + 0.5)
+
+
 def scale_width(cfg: FATConfig, multiplier: float) -> FATConfig:
     """Every stage's width times `multiplier`, rounded to a multiple of its head dimension (kept)."""
     widths, heads = [], []
@@ -139,11 +144,6 @@ def grid_points(base: FATConfig, grid: ScalingGrid) -> list[Point]:
 def fit_x(direction: str, multiplier: float) -> float:
     """The x a power law is fitted against: the multiplier, or 2^phi for compound scaling."""
     return 2.0 ** multiplier if direction == "compound" else multiplier
-
-
-def round_half_up(x: float) -> int:
-    """x rounded to the nearest whole number, halves up (Python's round() takes halves to even)."""
-    return math.floor(x + 0.5)
 
 
 __all__ = ["BASE_RES", "DIRECTIONS", "X_LABELS", "Compound", "Point", "ScalingError", "ScalingGrid", "compound_scale",
