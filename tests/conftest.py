@@ -49,6 +49,14 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """The small real search run of tests/tiny_run.py, made once per session; read-only (copy it to change it)."""
+    from .tiny_run import shared_tiny_run
+
+    return shared_tiny_run(tmp_path_factory)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """One torch thread per test: deterministic, and fast even when other processes share the cores."""

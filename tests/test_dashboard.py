@@ -31,7 +31,7 @@ from fatnas.trust import find_proxy_trust
 
 from .browser import render_page
 from .conftest import run_cli
-from .tiny_run import copy_run, shared_tiny_run
+from .tiny_run import copy_run
 
 # script bodies run in the page: what each plot div holds once plotly has drawn it
 TRACE_COUNTS = """
@@ -53,8 +53,8 @@ FRONT_HOVER = "return document.getElementById('pareto').data.find(t => t.uid ===
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Run:
-    return shared_tiny_run(tmp_path_factory)
+def run(tiny_run) -> Run:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
