@@ -454,7 +454,8 @@ def _study_settings(args: argparse.Namespace):
     space = load_space(args.space)
     budget = parse_budget(args.budget or ["2GFLOPs"], res=space.resolution)
     base = ProxySettings()
-    return StudySettings(space=space, budget=budget, lows=tuple(parse_fidelity(t, base) for t in args.low or [DEFAULT_LOW]),
+    lows = tuple(parse_fidelity(t, base) for t in args.low or [DEFAULT_LOW])
+    return StudySettings(space=space, budget=budget, lows=lows,
                          high=parse_fidelity(args.high or DEFAULT_HIGH, base), archs=args.archs,
                          proxies=tuple(args.proxies if args.proxies is not None else PROXIES),
                          spread_seeds=args.spread_seeds, **_given(high_seeds=args.high_seeds, workers=args.workers),
@@ -466,7 +467,7 @@ def _study_settings(args: argparse.Namespace):
 
 
 def _resume_study_settings(run, args: argparse.Namespace):
-    """The recorded settings; `--low` adds low fidelities; `--high-seeds`, `--reference-metric`, `--workers` may change."""
+    """The recorded settings; `--low` adds low fidelities; `--high-seeds`, `--reference-metric`, `--workers` change."""
     import dataclasses
 
     from fatnas.fidelity import StudySettings, parse_fidelity
@@ -648,7 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search the space for accuracy-latency Pareto fronts under a budget")
     p.add_argument("--budget", action="append", metavar="B",
                    help="hard limit, repeatable: 2GFLOPs (fvcore total at the space's resolution), 5Mparams, 20ms")
-    p.add_argument("--space", default=None, help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)")
+    p.add_argument("--space", default=None,
+                   help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)")
     p.add_argument("--trials", type=int, default=None, help="trained trials to reach (default 20)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
@@ -702,7 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing exported variant")
 
     p = sub.add_parser("fidelity", help="how well cheap proxies rank architectures against longer training")
-    p.add_argument("--space", default=None, help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)")
+    p.add_argument("--space", default=None,
+                   help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)")
     p.add_argument("--budget", action="append", metavar="B",
                    help="sample within it, repeatable (default 2GFLOPs: fvcore total at the space's resolution)")
     p.add_argument("--archs", type=int, default=30, help="architectures sampled from the space (default 30)")
@@ -712,7 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "augment (0/1), eval_split (val/test); a preset (default, reference) may come first")
     p.add_argument("--high", default=None, metavar="F",
                    help="high fidelity, same form (default: train_images=8192,eval_every=1,val_images=2000); "
-                        "'reference': train_images=16384,epochs=2,eval_every=1,val_images=10000,augment=1,eval_split=test")
+                        "'reference': train_images=16384,epochs=2,eval_every=1,val_images=10000,augment=1,"
+                        "eval_split=test")
     p.add_argument("--high-seeds", type=int, default=None, metavar="N",
                    help="seeds of the high fidelity per network, each changing init and data order (default 2); "
                         "the reference is their mean")
@@ -749,7 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=None, help="compound width base (default 1.1)")
     p.add_argument("--gamma", type=float, default=None, help="compound resolution base (default 1.15)")
     p.add_argument("--budget", action="append", metavar="B",
-                   help="mark points over it and train none of them: 2GFLOPs (at the point's resolution), 5Mparams, 20ms")
+                   help="mark points over it and train none of them: 2GFLOPs (at the point's resolution), 5Mparams, "
+                        "20ms")
     p.add_argument("--train", type=int, default=None, metavar="N",
                    help="proxy-train N points spread along each direction (default 2; 0: none)")
     p.add_argument("--latency", action="store_true", help="also measure every point's latency at its resolution")
@@ -762,7 +767,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", default=None, help="fashion-mnist (default), cifar10 or imagefolder")
     p.add_argument("--data-dir", default=None, help="folder of the data set (CIFAR-10 or ImageFolder)")
-    p.add_argument("--proxy-res", type=int, default=None, help="proxy resolution for a 224 px network (default: the search proxy's, 56)")
+    p.add_argument("--proxy-res", type=int, default=None,
+                   help="proxy resolution for a 224 px network (default: the search proxy's, 56)")
     p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trained point")
     p.add_argument("--proxy-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
