@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BUDGET ?= 2GFLOPs
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser search test bench clean
+.PHONY: setup data browser search lint test test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,8 +23,14 @@ browser:
 search: setup data
 	$(PY) cli.py search --budget $(BUDGET)
 
-test: setup data browser
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup data browser lint
 	$(PY) -m pytest -q
+
+test-fast: setup data lint   # no subprocess, Ray, browser or kill -9 tests: about a minute on 2 cores
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup data
 	$(PY) bench/cost_bench.py

@@ -251,12 +251,9 @@ def _new_run(run_id: str | None, prefix: str, record: Callable[[Any], None]):
 
 
 def _load_data(settings):
-    from fatnas.data import DataError, load_dataset
+    from fatnas.data import load_dataset
 
-    try:
-        return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
-    except DataError as exc:
-        raise FatnasError(str(exc)) from None
+    return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
 
 
 RAY_OPTIONS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
@@ -396,6 +393,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The options that were given (not None), for settings classes to take with their own defaults."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def _check_positive(**values: Any) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
@@ -452,22 +454,21 @@ def _study_settings(args: argparse.Namespace):
 
     space = load_space(args.space)
     budget = parse_budget(args.budget or ["2GFLOPs"], res=space.resolution)
-    _check_positive(archs=args.archs, workers=args.workers, threads=args.threads, spread_seeds=args.spread_seeds,
-                    top_k=args.top_k, high_seeds=args.high_seeds)
     base = ProxySettings()
-    return StudySettings(space=space, budget=budget, lows=tuple(parse_fidelity(t, base) for t in args.low or [DEFAULT_LOW]),
+    lows = tuple(parse_fidelity(t, base) for t in args.low or [DEFAULT_LOW])
+    return StudySettings(space=space, budget=budget, lows=lows,
                          high=parse_fidelity(args.high or DEFAULT_HIGH, base), archs=args.archs,
                          proxies=tuple(args.proxies if args.proxies is not None else PROXIES),
-                         spread_seeds=args.spread_seeds, high_seeds=args.high_seeds or 2,
+                         spread_seeds=args.spread_seeds, **_given(high_seeds=args.high_seeds, workers=args.workers),
                          reference_metric=args.reference_metric or "auto",
                          classes=parse_classes(args.classes) if args.classes else (),
                          references=not args.no_references, seed=args.seed,
-                         dataset=args.dataset, data_dir=args.data_dir, workers=args.workers or 1, threads=args.threads,
+                         dataset=args.dataset, data_dir=args.data_dir, threads=args.threads,
                          top_k=args.top_k, device=args.device or "cpu")
 
 
 def _resume_study_settings(run, args: argparse.Namespace):
-    """The recorded settings; `--low` adds low fidelities; `--high-seeds`, `--reference-metric`, `--workers` may change."""
+    """The recorded settings; `--low` adds low fidelities; `--high-seeds`, `--reference-metric`, `--workers` change."""
     import dataclasses
 
     from fatnas.fidelity import StudySettings, parse_fidelity
@@ -475,7 +476,6 @@ def _resume_study_settings(run, args: argparse.Namespace):
     meta = run.read_meta()
     if meta.get("kind") != "fidelity":
         raise FatnasError(f"run {run.id!r} is not a fidelity run; --resume takes a fidelity run id")
-    _check_positive(workers=args.workers, high_seeds=args.high_seeds)
     if args.device and args.device != meta.get("device", "cpu"):
         raise FatnasError(f"--device {args.device}: study {run.id!r} trains on {meta.get('device', 'cpu')}; "
                           f"a study keeps one device (leave --device out, or start a new study)")
@@ -529,8 +529,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     from fatnas.variants import resolve_config
 
     base = resolve_config(args.base)
-    given = dict(alpha=args.alpha, beta=args.beta, gamma=args.gamma)
-    coeffs = Compound(**{k: v for k, v in given.items() if v is not None})
+    coeffs = Compound(**_given(alpha=args.alpha, beta=args.beta, gamma=args.gamma))
     if args.to:
         return _scale_to(args, base, coeffs)
     if args.export or args.force:
@@ -559,13 +558,11 @@ def _scale_settings(args: argparse.Namespace, coeffs):
 
     budget = parse_budget(args.budget or [], res=224)
     _check_device(args.device)
-    _check_positive(proxy_res=args.proxy_res, proxy_images=args.proxy_images, proxy_epochs=args.proxy_epochs,
-                    batch_size=args.batch_size, val_images=args.val_images, threads=args.threads)
-    grid_values = dict(widths=args.widths, depths=args.depths, resolutions=args.resolutions, phis=args.compound)
-    grid = ScalingGrid(compound=coeffs, **{k: tuple(v) for k, v in grid_values.items() if v is not None})
-    proxy_values = dict(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
-                        batch_size=args.batch_size, val_images=args.val_images)
-    proxy = ProxySettings(seed=args.seed, device=args.device, **{k: v for k, v in proxy_values.items() if v is not None})
+    grid_values = _given(widths=args.widths, depths=args.depths, resolutions=args.resolutions, phis=args.compound)
+    grid = ScalingGrid(compound=coeffs, **{k: tuple(v) for k, v in grid_values.items()})
+    proxy = ProxySettings(seed=args.seed, device=args.device,
+                          **_given(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
+                                   batch_size=args.batch_size, val_images=args.val_images))
     return ScalingSettings(grid=grid, budget=budget, proxy=proxy,
                            train=DEFAULT_TRAIN if args.train is None else args.train, latency=args.latency,
                            dataset=args.dataset or "fashion-mnist", data_dir=args.data_dir, seed=args.seed,
@@ -656,7 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search the space for accuracy-latency Pareto fronts under a budget")
     p.add_argument("--budget", action="append", metavar="B",
                    help="hard limit, repeatable: 2GFLOPs (fvcore total at the space's resolution), 5Mparams, 20ms")
-    p.add_argument("--space", default=None, help="space name in search_spaces/ or a YAML path (default: fat)")
+    p.add_argument("--space", default=None,
+                   help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)")
     p.add_argument("--trials", type=int, default=None, help="trained trials to reach (default 20)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
@@ -693,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", help="list runs with budget, trial counts and front size")
 
     p = sub.add_parser("space", help="which choices of a space a proxy can tell apart, and its distinct networks")
-    p.add_argument("name", metavar="SPACE", help="space name in search_spaces/ or a YAML path")
+    p.add_argument("name", metavar="SPACE", help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path")
     p.add_argument("--res", dest="resolutions", action="extend", nargs="+", metavar="PX",
                    help="proxy resolution(s), repeatable (default: the proxy default)")
 
@@ -710,7 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing exported variant")
 
     p = sub.add_parser("fidelity", help="how well cheap proxies rank architectures against longer training")
-    p.add_argument("--space", default=None, help="space name in search_spaces/ or a YAML path (default: fat)")
+    p.add_argument("--space", default=None,
+                   help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)")
     p.add_argument("--budget", action="append", metavar="B",
                    help="sample within it, repeatable (default 2GFLOPs: fvcore total at the space's resolution)")
     p.add_argument("--archs", type=int, default=30, help="architectures sampled from the space (default 30)")
@@ -720,7 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "augment (0/1), eval_split (val/test); a preset (default, reference) may come first")
     p.add_argument("--high", default=None, metavar="F",
                    help="high fidelity, same form (default: train_images=8192,eval_every=1,val_images=2000); "
-                        "'reference': train_images=16384,epochs=2,eval_every=1,val_images=10000,augment=1,eval_split=test")
+                        "'reference': train_images=16384,epochs=2,eval_every=1,val_images=10000,augment=1,"
+                        "eval_split=test")
     p.add_argument("--high-seeds", type=int, default=None, metavar="N",
                    help="seeds of the high fidelity per network, each changing init and data order (default 2); "
                         "the reference is their mean")
@@ -759,7 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=None, help="compound width base (default 1.1)")
     p.add_argument("--gamma", type=float, default=None, help="compound resolution base (default 1.15)")
     p.add_argument("--budget", action="append", metavar="B",
-                   help="mark points over it and train none of them: 2GFLOPs (at the point's resolution), 5Mparams, 20ms")
+                   help="mark points over it and train none of them: 2GFLOPs (at the point's resolution), 5Mparams, "
+                        "20ms")
     p.add_argument("--train", type=int, default=None, metavar="N",
                    help="proxy-train N points spread along each direction (default 2; 0: none)")
     p.add_argument("--latency", action="store_true", help="also measure every point's latency at its resolution")
@@ -772,7 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", default=None, help="fashion-mnist (default), cifar10 or imagefolder")
     p.add_argument("--data-dir", default=None, help="folder of the data set (CIFAR-10 or ImageFolder)")
-    p.add_argument("--proxy-res", type=int, default=None, help="proxy resolution for a 224 px network (default: the search proxy's, 56)")
+    p.add_argument("--proxy-res", type=int, default=None,
+                   help="proxy resolution for a 224 px network (default: the search proxy's, 56)")
     p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trained point")
     p.add_argument("--proxy-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)

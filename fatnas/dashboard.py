@@ -27,6 +27,7 @@ import pandas as pd
 
 from .config import NUM_STAGES, STAGE_FIELDS, FATConfig, describe
 from .cost import Budget, format_flops
+from .report import html_table, layout, log_axis, page_html, palette_color, proxy_accuracy_label
 from .store import Run, atomic_write_text, hypervolume, pareto_front
 from .trust import ProxyTrust, find_proxy_trust
 
@@ -34,7 +35,6 @@ PLOT_IDS = ("pareto", "acc-flops", "acc-params", "hypervolume", "best-accuracy",
 HV_LATENCY_MARGIN = 1.1
 MIN_TRIALS_FOR_OPTUNA = 20  # below this many complete trials, importance falls back to the spread
 STATES = ("COMPLETE", "PRUNED", "INFEASIBLE", "SCREENED_OUT", "FAIL", "RUNNING")
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 ARCH_COLUMNS = tuple(f"{name}_{s}" for name in STAGE_FIELDS for s in range(NUM_STAGES))
 TABLE_COLUMNS = ("trial", "state", "accuracy", "latency_ms", "params", "flops", *ARCH_COLUMNS, "config")
 
@@ -260,19 +260,9 @@ def _accuracy_label(runs: Sequence[RunData]) -> str:
     return proxy_accuracy_label(d.dataset for d in runs)
 
 
-def proxy_accuracy_label(datasets: Any) -> str:
-    """The accuracy axis title, e.g. `proxy accuracy (fashion-mnist)`: never ImageNet accuracy."""
-    names = sorted(set(datasets)) or ["unknown data set"]
-    return f"proxy accuracy ({' / '.join(names)})"
-
-
 def _res_text(runs: Sequence[RunData]) -> str:
     res = sorted({d.res for d in runs})
     return f"{res[0]} px" if len(res) == 1 else "each run's resolution"
-
-
-def _color(i: int) -> str:
-    return COLORS[i % len(COLORS)]
 
 
 def hover_text(row: pd.Series, data: RunData) -> str:
@@ -300,69 +290,88 @@ def _hovers(table: pd.DataFrame, data: RunData) -> list[str]:
     return [hover_text(row, data) for _, row in table.iterrows()]
 
 
-def _scatter(table: pd.DataFrame, data: RunData, x: str, *, name: str, uid: str, color: str, **style: Any):
+POINT_COLUMNS = ("run", "run_index", "group", "x", "accuracy", "error", "label", "hover")
+# what each group of points is, how its trace is named and drawn; trials and front get a trace even when empty
+POINT_NAMES = {"trials": "trials", "stopped": "stopped early", "published": "published FAT", "front": "Pareto front"}
+POINT_UIDS = {"trials": "trials", "stopped": "stopped", "published": "refs", "front": "front"}
+POINT_STYLES: dict[str, dict[str, Any]] = {
+    "trials": dict(mode="markers", marker=dict(size=8, opacity=0.75)),
+    "stopped": dict(mode="markers", marker=dict(size=7, symbol="circle-open", opacity=0.6)),
+    "published": dict(mode="markers+text", textposition="top center",
+                      marker=dict(size=15, symbol="star", line=dict(width=1, color="black"))),
+    "front": dict(mode="lines+markers", marker=dict(size=11, symbol="diamond", line=dict(width=1, color="black"))),
+}
+ALWAYS_DRAWN = ("trials", "front")
+
+
+def accuracy_points(runs: Sequence[RunData], x: str, groups: Sequence[str] = ("trials", "stopped", "published")
+                    ) -> pd.DataFrame:
+    """Every point of an accuracy plot against column `x`, with its error bar and hover text (POINT_COLUMNS).
+
+    Groups: `trials` (complete), `stopped` (early-stopped, at their accuracy when stopped),
+    `published` (the published FATs the run evaluated) and `front` (the run's Pareto front).
+    """
+    frames = [_point_rows(table, data, i, group, x) for i, data in enumerate(runs)
+              for group, table in _point_groups(data, x) if group in groups and not table.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(POINT_COLUMNS))
+
+
+def _point_groups(data: RunData, x: str) -> list[tuple[str, pd.DataFrame]]:
+    t = data.trials
+    stopped = t[(t["state"] == "PRUNED") & t["accuracy"].notna() & t[x].notna()] if not t.empty else t
+    return [("trials", complete_trials(data)), ("stopped", stopped), ("published", evaluated_references(data)),
+            ("front", front_table(data))]
+
+
+def _point_rows(table: pd.DataFrame, data: RunData, run_index: int, group: str, x: str) -> pd.DataFrame:
+    val_images = int((data.meta.get("proxy") or {}).get("val_images") or 0)
+    return pd.DataFrame(dict(run=data.run_id, run_index=run_index, group=group, x=table[x].astype(float).to_numpy(),
+                             accuracy=table["accuracy"].astype(float).to_numpy(),
+                             error=data.trust.error_bars(table["accuracy"], val_images),
+                             label=table["name"].tolist() if group == "published" else "",
+                             hover=_hovers(table, data)), columns=list(POINT_COLUMNS))
+
+
+def points_figure(points: pd.DataFrame, runs: Sequence[RunData], groups: Sequence[str]) -> Any:
+    """One trace per run and group of `accuracy_points`, in the run's colour, with its error bars."""
     import plotly.graph_objects as go
 
-    bars = data.trust.error_bars(table["accuracy"], int((data.meta.get("proxy") or {}).get("val_images") or 0))
-    return go.Scatter(x=table[x].astype(float).tolist(), y=table["accuracy"].astype(float).tolist(),
-                      name=name, uid=uid, legendgroup=data.run_id, hovertext=_hovers(table, data),
-                      hoverinfo="text", marker=dict(color=color, **style.pop("marker", {})),
-                      error_y=dict(type="data", array=bars, thickness=1, width=3, color=color), **style)
-
-
-def _points(fig: Any, runs: Sequence[RunData], x: str) -> None:
-    """Complete trials, early-stopped trials (accuracy when stopped) and evaluated published FATs."""
+    fig = go.Figure()
     for i, data in enumerate(runs):
-        t = data.trials
-        done = complete_trials(data)
-        fig.add_trace(_scatter(done, data, x, name=f"{data.run_id}: trials", uid=f"trials-{i}",
-                               color=_color(i), mode="markers", marker=dict(size=8, opacity=0.75)))
-        if not t.empty:
-            stopped = t[(t["state"] == "PRUNED") & t["accuracy"].notna() & t[x].notna()]
-            if not stopped.empty:
-                fig.add_trace(_scatter(stopped, data, x, name=f"{data.run_id}: stopped early", uid=f"stopped-{i}",
-                                       color=_color(i), mode="markers",
-                                       marker=dict(size=7, symbol="circle-open", opacity=0.6)))
-        refs = evaluated_references(data)
-        if not refs.empty:
-            fig.add_trace(_scatter(refs, data, x, name=f"{data.run_id}: published FAT", uid=f"refs-{i}",
-                                   color=_color(i), mode="markers+text", text=refs["name"].tolist(),
-                                   textposition="top center",
-                                   marker=dict(size=15, symbol="star", line=dict(width=1, color="black"))))
-
-
-def _layout(fig: Any, title: str, x_title: str, y_title: str, **layout: Any) -> Any:
-    layout["xaxis"] = dict(title=dict(text=x_title), **layout.get("xaxis", {}))
-    layout["yaxis"] = dict(title=dict(text=y_title), **layout.get("yaxis", {}))
-    values = dict(title=dict(text=title, x=0.01), height=480, template="plotly_white",
-                  margin=dict(l=70, r=20, t=60, b=60))
-    fig.update_layout(**dict(values, **layout))
+        color = palette_color(i)
+        for group in groups:
+            part = points[(points["run_index"] == i) & (points["group"] == group)]
+            if part.empty and group not in ALWAYS_DRAWN:
+                continue
+            style = dict(POINT_STYLES[group])
+            style["marker"] = dict(color=color, **style["marker"])
+            if group == "front":
+                style["line"] = dict(color=color, shape="hv", width=2)
+            name = f"{data.run_id}: {POINT_NAMES[group]}" + (f" ({len(part)})" if group == "front" else "")
+            fig.add_trace(go.Scatter(x=part["x"].tolist(), y=part["accuracy"].tolist(), name=name,
+                                     uid=f"{POINT_UIDS[group]}-{i}", legendgroup=data.run_id,
+                                     text=part["label"].tolist() if group == "published" else None,
+                                     hovertext=part["hover"].tolist(), hoverinfo="text",
+                                     error_y=dict(type="data", array=part["error"].tolist(), thickness=1, width=3,
+                                                  color=color), **style))
     return fig
 
 
 def pareto_figure(runs: Sequence[RunData]) -> Any:
     """Every trial as a point, each run's front as a staircase line, published FATs as stars."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    _points(fig, runs, "latency_ms")
-    for i, data in enumerate(runs):
-        front = front_table(data)
-        fig.add_trace(_scatter(front, data, "latency_ms", name=f"{data.run_id}: Pareto front ({len(front)})",
-                               uid=f"front-{i}", color=_color(i), mode="lines+markers",
-                               line=dict(color=_color(i), shape="hv", width=2),
-                               marker=dict(size=11, symbol="diamond", line=dict(width=1, color="black"))))
+    groups = ("trials", "stopped", "published", "front")
+    points = accuracy_points(runs, "latency_ms", groups)
+    fig = points_figure(points, runs, groups)
     devices = ", ".join(sorted({d.device for d in runs}))
-    latencies = [v for d in runs for t in (complete_trials(d), evaluated_references(d)) if not t.empty
-                 for v in t["latency_ms"] if v > 0]
-    wide = bool(latencies) and max(latencies) > 20 * min(latencies)  # e.g. a published FAT far right
+    latencies = points.loc[points["group"].isin(["trials", "published"]) & (points["x"] > 0), "x"]
+    wide = not latencies.empty and latencies.max() > 20 * latencies.min()  # e.g. a published FAT far right
     for i, data in enumerate(runs):
         if data.budget.max_latency_ms is not None:
             _budget_line(fig, data.budget.max_latency_ms, f"{data.run_id} budget {data.budget.max_latency_ms:g} ms",
                          i, log=wide)
-    return _layout(fig, "Accuracy-latency Pareto front (hover a point for its config, params and FLOPs)",
-                   f"latency (ms, median at batch 1 on {devices}, {_res_text(runs)})", _accuracy_label(runs),
-                   xaxis=dict(type="log" if wide else "linear"))
+    return layout(fig, "Accuracy-latency Pareto front (hover a point for its config, params and FLOPs)",
+                  f"latency (ms, median at batch 1 on {devices}, {_res_text(runs)})", _accuracy_label(runs),
+                  xaxis=dict(type="log" if wide else "linear"))
 
 
 def _budget_line(fig: Any, x: float, text: str, run_index: int, *, log: bool) -> None:
@@ -370,7 +379,7 @@ def _budget_line(fig: Any, x: float, text: str, run_index: int, *, log: bool) ->
 
     (plotly's own vline annotation misplaces labels on log axes, which take log10 positions.)
     """
-    color = _color(run_index)
+    color = palette_color(run_index)
     fig.add_vline(x=x, line=dict(color=color, dash="dash", width=2))
     fig.add_annotation(x=math.log10(x) if log else x, y=1 - 0.06 * run_index, xref="x", yref="paper", text=text,
                        showarrow=False, xanchor="right", yanchor="top", xshift=-4, font=dict(color=color),
@@ -379,12 +388,11 @@ def _budget_line(fig: Any, x: float, text: str, run_index: int, *, log: bool) ->
 
 def cost_figure(runs: Sequence[RunData], column: str) -> Any:
     """Accuracy against FLOPs or params (log axis), each run's budget on that quantity as a dashed line."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    _points(fig, runs, column)
-    for i, data in enumerate(runs):
-        limit = data.budget.max_flops if column == "flops" else data.budget.max_params
+    groups = ("trials", "stopped", "published")
+    points = accuracy_points(runs, column, groups)
+    fig = points_figure(points, runs, groups)
+    limits = [d.budget.max_flops if column == "flops" else d.budget.max_params for d in runs]
+    for i, (data, limit) in enumerate(zip(runs, limits)):
         if limit is not None:
             text = format_flops(limit) if column == "flops" else f"{limit / 1e6:.2f}M params"
             _budget_line(fig, limit, f"{data.run_id} budget {text}", i, log=True)
@@ -392,12 +400,9 @@ def cost_figure(runs: Sequence[RunData], column: str) -> Any:
         title, x_title = "Accuracy vs FLOPs", f"FLOPs (fvcore total at {_res_text(runs)}, 1 multiply-add = 1 FLOP)"
     else:
         title, x_title = "Accuracy vs parameters", "parameters"
-    # a log axis whose range holds every point and every budget line (plotly's autorange skips lines)
-    xs = [v for trace in fig.data for v in trace.x if v and v > 0]
-    xs += [d.budget.max_flops if column == "flops" else d.budget.max_params for d in runs]
-    xs = [v for v in xs if v]
-    axis = dict(type="log", range=[math.log10(min(xs) / 1.25), math.log10(max(xs) * 1.25)]) if xs else dict(type="log")
-    return _layout(fig, title, x_title, _accuracy_label(runs), xaxis=axis)
+    # the range holds every point and every budget line
+    return layout(fig, title, x_title, _accuracy_label(runs),
+                  xaxis=log_axis([*points["x"], *limits], min_pad=0.1))
 
 
 def hypervolume_figure(info: HypervolumeInfo) -> Any:
@@ -406,10 +411,10 @@ def hypervolume_figure(info: HypervolumeInfo) -> Any:
     fig = go.Figure()
     for i, (run_id, rows) in enumerate(info.table.groupby("run", sort=False)):
         fig.add_trace(go.Scatter(x=rows["trial"].tolist(), y=rows["hypervolume"].tolist(), uid=f"hv-{i}",
-                                 name=run_id, mode="lines+markers", line=dict(color=_color(i), shape="hv")))
+                                 name=run_id, mode="lines+markers", line=dict(color=palette_color(i), shape="hv")))
     ref = f"reference point: accuracy {info.ref_accuracy:g}, latency {info.ref_latency_ms:.1f} ms " \
           f"({HV_LATENCY_MARGIN:g} x the slowest complete trial)"
-    return _layout(fig, f"Hypervolume of the accuracy-latency front by trial<br><sup>{ref}</sup>",
+    return layout(fig, f"Hypervolume of the accuracy-latency front by trial<br><sup>{ref}</sup>",
                    "trial number", "hypervolume (proxy accuracy x ms)", xaxis=_trial_axis(info.table))
 
 
@@ -427,16 +432,16 @@ def best_accuracy_figure(info: HypervolumeInfo, summary: pd.DataFrame, runs: Seq
         best = [None if math.isnan(v) else v for v in rows["best_accuracy"]]
         fig.add_trace(go.Scatter(x=rows["trial"].tolist(), y=best,
                                  uid=f"best-{i}", name=run_id, mode="lines+markers",
-                                 line=dict(color=_color(i), shape="hv")))
+                                 line=dict(color=palette_color(i), shape="hv")))
     for i, row in summary.reset_index(drop=True).iterrows():
         if isinstance(row["best_reference"], str):
-            fig.add_hline(y=row["best_reference_accuracy"], line=dict(color=_color(i), dash="dot"),
+            fig.add_hline(y=row["best_reference_accuracy"], line=dict(color=palette_color(i), dash="dot"),
                           annotation_text=f"{row['run']}: best published FAT under budget ({row['best_reference']})")
     values = [v for v in info.table["best_accuracy"] if not math.isnan(v)]
     values += [v for v in summary["best_reference_accuracy"] if not math.isnan(v)] if not summary.empty else []
     pad = max(0.01, 0.1 * (max(values) - min(values))) if values else 0
     axis = dict(range=[min(values) - pad, max(values) + pad]) if values else {}
-    return _layout(fig, "Best proxy accuracy under budget so far (complete trials)", "trial number",
+    return layout(fig, "Best proxy accuracy under budget so far (complete trials)", "trial number",
                    _accuracy_label(runs), xaxis=_trial_axis(info.table), yaxis=axis)
 
 
@@ -447,11 +452,11 @@ def importance_figure(infos: Sequence[tuple[str, ImportanceInfo]]) -> Any:
     for i, (run_id, info) in enumerate(infos):
         table = info.table.iloc[::-1]
         fig.add_trace(go.Bar(x=table["importance"].tolist(), y=table["param"].tolist(), orientation="h",
-                             name=run_id, uid=f"importance-{i}", marker_color=_color(i),
+                             name=run_id, uid=f"importance-{i}", marker_color=palette_color(i),
                              hovertext=[info.method] * len(table)))
     methods = "<br>".join(f"<sup>{html.escape(r)}: {html.escape(info.method)}</sup>" for r, info in infos)
     n = max([len(info.table) for _, info in infos] + [1])
-    return _layout(fig, f"Which architecture choices matter for proxy accuracy<br>{methods}", "importance (normalized)",
+    return layout(fig, f"Which architecture choices matter for proxy accuracy<br>{methods}", "importance (normalized)",
                    "choice (field_stage)", barmode="group", height=max(360, 140 + 22 * n * max(len(infos), 1)),
                    margin=dict(l=120, r=20, t=40 + 30 * len(infos), b=60))
 
@@ -475,30 +480,22 @@ def parcoords_figure(table: pd.DataFrame, runs: Sequence[RunData]) -> Any:
     line = dict(color=table["accuracy"].astype(float).tolist(), colorscale="Viridis", showscale=True,
                 colorbar=dict(title="proxy<br>accuracy")) if not table.empty else {}
     fig = go.Figure(go.Parcoords(dimensions=dims, line=line, uid="parcoords-0"))
-    return _layout(fig, f"Complete trials across architecture choices (color: {_accuracy_label(runs)})", "", "",
+    return layout(fig, f"Complete trials across architecture choices (color: {_accuracy_label(runs)})", "", "",
                    margin=dict(l=80, r=80, t=90, b=40))
 
 
 # ---------------------------------------------------------------- page
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 28px; }
-table.summary { border-collapse: collapse; font-size: 0.9em; }
-table.summary th, table.summary td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
-table.summary th { background: #f3f3f3; }
-table.summary td:nth-child(-n+3) { text-align: left; }
-p.note { color: #555; max-width: 70em; }
-"""
+SUMMARY_HEADINGS = ("run", "budget", "trials", "front", "best proxy accuracy under budget",
+                    "best published FAT under budget", "difference")
 
 
-def _summary_html(summary: pd.DataFrame) -> str:
+def summary_display_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the page shows it: one text cell per heading in SUMMARY_HEADINGS."""
     def fmt(value: Any, pattern: str = "{:.4f}") -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else pattern.format(value)
 
-    head = ["run", "budget", "trials", "front", "best proxy accuracy under budget", "best published FAT under budget",
-            "difference"]
-    body = []
+    rows = []
     for _, r in summary.iterrows():
         states = ", ".join(f"{r[s]} {s.lower()}" for s in STATES if r[s])
         best = f"{fmt(r['best_accuracy'])} (trial {int(r['best_trial'])}, {fmt(r['best_latency_ms'], '{:.1f}')} ms)" \
@@ -509,10 +506,9 @@ def _summary_html(summary: pd.DataFrame) -> str:
             over = r["over_budget_references"]
             ref = f"none (over budget: {over})" if over else "none evaluated"
         diff = fmt(r["best_accuracy"] - r["best_reference_accuracy"], "{:+.4f}")
-        cells = [r["run"], f"{r['budget']}", f"{r['trials']}: {states or 'none'}", str(r["front"]), best, ref, diff]
-        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return ("<table class=\"summary\" id=\"summary\"><thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
-            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+        trials = f"{r['trials']}: {states or 'none'}"
+        rows.append([r["run"], f"{r['budget']}", trials, str(r["front"]), best, ref, diff])
+    return pd.DataFrame(rows, columns=list(SUMMARY_HEADINGS))
 
 
 def dashboard_html(runs: Sequence[RunData]) -> str:
@@ -536,26 +532,8 @@ def dashboard_html(runs: Sequence[RunData]) -> str:
             "run's device. Published FATs (stars) appear where the run evaluated them, i.e. within its budget.")
     trust = "".join(f"<p class=\"note trust\" id=\"trust-{i}\">{html.escape(d.run_id)}: "
                     f"{html.escape(d.trust.describe())}</p>\n" for i, d in enumerate(runs))
-    return page_html(f"fatnas dashboard: {ids}", f"<p class=\"note\">{note}</p>\n{trust}{_summary_html(summary)}",
-                     figures)
-
-
-def page_html(title: str, intro: str, figures: Sequence[tuple[str, Any, str]]) -> str:
-    """One self-contained page: `title`, the `intro` HTML, then a section per (div id, figure, heading).
-
-    plotly.js is inlined once (the page opens offline); tables in `intro` may use class `summary`.
-    """
-    import plotly.io as pio
-
-    parts = []
-    for i, (div_id, fig, heading) in enumerate(figures):
-        height = fig.layout.height or 480
-        div = pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), div_id=div_id, default_height=f"{height}px",
-                          config=dict(displaylogo=False, responsive=True))
-        parts.append(f"<section><h2>{html.escape(heading)}</h2>\n{div}\n</section>")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
-            f"<h1>{html.escape(title)}</h1>\n{intro}\n" + "\n".join(parts) + "\n</body></html>\n")
+    table = html_table(summary_display_table(summary), "summary")
+    return page_html(f"fatnas dashboard: {ids}", f"<p class=\"note\">{note}</p>\n{trust}{table}", figures)
 
 
 def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path:
@@ -568,6 +546,7 @@ def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path
     return out
 
 
-__all__ = ["PLOT_IDS", "HypervolumeInfo", "ImportanceInfo", "RunData", "dashboard_html", "front_table",
-           "hypervolume_info", "importance_info", "load_run_data", "optuna_importances", "page_html",
-           "parcoords_table", "proxy_accuracy_label", "spread_importances", "summary_table", "write_dashboard"]
+__all__ = ["PLOT_IDS", "POINT_COLUMNS", "HypervolumeInfo", "ImportanceInfo", "RunData", "accuracy_points",
+           "dashboard_html", "front_table", "hypervolume_info", "importance_info", "load_run_data",
+           "optuna_importances", "parcoords_table", "points_figure", "spread_importances", "summary_display_table",
+           "summary_table", "write_dashboard"]

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import FatnasError
+
 DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
@@ -28,7 +30,7 @@ _STATS_IMAGES = 10_000  # normalization statistics come from the first training 
 _STATS_CHUNK = 2048
 
 
-class DataError(ValueError):
+class DataError(FatnasError):
     """A missing or invalid data set; the one-line message says what is missing and how to get it."""
 
 

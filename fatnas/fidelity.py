@@ -26,6 +26,7 @@ import ctypes
 import dataclasses
 import html
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -44,9 +45,24 @@ from .cost import Budget, analytic_cost, flop_convention
 from .data import DataSplit, load_dataset
 from .errors import FatnasError
 from .proxy import ProxyResult, ProxySettings, configure_threads, train_proxy
-from .rank_stats import (band_tau, bootstrap_indices, icc1, interval, kendall_tau, loo_ridge, paired_difference,
-                         partial_interval, partial_tau, seed_tau, spearman_brown, spearman_rho, tau_ceiling,
-                         tau_interval, tau_to_r)
+from .rank_stats import (
+    band_tau,
+    bootstrap_indices,
+    icc1,
+    interval,
+    kendall_tau,
+    loo_ridge,
+    paired_difference,
+    partial_interval,
+    partial_tau,
+    seed_tau,
+    spearman_brown,
+    spearman_rho,
+    tau_ceiling,
+    tau_interval,
+    tau_to_r,
+)
+from .report import html_table, layout, log_axis, page_html, proxy_accuracy_label
 from .space import SearchSpace, space_from_dict
 from .store import Run
 from .variants import PUBLISHED, get_config
@@ -86,7 +102,9 @@ class FidelityError(FatnasError):
 
 
 def parse_fidelity(text: str, base: ProxySettings = ProxySettings()) -> ProxySettings:
-    """'res=56,train_images=512' -> `base` with those fields changed; a first item 'default' or 'reference' is a preset."""
+    """'res=56,train_images=512' -> `base` with those fields changed.
+
+    A first item 'default' or 'reference' is a preset."""
     items = [item.strip() for item in text.split(",")]
     if items[0] in PRESETS:
         preset = PRESETS[items[0]]
@@ -117,7 +135,8 @@ def _value(text: str, key: str, value: str, kind: type) -> Any:
     try:
         return kind(value) if kind is float else int(value)
     except ValueError:
-        raise FidelityError(f"fidelity {text!r}: {key} = {value!r} is not a{'n integer' if kind is int else ' number'}") from None
+        what = "an integer" if kind is int else "a number"
+        raise FidelityError(f"fidelity {text!r}: {key} = {value!r} is not {what}") from None
 
 
 def _text(value: Any) -> str:
@@ -186,7 +205,7 @@ class StudySettings:
             raise FidelityError(f"fidelities must differ: low {labels}, high {self.label(self.high)!r}")
         for field in ("spread_seeds", "high_seeds", "workers", "threads", "top_k", "proxy_batch"):
             if getattr(self, field) < 1:
-                raise FidelityError(f"{field} = {getattr(self, field)}: must be >= 1")
+                raise FidelityError(f"{field} = {getattr(self, field)}: must be a positive whole number (>= 1)")
         if self.reference_metric not in REFERENCE_CHOICES:
             raise FidelityError(f"reference metric {self.reference_metric!r}: expected {', '.join(REFERENCE_CHOICES)}")
         _check_classes(self.classes)
@@ -235,10 +254,12 @@ class StudySettings:
     def from_meta(cls, meta: dict[str, Any], **changes: Any) -> "StudySettings":
         """Settings from run.yaml; studies from before high_seeds had one seed ranked by accuracy."""
         full = meta.get("fidelity_settings")
-        lows = tuple(ProxySettings(**f) for f in full["lows"]) if full else tuple(parse_fidelity(t) for t in meta["lows"])
+        lows = (tuple(ProxySettings(**f) for f in full["lows"]) if full
+                else tuple(parse_fidelity(t) for t in meta["lows"]))
         high = ProxySettings(**full["high"]) if full else parse_fidelity(meta["high"])
         values = dict(space=space_from_dict(meta["space"], source=meta.get("space_source", "run.yaml")),
-                      budget=Budget(**meta["budget"]), lows=lows, high=high, archs=meta["archs"], proxies=tuple(meta["proxies"]),
+                      budget=Budget(**meta["budget"]), lows=lows, high=high, archs=meta["archs"],
+                      proxies=tuple(meta["proxies"]),
                       proxy_batch=meta["proxy_batch"], spread_seeds=meta["spread_seeds"],
                       high_seeds=meta.get("high_seeds", 1), reference_metric=meta.get("reference_metric", "accuracy"),
                       classes=tuple(meta.get("classes") or ()),
@@ -332,7 +353,7 @@ class Job:
 
 
 def plan_jobs(settings: StudySettings, archs: dict[str, FATConfig]) -> list[Job]:
-    """Per architecture: proxies, low fidelities, the high one with each reference seed; then the seed-spread trainings."""
+    """Per architecture: proxies, low fidelities, the high one with each reference seed; then the seed spread."""
     jobs: dict[tuple[str, str, int], Job] = {}
     for name, cfg in archs.items():
         config = cfg.to_dict()
@@ -553,7 +574,7 @@ def job_seconds(table: pd.DataFrame) -> pd.Series:
 
 
 def reliability(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
-    """Per reference metric: seed-to-seed tau (interval), ICC(1), Spearman-Brown reliability, noise ceilings, size taus."""
+    """Per reference metric: seed-to-seed tau (interval), ICC(1), Spearman-Brown reliability, ceilings, size taus."""
     table, rows = with_metric(table), []
     sizes = arch_sizes(table) if not table.empty else pd.DataFrame(columns=["params", "flops"])
     for metric in REFERENCE_METRICS:
@@ -573,7 +594,7 @@ def reliability(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
 
 
 def _seed_agreement(seeds: pd.DataFrame, settings: StudySettings) -> dict[str, Any]:
-    """Seed-to-seed tau with its interval, ICC(1) and ICC(1,k), r = sin(pi tau / 2), R_k and ceilings for k = 1, 2, seeds."""
+    """Seed-to-seed tau with its interval, ICC(1), ICC(1,k), r = sin(pi tau / 2), R_k and ceilings (k = 1, 2, seeds)."""
     complete = seeds.dropna().to_numpy(dtype=float)
     k, n = settings.high_seeds, len(complete)
     tau, low, high = (float("nan"),) * 3
@@ -700,7 +721,7 @@ def _comparisons(frame: pd.DataFrame, reference: Reference, sizes: pd.DataFrame,
 
 def rank_statistics(scores: pd.Series, truth: pd.Series, sizes: pd.DataFrame, others: dict[str, pd.Series],
                     settings: StudySettings) -> dict[str, Any]:
-    """Kendall tau and its interval, Spearman rho, top-k overlap, band tau, partial tau, and minus_<other> differences."""
+    """Kendall tau and its interval, Spearman rho, top-k overlap, band and partial tau, minus_<other> differences."""
     pair = pd.concat([scores.rename("x"), truth.rename("y"), sizes], axis=1, join="inner").dropna()
     x, y, seed = pair["x"].to_numpy(), pair["y"].to_numpy(), settings.seed
     out: dict[str, Any] = dict(archs=len(pair))
@@ -732,7 +753,7 @@ def _estimator_seconds(spec: Estimator, seconds: pd.Series, settings: StudySetti
 
 
 def seed_spread(table: pd.DataFrame, settings: StudySettings) -> pd.DataFrame:
-    """Per training fidelity: accuracy std of one network over seeds, pooled over networks with seeds, across networks."""
+    """Per training fidelity: accuracy std of one network over seeds, pooled over networks, and across networks."""
     rows = []
     table = with_metric(table)
     trained = table[(table["kind"] == TRAIN) & (table["metric"] == "accuracy")]
@@ -792,8 +813,6 @@ def reference_line(reliable: pd.DataFrame) -> str:
 def report_html(run_id: str, meta: dict[str, Any], summary: pd.DataFrame, spread: pd.DataFrame,
                 reliable: pd.DataFrame, reference: Reference, estimates: pd.DataFrame) -> str:
     """The study's page: the reference and its reliability, estimators against it, ranking quality per second."""
-    from .dashboard import page_html, proxy_accuracy_label
-
     acc_label = proxy_accuracy_label([meta["dataset"]])
     classes = f" (classes {', '.join(map(str, meta['classes']))} only)" if meta.get("classes") else ""
     archs = int(summary["archs"].max()) if not summary.empty else 0
@@ -804,16 +823,18 @@ def report_html(run_id: str, meta: dict[str, Any], summary: pd.DataFrame, spread
              f"({html.escape(meta['high'])}); every tau is against it. Estimators are oriented so that higher = "
              f"predicted better. Intervals are 90% bootstrap intervals over architectures; partial_tau is controlled "
              f"for size (ranks residualized on the ranks of params and FLOPs), band_tau is within FLOPs bands of a "
-             f"factor of 2; minus_params and minus_proxy are paired-bootstrap differences with #params (signed to agree "
-             f"with the reference) and with {html.escape(_main_low_accuracy(meta))}; cost_vs_high is seconds per "
+             f"factor of 2; minus_params and minus_proxy are paired-bootstrap differences with #params (signed to "
+             f"agree with the reference) and with {html.escape(_main_low_accuracy(meta))}; cost_vs_high is seconds per "
              f"architecture over one high-fidelity training.</p>\n"
              f"<h2>Reference reliability</h2>\n<p class=\"note\">{html.escape(reference_line(reliable))}</p>\n"
-             + _html_table(_columns(reliable, RELIABILITY_COLUMNS)) + "<h2>Estimators against the reference</h2>\n"
-             + _html_table(_columns(summary, SUMMARY_COLUMNS)) + _html_table(spread))
-    figures = [(PLOT_IDS[0], _scatter(summary, estimates, reference, acc_label),
+             + html_table(_columns(reliable, RELIABILITY_COLUMNS), "reliability")
+             + "<h2>Estimators against the reference</h2>\n"
+             + html_table(_columns(summary, SUMMARY_COLUMNS), "correlations") + html_table(spread, "seed-spread"))
+    figures = [(PLOT_IDS[0], scatter_figure(low_vs_reference(summary, estimates, reference), reference, acc_label),
                 "Low fidelity accuracy versus the reference"),
-               (PLOT_IDS[1], _bars(summary, reliable, reference), "Rank correlation with the reference"),
-               (PLOT_IDS[2], _cost(summary, reference), "Ranking quality against cost")]
+               (PLOT_IDS[1], bars_figure(correlation_bars(summary), noise_ceiling(reliable), reference),
+                "Rank correlation with the reference"),
+               (PLOT_IDS[2], cost_figure(cost_table(summary), reference), "Ranking quality against cost")]
     return page_html(f"fatnas fidelity: {run_id}", intro, figures)
 
 
@@ -821,64 +842,86 @@ def _main_low_accuracy(meta: dict[str, Any]) -> str:
     return f"{DEFAULT_LOW if DEFAULT_LOW in meta['lows'] else meta['lows'][0]}:accuracy"
 
 
-def _scatter(summary: pd.DataFrame, estimates: pd.DataFrame, reference: Reference, acc_label: str) -> Any:
-    import plotly.graph_objects as go
-
-    figure = go.Figure()
+def low_vs_reference(summary: pd.DataFrame, estimates: pd.DataFrame, reference: Reference) -> pd.DataFrame:
+    """Each low fidelity's accuracy of each network beside the reference's (arch, low, tau, low_value, reference)."""
     lows = summary[(summary["kind"] == TRAIN) & (summary["metric"] == "accuracy")] if not summary.empty else summary
+    frames = []
     for _, row in lows.iterrows():
         pair = pd.concat([estimates[row["estimator"]], reference.values], axis=1, join="inner").dropna()
-        figure.add_trace(go.Scatter(x=pair.iloc[:, 0].tolist(), y=pair.iloc[:, 1].tolist(), mode="markers",
-                                    text=list(pair.index), name=f"{row['measure']} (tau {row['kendall_tau']:.2f})",
-                                    hovertemplate="%{text}: low %{x:.3f}, reference %{y:.3f}<extra></extra>"))
-    figure.update_layout(xaxis_title=f"low fidelity: {acc_label}", yaxis_title=f"reference: {reference.name}",
-                         legend_title_text="low fidelity", height=520)
-    return figure
+        frames.append(pd.DataFrame(dict(arch=list(pair.index), low=row["measure"], tau=row["kendall_tau"],
+                                        low_value=pair.iloc[:, 0].to_numpy(), reference=pair.iloc[:, 1].to_numpy())))
+    columns = ["arch", "low", "tau", "low_value", "reference"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def _bars(summary: pd.DataFrame, reliable: pd.DataFrame, reference: Reference) -> Any:
+def scatter_figure(points: pd.DataFrame, reference: Reference, acc_label: str) -> Any:
+    """One trace of networks per low fidelity: its accuracy against the reference."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
-    names = summary["estimator"].tolist() if not summary.empty else []
-    for column, low, high, title in (("kendall_tau", "tau_low", "tau_high", "Kendall tau"),
-                                     ("partial_tau", "partial_low", "partial_high", "tau partialled on size")):
-        tau = summary[column] if not summary.empty else pd.Series(dtype=float)
-        error = dict(type="data", symmetric=False, array=(summary[high] - tau).tolist(),
-                     arrayminus=(tau - summary[low]).tolist()) if not summary.empty else None
-        figure.add_trace(go.Bar(x=names, y=tau.tolist(), name=title, error_y=error))
-    if not summary.empty:
-        figure.add_trace(go.Bar(x=names, y=summary["band_tau"].tolist(), name="tau within FLOPs bands"))
+    for low, part in points.groupby("low", sort=False):
+        figure.add_trace(go.Scatter(x=part["low_value"].tolist(), y=part["reference"].tolist(), mode="markers",
+                                    text=part["arch"].tolist(), name=f"{low} (tau {part['tau'].iloc[0]:.2f})",
+                                    hovertemplate="%{text}: low %{x:.3f}, reference %{y:.3f}<extra></extra>"))
+    return layout(figure, "Low fidelity accuracy versus the reference", f"low fidelity: {acc_label}",
+                  f"reference: {reference.name}", legend_title_text="low fidelity", height=520)
+
+
+BAR_MEASURES = (("kendall_tau", "tau_low", "tau_high", "Kendall tau"),
+                ("partial_tau", "partial_low", "partial_high", "tau partialled on size"),
+                ("band_tau", None, None, "tau within FLOPs bands"))
+
+
+def correlation_bars(summary: pd.DataFrame) -> pd.DataFrame:
+    """Each estimator's taus with their intervals where measured: estimator, measure, tau, low, high."""
+    rows = [dict(estimator=row["estimator"], measure=title, tau=row[column],
+                 low=row[low] if low else math.nan, high=row[high] if high else math.nan)
+            for column, low, high, title in BAR_MEASURES for _, row in summary.iterrows()]
+    return pd.DataFrame(rows, columns=["estimator", "measure", "tau", "low", "high"])
+
+
+def noise_ceiling(reliable: pd.DataFrame) -> tuple[float, int] | None:
+    """The chosen reference's noise ceiling and its seeds, where it is known."""
     row = chosen_reference(reliable)
-    if row is not None and np.isfinite(row["ceiling"]):
-        figure.add_hline(y=row["ceiling"], line_dash="dash",
-                         annotation_text=f"noise ceiling {row['ceiling']:.2f} ({row['seeds']} seeds)")
-    figure.update_layout(barmode="group", yaxis_title=f"rank correlation with {reference.name}", yaxis_range=[-1, 1],
-                         height=480)
-    return figure
+    return (float(row["ceiling"]), int(row["seeds"])) if row is not None and np.isfinite(row["ceiling"]) else None
 
 
-def _cost(summary: pd.DataFrame, reference: Reference) -> Any:
+def bars_figure(bars: pd.DataFrame, ceiling: tuple[float, int] | None, reference: Reference) -> Any:
+    """Grouped bars of every estimator's taus, error bars for their intervals, the noise ceiling dashed."""
     import plotly.graph_objects as go
 
-    x = summary["seconds_per_arch"].tolist() if not summary.empty else []
-    y = summary["kendall_tau"].tolist() if not summary.empty else []
-    text = summary["estimator"].tolist() if not summary.empty else []
-    figure = go.Figure(go.Scatter(x=x, y=y, mode="markers+text", text=text, textposition="top center",
+    figure = go.Figure()
+    for measure, part in bars.groupby("measure", sort=False):
+        error = None if part["low"].isna().all() else dict(
+            type="data", symmetric=False, array=(part["high"] - part["tau"]).tolist(),
+            arrayminus=(part["tau"] - part["low"]).tolist())
+        figure.add_trace(go.Bar(x=part["estimator"].tolist(), y=part["tau"].tolist(), name=measure, error_y=error))
+    if ceiling is not None:
+        figure.add_hline(y=ceiling[0], line_dash="dash", annotation_text=f"noise ceiling {ceiling[0]:.2f} "
+                                                                         f"({ceiling[1]} seeds)")
+    return layout(figure, "Rank correlation with the reference", "estimator",
+                  f"rank correlation with {reference.name}", barmode="group", yaxis=dict(range=[-1, 1]))
+
+
+def cost_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """What each estimator costs and how well it ranks: estimator, seconds_per_arch, kendall_tau."""
+    columns = ["estimator", "seconds_per_arch", "kendall_tau"]
+    return summary[columns].reset_index(drop=True) if not summary.empty else pd.DataFrame(columns=columns)
+
+
+def cost_figure(costs: pd.DataFrame, reference: Reference) -> Any:
+    """Kendall tau against seconds per architecture (log axis), one labelled point per estimator."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(go.Scatter(x=costs["seconds_per_arch"].tolist(), y=costs["kendall_tau"].tolist(),
+                                  mode="markers+text", text=costs["estimator"].tolist(), textposition="top center",
                                   hovertemplate="%{text}: %{x:.2f} s per architecture, tau %{y:.2f}<extra></extra>"))
-    figure.update_layout(xaxis_type="log", xaxis_title="seconds per architecture (mean)",
-                         yaxis_title=f"Kendall tau with {reference.name}", height=480)
-    return figure
+    return layout(figure, "Ranking quality against cost", "seconds per architecture (mean)",
+                  f"Kendall tau with {reference.name}", xaxis=log_axis(costs["seconds_per_arch"], min_pad=0.2))
 
 
 def _columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     return frame[[c for c in columns if c in frame]] if not frame.empty else frame
-
-
-def _html_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return ""
-    return frame.to_html(index=False, classes="summary", float_format=lambda v: f"{v:.3g}", border=0)
 
 
 def write_report(run: Run) -> Path:

@@ -23,6 +23,7 @@ from torch import nn
 
 from .config import FATConfig
 from .data import EVAL_SPLITS, DataSplit, proxy_images
+from .errors import FatnasError
 from .liveness import proxy_config
 from .model import FAT
 
@@ -31,6 +32,10 @@ EVAL_BATCH = 500
 WARMUP_FRACTION = 0.1
 LR_REFERENCE_BATCH = 32  # `lr` is the rate at this batch size; others scale it by sqrt(batch / 32)
 BN_MOMENTUM = 0.1  # BatchNorm's running-statistics momentum at LR_REFERENCE_BATCH
+
+
+class ProxyError(FatnasError):
+    """Invalid proxy settings: a size below 1, an unknown evaluation split or device."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,11 @@ class ProxySettings:
     def __post_init__(self) -> None:
         for name in ("res", "train_images", "epochs", "batch_size", "eval_every", "val_images"):
             if getattr(self, name) < 1:
-                raise ValueError(f"ProxySettings.{name} = {getattr(self, name)!r}: must be >= 1")
+                raise ProxyError(f"ProxySettings.{name} = {getattr(self, name)!r}: must be >= 1")
         if self.eval_split not in EVAL_SPLITS:
-            raise ValueError(f"ProxySettings.eval_split = {self.eval_split!r}: expected 'val' or 'test'")
+            raise ProxyError(f"ProxySettings.eval_split = {self.eval_split!r}: expected 'val' or 'test'")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"ProxySettings.device = {self.device!r}: expected 'cpu' or 'cuda[:N]'")
+            raise ProxyError(f"ProxySettings.device = {self.device!r}: expected 'cpu' or 'cuda[:N]'")
 
     @property
     def images_per_trial(self) -> int:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,7 +31,6 @@ import yaml
 from .config import NUM_STAGES, ConfigError, FATConfig, attention_keys, stage_output_sizes
 from .errors import FatnasError
 
-SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_SPACE = "fat"
 # space key -> FATConfig field it feeds (head_dims/heads both feed `heads`)
 ARCH_KEYS = {"depths": "depths", "widths": "widths", "heads": "heads", "head_dims": "heads",
@@ -138,17 +139,23 @@ def nearest_divisor(n: int, target: float) -> int:
     return min(divisors, key=lambda d: (abs(d - target), d))
 
 
-def resolve_space_path(spec: str | Path | None) -> Path:
-    """A space name from search_spaces/ (e.g. `fat`) or a path to a YAML file."""
+def shipped_spaces() -> dict[str, Traversable]:
+    """The spaces packaged with fatnas (fatnas/search_spaces/*.yaml), by name."""
+    folder = files("fatnas").joinpath("search_spaces")
+    return {f.name.removesuffix(".yaml"): f for f in sorted(folder.iterdir(), key=lambda f: f.name)
+            if f.name.endswith(".yaml")}
+
+
+def resolve_space_path(spec: str | Path | None) -> Path | Traversable:
+    """A path to a YAML file, or the name of a shipped space (e.g. `fat`)."""
     spec = DEFAULT_SPACE if spec is None else spec
     path = Path(spec)
     if path.is_file():
         return path
-    named = SPACE_DIR / f"{spec}.yaml"
-    if named.is_file():
-        return named
-    known = ", ".join(sorted(p.stem for p in SPACE_DIR.glob("*.yaml")))
-    raise SpaceError(f"search space {str(spec)!r} not found; give a YAML path or one of: {known}")
+    shipped = shipped_spaces()
+    if str(spec) in shipped:
+        return shipped[str(spec)]
+    raise SpaceError(f"search space {str(spec)!r} not found; give a YAML path or one of: {', '.join(shipped)}")
 
 
 def load_space(spec: str | Path | None = None) -> SearchSpace:
@@ -158,7 +165,7 @@ def load_space(spec: str | Path | None = None) -> SearchSpace:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SpaceError(f"space {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return space_from_dict(data, source=str(path), default_name=path.stem)
+    return space_from_dict(data, source=str(path), default_name=path.name.removesuffix(".yaml").removesuffix(".yml"))
 
 
 def space_from_dict(data: Any, *, source: str = "<dict>", default_name: str = "space") -> SearchSpace:

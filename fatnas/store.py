@@ -23,6 +23,7 @@ import yaml
 from . import __version__ as fatnas_version
 from .config import FATConfig
 from .errors import FatnasError
+from .paths import home_dir
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 OBJECTIVES = (("accuracy", "max"), ("latency_ms", "min"))
@@ -33,8 +34,8 @@ class RunError(FatnasError):
 
 
 def runs_root() -> Path:
-    """Where runs live: $FATNAS_RUNS_DIR, else `runs/` in the current directory."""
-    return Path(os.environ.get("FATNAS_RUNS_DIR", "runs"))
+    """Where runs live: $FATNAS_RUNS_DIR, else `runs/` in $FATNAS_HOME or the current directory."""
+    return Path(os.environ.get("FATNAS_RUNS_DIR") or home_dir() / "runs")
 
 
 def new_run_id(prefix: str = "search") -> str:

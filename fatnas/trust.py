@@ -3,7 +3,8 @@
 A fidelity study (`cli.py fidelity`, bench/fidelity_bench.py) that trained the search's proxy as
 one of its low fidelities measured two things about it: the accuracy spread of one network over
 seeds, and the Kendall tau of its ranking against the study's reference. `find_proxy_trust`
-looks for such a study under the runs folder and the checkout's bench/results/, and falls back
+looks for such a study under the runs folder and `bench/results/` of the fatnas home (the working
+directory or $FATNAS_HOME: a source checkout keeps its studies there), and falls back
 to the validation set's sampling error alone, a lower bound, when there is none.
 """
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .fidelity import FIDELITY_KEYS, read_study_table
+from .paths import home_dir
 from .search.evaluate import OBJECTIVES
 from .store import Run, list_runs, runs_root
 
-BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 OBJECTIVE = OBJECTIVES["accuracy"]
 
 
@@ -61,7 +62,7 @@ class ProxyTrust:
 
 def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None, *,
                      dataset: str = "fashion-mnist") -> ProxyTrust:
-    """The best fidelity study that trained `proxy` (ProxySettings fields) on `dataset`, all classes, as a low fidelity."""
+    """The best fidelity study that trained `proxy` (ProxySettings fields) as a low fidelity on all of `dataset`."""
     val_images = int(proxy.get("val_images") or 0)
     fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound")
     found = [trust for run in _fidelity_runs(roots) if (trust := _trust_from(run, proxy, dataset)) is not None]
@@ -71,8 +72,13 @@ def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None,
     return max(found, key=lambda t: (t.tau is not None, t.archs))
 
 
+def bench_results() -> Path:
+    """`bench/results/` of the fatnas home, where a checkout keeps its benchmark studies."""
+    return home_dir() / "bench" / "results"
+
+
 def _fidelity_runs(roots: Sequence[Path] | None) -> list[Run]:
-    roots = [runs_root(), BENCH_RESULTS] if roots is None else roots
+    roots = [runs_root(), bench_results()] if roots is None else roots
     runs = []
     for root in roots:
         for run in list_runs(root):
@@ -133,7 +139,8 @@ def _tau_row(run: Run, label: str) -> dict[str, Any] | None:
     table = read_study_table(run, "correlations.csv")
     if table.empty:
         return None
-    rows = table[table["estimator"] == f"{label}:accuracy"] if "estimator" in table else table[table["measure"] == label]
+    rows = (table[table["estimator"] == f"{label}:accuracy"] if "estimator" in table
+            else table[table["measure"] == label])
     rows = rows[rows["kendall_tau"].notna()]
     return None if rows.empty else rows.iloc[0].to_dict()
 

@@ -16,6 +16,7 @@ import yaml
 from .config import ConfigError, FATConfig
 from .errors import FatnasError
 from .model import FAT
+from .paths import home_dir
 
 _FAMILY = dict(kernels=[3, 5, 7, 9], windows=[8, 4, 2, 1], ffn_ratios=4.0, ffn_kernels=5)
 
@@ -39,7 +40,6 @@ PAPER_FIGURES: dict[str, dict[str, float]] = {
 }
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-DEFAULT_VARIANTS_DIR = Path(__file__).resolve().parent.parent / "variants"
 
 
 class UnknownModelError(FatnasError):
@@ -47,8 +47,8 @@ class UnknownModelError(FatnasError):
 
 
 def variants_dir() -> Path:
-    """Folder of exported variants: $FATNAS_VARIANTS_DIR, else `variants/` beside the package."""
-    return Path(os.environ.get("FATNAS_VARIANTS_DIR", DEFAULT_VARIANTS_DIR))
+    """Folder of exported variants: $FATNAS_VARIANTS_DIR, else `variants/` in $FATNAS_HOME or the current directory."""
+    return Path(os.environ.get("FATNAS_VARIANTS_DIR") or home_dir() / "variants")
 
 
 def _exported() -> dict[str, Path]:

@@ -1,6 +1,7 @@
-"""Shared fixtures: tests write only into temporary folders."""
+"""Shared fixtures: tests write only into temporary folders; the slow tier is marked here."""
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -19,6 +20,25 @@ TINY_PROXY = ["--proxy-images", "128", "--proxy-epochs", "1", "--batch-size", "3
 
 needs_fashion_mnist = pytest.mark.skipif(not FASHION_MNIST.is_dir(),
                                          reason="apt-get install dataset-fashion-mnist (make test does)")
+# What a slow test's own source calls: a subprocess (the CLI, a build), a browser, or kill -9;
+# tests using the SLOW_FIXTURES (a Ray runtime) are slow too. `pytest -m "not slow"` is the fast tier.
+SLOW_CALLS = ("run_cli(", "subprocess.", "render_page(", "SIGKILL")
+SLOW_FIXTURES = ("ray_cluster",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that starts processes, Ray or a browser, or kills a process, as slow."""
+    for item in items:
+        if is_slow(item):
+            item.add_marker(pytest.mark.slow)
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """True for a test whose source makes a SLOW_CALL or that uses a SLOW_FIXTURE."""
+    function = getattr(item, "function", None)
+    source = inspect.getsource(function) if function is not None else ""
+    return (any(call in source for call in SLOW_CALLS)
+            or any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES))
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +47,14 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FATNAS_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("FATNAS_VARIANTS_DIR", str(tmp_path / "variants"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """The small real search run of tests/tiny_run.py, made once per session; read-only (copy it to change it)."""
+    from .tiny_run import shared_tiny_run
+
+    return shared_tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

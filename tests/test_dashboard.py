@@ -10,15 +10,28 @@ import pytest
 
 from fatnas.cli import main
 from fatnas.cost import Budget
-from fatnas.dashboard import (PLOT_IDS, RunData, dashboard_html, hypervolume_info, importance_info,
-                              load_run_data, optuna_importances, parcoords_table, pareto_figure, spread_importances,
-                              summary_table)
+from fatnas.dashboard import (
+    PLOT_IDS,
+    SUMMARY_HEADINGS,
+    RunData,
+    accuracy_points,
+    dashboard_html,
+    hypervolume_info,
+    importance_info,
+    load_run_data,
+    optuna_importances,
+    parcoords_table,
+    pareto_figure,
+    spread_importances,
+    summary_display_table,
+    summary_table,
+)
 from fatnas.store import Run, hypervolume
 from fatnas.trust import find_proxy_trust
 
 from .browser import render_page
 from .conftest import run_cli
-from .tiny_run import copy_run, shared_tiny_run
+from .tiny_run import copy_run
 
 # script bodies run in the page: what each plot div holds once plotly has drawn it
 TRACE_COUNTS = """
@@ -40,8 +53,8 @@ FRONT_HOVER = "return document.getElementById('pareto').data.find(t => t.uid ===
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Run:
-    return shared_tiny_run(tmp_path_factory)
+def run(tiny_run) -> Run:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +125,11 @@ def test_summary_compares_with_the_best_reference_under_budget():
     assert (row["best_reference"], row["best_reference_accuracy"]) == ("fat_b0", 0.7)
     assert row["over_budget_references"] == "fat_b1"
     assert (row["COMPLETE"], row["PRUNED"], row["FAIL"]) == (2, 1, 0)
+    shown = summary_display_table(summary_table([data])).iloc[0]
+    assert list(shown.index) == list(SUMMARY_HEADINGS)
+    assert shown["trials"] == "3: 2 complete, 1 pruned" and shown["front"] == "2"
+    assert shown["best proxy accuracy under budget"] == "0.8000 (trial 0, 5.0 ms)"
+    assert shown["best published FAT under budget"] == "0.7000 (fat_b0)" and shown["difference"] == "+0.1000"
 
 
 def test_hypervolume_of_known_points():
@@ -164,6 +182,22 @@ def test_parcoords_holds_complete_trials_and_varying_choices(data, run):
     assert len(table) == (trials["state"] == "COMPLETE").sum()
     assert {"accuracy", "latency_ms", "params", "flops"} <= set(table.columns)
     assert all(table[c].nunique() > 1 for c in table.columns if c.rsplit("_", 1)[-1].isdigit())
+
+
+def test_accuracy_points_hold_every_group_with_its_error_bar_and_hover(data, run):
+    points = accuracy_points([data], "flops", ("trials", "stopped", "published", "front"))
+    trials = run.trials()
+    counts = points["group"].value_counts()
+    assert counts.get("trials", 0) == (trials["state"] == "COMPLETE").sum()
+    assert counts.get("stopped", 0) == ((trials["state"] == "PRUNED") & trials["accuracy"].notna()).sum()
+    assert counts["front"] == len(run.pareto()) and "published" not in counts  # every FAT is over this budget
+    done = trials[trials["state"] == "COMPLETE"].sort_values("trial")
+    mine = points[points["group"] == "trials"]
+    assert sorted(mine["x"]) == sorted(done["flops"].astype(float))
+    assert sorted(mine["accuracy"]) == sorted(done["accuracy"])
+    assert mine["error"].tolist() == data.trust.error_bars(mine["accuracy"], run.read_meta()["proxy"]["val_images"])
+    assert all("fvcore total at 64 px" in h for h in points["hover"]) and set(points["run"]) == {"tiny-run"}
+    assert list(accuracy_points([data], "flops", ("front",))["group"].unique()) == ["front"]
 
 
 def test_several_runs_are_overlaid_in_their_own_colors(run, tmp_path, capsys):

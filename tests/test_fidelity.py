@@ -16,13 +16,29 @@ import torch
 from scipy import stats
 
 from fatnas import fidelity, rank_stats
+from fatnas.cli import main
 from fatnas.cost import analytic_cost, parse_budget
 from fatnas.data import DataSplit
 from fatnas.errors import FatnasError
-from fatnas.fidelity import (PREDICTOR, REFERENCE, FidelityError, StudySettings, correlations, fidelity_label,
-                             loo_predictions, parse_classes, parse_fidelity, plan_jobs, reliability,
-                             sample_architectures, seed_spread, select_classes, study_architectures, top_k_overlap,
-                             with_metric)
+from fatnas.fidelity import (
+    PREDICTOR,
+    REFERENCE,
+    FidelityError,
+    StudySettings,
+    correlations,
+    fidelity_label,
+    loo_predictions,
+    parse_classes,
+    parse_fidelity,
+    plan_jobs,
+    reliability,
+    sample_architectures,
+    seed_spread,
+    select_classes,
+    study_architectures,
+    top_k_overlap,
+    with_metric,
+)
 from fatnas.proxy import ProxySettings
 from fatnas.space import load_space
 from fatnas.store import open_run
@@ -81,7 +97,8 @@ def test_sampled_architectures_are_distinct_within_budget_and_seeded():
 def test_reference_preset_booleans_and_splits_parse_and_label():
     ref = parse_fidelity("reference")
     assert ref == parse_fidelity(REFERENCE)
-    assert (ref.train_images, ref.epochs, ref.augment, ref.eval_split, ref.val_images) == (16384, 2, True, "test", 10000)
+    assert (ref.train_images, ref.epochs, ref.augment, ref.eval_split, ref.val_images) == \
+        (16384, 2, True, "test", 10000)
     assert parse_fidelity(fidelity_label(ref)) == ref and "augment=1" in fidelity_label(ref)
     longer = parse_fidelity("reference, epochs=4")
     assert longer.epochs == 4 and longer.augment and longer.eval_split == "test"
@@ -293,6 +310,33 @@ def test_correlations_of_known_rankings():
     assert summary.loc[f"{low}:accuracy", "cost_vs_high"] == pytest.approx(0.1)
 
 
+def test_page_tables_behind_the_figures():
+    settings = tiny_study(proxies=("params",), top_k=2, high_seeds=1, reference_metric="accuracy")
+    low = settings.label(settings.lows[0])
+    table = study_rows(settings, high_loss=[[1.0] * 5], high_acc=[[0.1, 0.2, 0.3, 0.4, 0.5]], params=[1, 3, 2, 4, 5],
+                       measures={(low, "accuracy"): [0.5, 0.6, 0.7, 0.9, 0.8], ("params", "score"): [1, 3, 2, 4, 5]})
+    reliable = reliability(table, settings)
+    summary = correlations(table, settings, reliable)
+    reference = fidelity.study_reference(table, settings, reliable)
+    points = fidelity.low_vs_reference(summary, fidelity.estimator_table(table, settings, reference), reference)
+    assert list(points["arch"]) == [f"a{i}" for i in range(5)] and set(points["low"]) == {low}
+    assert points["low_value"].tolist() == [0.5, 0.6, 0.7, 0.9, 0.8]
+    assert points["reference"].tolist() == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert points["tau"].iloc[0] == pytest.approx(0.8)
+
+    bars = fidelity.correlation_bars(summary)
+    assert len(bars) == 3 * len(summary)  # Kendall, partial and band tau per estimator
+    kendall = bars[bars["measure"] == "Kendall tau"].set_index("estimator")
+    assert kendall.loc[f"{low}:accuracy", "tau"] == pytest.approx(0.8)
+    assert kendall["low"].le(kendall["tau"]).all() and kendall["high"].ge(kendall["tau"]).all()
+    assert bars.loc[bars["measure"] == "tau within FLOPs bands", "low"].isna().all()  # no interval measured
+    assert fidelity.noise_ceiling(reliable) is None  # one seed: the reference's noise is unknown
+
+    costs = fidelity.cost_table(summary)
+    assert list(costs.columns) == ["estimator", "seconds_per_arch", "kendall_tau"] and len(costs) == len(summary)
+    assert fidelity.cost_table(summary.iloc[0:0]).empty and fidelity.correlation_bars(summary.iloc[0:0]).empty
+
+
 def test_predictor_row_and_old_tables_without_a_metric_column():
     settings = tiny_study(proxies=("synflow", "params"), high_seeds=2)
     low = settings.label(settings.lows[0])
@@ -344,7 +388,8 @@ def test_cli_fidelity_writes_the_study_and_resumes_what_is_missing(isolated_dirs
     assert trained["value"].notna().all() and table["seconds"].gt(0).all()
     assert set(table[table["seed"] == 1]["measure"]) == {HIGH, LOW}  # the second reference seed, the spread network
     summary = run.read_table("correlations.csv")
-    assert {f"{LOW}:accuracy", f"{LOW}:-loss", f"{LOW}:-sotl_e", "synflow", "naswot", "params"} <= set(summary["estimator"])
+    expected = {f"{LOW}:accuracy", f"{LOW}:-loss", f"{LOW}:-sotl_e", "synflow", "naswot", "params"}
+    assert expected <= set(summary["estimator"])
     assert summary["kendall_tau"].between(-1, 1).all() and summary["reference"].nunique() == 1
     for column in ("partial_tau", "band_tau", "minus_params_low", "minus_proxy_high", "cost_vs_high"):
         assert column in summary
@@ -358,7 +403,8 @@ def test_cli_fidelity_writes_the_study_and_resumes_what_is_missing(isolated_dirs
     assert out.returncode == 2 and "keeps one device" in out.stderr
     # a killed study: drop the last jobs' rows, resume, get the same values back
     last = set(map(tuple, jobs[KEY].tail(5).to_numpy().tolist()))
-    table[[k not in last for k in map(tuple, table[KEY].to_numpy().tolist())]].to_csv(run.path / "fidelity.csv", index=False)
+    kept = [k not in last for k in map(tuple, table[KEY].to_numpy().tolist())]
+    table[kept].to_csv(run.path / "fidelity.csv", index=False)
     out = run_cli("fidelity", "--resume", "f1", "--quiet")
     assert out.returncode == 0, out.stderr
     again = run.read_table("fidelity.csv")
@@ -413,7 +459,8 @@ def test_killing_a_study_ends_its_workers(isolated_dirs):
         workers: list[int] = []
         while len(workers) < 2 and time.monotonic() < deadline:  # the pool's two workers (and its resource tracker)
             time.sleep(0.5)
-            workers = [p for p in _children(study.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+            workers = [p for p in _children(study.pid)
+                       if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
         assert len(workers) == 2, "the study never started its workers"
         time.sleep(3)  # the workers are loading data or training
         study.send_signal(signal.SIGKILL)
@@ -471,10 +518,10 @@ def test_cli_fidelity_on_chosen_classes(isolated_dirs):
     (["--classes", "0,10"], "classes 0 to 9"),
     (["--reference-metric", "f1"], "invalid choice"),
 ])
-def test_cli_fidelity_bad_input_exits_2_and_writes_nothing(isolated_dirs, args, message):
-    out = run_cli("fidelity", *args)
-    assert out.returncode == 2 and message in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+def test_cli_fidelity_bad_input_exits_2_and_writes_nothing(isolated_dirs, args, message, capsys):
+    assert main(["fidelity", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
     assert not (isolated_dirs / "runs").exists() or not any((isolated_dirs / "runs").iterdir())
 
 

@@ -11,9 +11,25 @@ import yaml
 from fatnas.cli import main
 from fatnas.config import FATConfig
 from fatnas.cost import analytic_cost, parse_budget
-from fatnas.scaling import (BASE_RES, Compound, ScalingGrid, ScalingSettings, accuracy_fits, best_direction,
-                            compound_scale, cost_fits, fit_budget, fit_power_law, fit_x, grid_points, price_points,
-                            scale_depth, scale_width, training_rows)
+from fatnas.scaling import (
+    BASE_RES,
+    Compound,
+    ScalingGrid,
+    ScalingSettings,
+    accuracy_fits,
+    best_direction,
+    compound_scale,
+    cost_fits,
+    fit_budget,
+    fit_power_law,
+    fit_x,
+    grid_points,
+    price_points,
+    scale_depth,
+    scale_width,
+    training_rows,
+)
+from fatnas.scaling.report import FIT_POINTS, accuracy_curves, cost_curves
 from fatnas.store import open_run
 from fatnas.variants import PUBLISHED, get_config, variants_dir
 
@@ -30,7 +46,8 @@ def test_fitted_cost_curves_reproduce_the_analytic_costs_they_were_fitted_on():
     base = get_config("fat_b0")
     table = price_points(grid_points(base, TEST_GRID), ScalingSettings(grid=TEST_GRID, train=0))
     fits = cost_fits(table).set_index(["direction", "metric"])
-    assert set(fits.index) == {(d, m) for d in ("width", "depth", "resolution", "compound") for m in ("params", "flops")}
+    directions = ("width", "depth", "resolution", "compound")
+    assert set(fits.index) == {(d, m) for d in directions for m in ("params", "flops")}
     for _, row in table.iterrows():
         cfg = FATConfig.from_dict(json.loads(row["config"]))
         cost = analytic_cost(cfg, int(row["res"]))  # priced afresh, at the point's own resolution
@@ -114,7 +131,8 @@ def test_cli_grid_run_prices_every_point_and_prints_the_fits(capsys):
     assert {"direction", "multiplier", "res", "config", "params", "flops", "latency_ms", "accuracy",
             "train_seconds"} <= set(table.columns)
     over = table[table["over_budget"].notna()]
-    assert not over.empty and (over["flops"] > 1e9).all() and (table.loc[table["over_budget"].isna(), "flops"] <= 1e9).all()
+    assert not over.empty and (over["flops"] > 1e9).all()
+    assert (table.loc[table["over_budget"].isna(), "flops"] <= 1e9).all()
     meta = run.read_meta()
     assert meta["kind"] == "scaling" and meta["base"] == "fat_b0" and meta["command"]
     assert (run.path / "scaling.html").is_file()
@@ -208,3 +226,26 @@ def test_accuracy_fits_name_the_direction_that_buys_most_accuracy_per_doubling_o
         assert fits.loc[direction, "slope_per_doubling"] == pytest.approx(slope)
     verdict = best_direction(accuracy_fits(table), "fashion-mnist")
     assert "width scaling buys the most accuracy per FLOP" in verdict and "not ImageNet" in verdict
+
+
+def test_curve_tables_hold_each_directions_points_and_the_fit_through_them():
+    grid = ScalingGrid(widths=(0.5, 1, 1.5), depths=(0.5, 1, 2), resolutions=(160,), phis=())
+    table = price_points(grid_points(get_config("fat_b0"), grid), ScalingSettings(grid=grid))
+    curves = cost_curves(table, cost_fits(table), "flops")
+    points = curves[curves["kind"] == "points"]
+    assert list(points.groupby("direction", sort=False).size().items()) == [("width", 3), ("depth", 3),
+                                                                             ("resolution", 1)]
+    assert points["y"].tolist() == table["flops"].astype(float).tolist()
+    assert points.loc[points["direction"] == "resolution", "x"].tolist() == [160 / 224]
+    fit = curves[(curves["kind"] == "fit") & (curves["direction"] == "width")]
+    assert len(fit) == FIT_POINTS and fit["x"].min() == pytest.approx(0.5) and fit["x"].max() == pytest.approx(1.5)
+    assert "resolution" not in set(curves.loc[curves["kind"] == "fit", "direction"])  # one point: no fit
+    assert cost_curves(table, cost_fits(table), "latency_ms").empty  # nothing timed
+
+    table.loc[table["direction"] == "width", "accuracy"] = [0.6, 0.7, 0.8]
+    acc = accuracy_curves(table, accuracy_fits(table))
+    assert set(acc["direction"]) == {"width"} and (acc["kind"] == "points").sum() == 3
+    line = acc[acc["kind"] == "fit"]
+    slope = accuracy_fits(table).iloc[0]["slope_per_doubling"]
+    rise = line["y"].iloc[-1] - line["y"].iloc[0]
+    assert rise == pytest.approx(slope * np.log2(line["x"].iloc[-1] / line["x"].iloc[0]))

@@ -15,7 +15,7 @@ from fatnas.store import Run, create_run
 from fatnas.trust import OBJECTIVE, find_proxy_trust
 
 from .browser import render_page
-from .tiny_run import copy_run, shared_tiny_run
+from .tiny_run import copy_run
 
 PROXY = ProxySettings(train_images=128, epochs=1, batch_size=32, val_images=200)  # tests/test_search.py's
 ERROR_BARS = "return document.getElementById('pareto').data.find(t => t.uid === 'trials-0').error_y.array"
@@ -74,8 +74,8 @@ def test_the_study_with_a_tau_and_more_networks_wins(tmp_path):
     assert trust.seed_std is None and trust.tau == 0.4 and "binomial std of 200 validation images" in trust.describe()
 
 
-def test_the_dashboard_draws_error_bars_and_names_the_proxy_tau(tmp_path_factory, isolated_dirs, capsys):
-    run = copy_run(shared_tiny_run(tmp_path_factory), isolated_dirs / "runs")
+def test_the_dashboard_draws_error_bars_and_names_the_proxy_tau(tiny_run, isolated_dirs, capsys):
+    run = copy_run(tiny_run, isolated_dirs / "runs")
     assert load_run_data(run).trust.seed_std is None
     make_study(isolated_dirs / "runs", "study-a", PROXY, seed_std=0.02)
     data = load_run_data(run)
