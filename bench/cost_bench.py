@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} and {per_config_path}")
     if not per_config["agree"].all():
         bad = per_config[~per_config["agree"]]
-        print(f"{len(bad)} config(s) disagree:\n{bad[['config', 'height', 'width', 'params_abs_diff', 'flops_abs_diff']]}")
+        columns = ["config", "height", "width", "params_abs_diff", "flops_abs_diff"]
+        print(f"{len(bad)} config(s) disagree:\n{bad[columns]}")
         return 1
     return 0
 

@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-
 from common import RESULTS
+
 from fatnas.fidelity import StudySettings, analyse
 from fatnas.store import open_run
 
@@ -46,7 +46,8 @@ def parse_args() -> argparse.Namespace:
                         help="train nothing: analyse the networks finished so far (a study still running, or stopped)")
     parser.add_argument("--workers", type=int, default=2, help="trainings at once (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the trainings run (default cpu)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the trainings run (default cpu)")
     parser.add_argument("--run-id", default=None, help="run folder name (default fidelity_<phase>)")
     parser.add_argument("--root", type=Path, default=RESULTS, help="folder of the run folders (default bench/results)")
     parser.add_argument("--archs", type=int, default=None, help="sampled networks (default: pilot 8, study 32)")
@@ -64,11 +65,13 @@ def study_command(args: argparse.Namespace, run_id: str) -> list[str]:
     command = [sys.executable, str(ROOT / "cli.py"), "fidelity", "--workers", str(args.workers), "--quiet"]
     if args.resume:  # --low on a resumption adds low fidelities to the study
         added = [item for low in args.low or [] for item in ("--low", low)]
-        return command + ["--resume", run_id] + (["--high-seeds", str(args.high_seeds)] if args.high_seeds else []) + added
+        seeds = ["--high-seeds", str(args.high_seeds)] if args.high_seeds else []
+        return command + ["--resume", run_id] + seeds + added
     phase = PHASES[args.phase]
     command += ["--run-id", run_id, "--space", args.space, "--budget", args.budget, "--threads", str(args.threads),
                 "--device", args.device,
-                "--archs", str(args.archs or phase["archs"]), "--high", args.high, "--high-seeds", str(args.high_seeds or 2)]
+                "--archs", str(args.archs or phase["archs"]), "--high", args.high,
+                "--high-seeds", str(args.high_seeds or 2)]
     for low in args.low or ["default"]:
         command += ["--low", low]
     if args.classes:
@@ -97,7 +100,8 @@ def reference_verdict(reliable: pd.DataFrame) -> str:
     if failed:
         return f"verdict: FAIL, {head}: {'; '.join(failed)}"
     return (f"verdict: PASS, {head}: seed-to-seed tau {row['seed_tau']:.3f} [{row['seed_tau_low']:.3f}, "
-            f"{row['seed_tau_high']:.3f}], tau with #params {row['params_tau']:.3f}, noise ceiling {row['ceiling']:.3f}")
+            f"{row['seed_tau_high']:.3f}], tau with #params {row['params_tau']:.3f}, "
+            f"noise ceiling {row['ceiling']:.3f}")
 
 
 def proxy_targets(summary: pd.DataFrame, estimator: str) -> list[str]:

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
 import pandas as pd
+from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
 
 from fatnas.cost import parse_budget
 from fatnas.proxy import ProxySettings

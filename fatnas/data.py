@@ -79,7 +79,8 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | Path | None = None
     if name == "fashion-mnist":
         folder = str(Path(data_dir or FASHION_MNIST_DIR).resolve())
         images, labels = _fashion_mnist(folder)
-        test = _fashion_mnist(folder, FASHION_MNIST_TEST_FILES) if _has_idx(Path(folder), FASHION_MNIST_TEST_FILES) else None
+        if _has_idx(Path(folder), FASHION_MNIST_TEST_FILES):
+            test = _fashion_mnist(folder, FASHION_MNIST_TEST_FILES)
     elif name == "cifar10":
         images, labels = _cifar10(_required_dir(name, data_dir))
         test = _cifar10(_required_dir(name, data_dir), train=False)
@@ -266,4 +267,5 @@ def proxy_images(images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
     return ProxyImages(pixels=pixels, labels=labels.to(device), fill=fill)
 
 
-__all__ = ["DATASETS", "EVAL_SPLITS", "DataError", "DataSplit", "ProxyImages", "load_dataset", "prepare_images", "proxy_images"]
+__all__ = ["DATASETS", "EVAL_SPLITS", "DataError", "DataSplit", "ProxyImages", "load_dataset", "prepare_images",
+           "proxy_images"]

@@ -21,7 +21,10 @@ _ZERO_RESIDUAL = 1e-8  # residual ranks below this are exactly explained by the 
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> np.ndarray | float:
-    """Kendall's tau-b (as scipy's) along the last axis; 2-d input gives one tau per row. NaN where x or y is constant."""
+    """Kendall's tau-b (as scipy's) along the last axis; 2-d input gives one tau per row.
+
+    NaN where x or y is constant.
+    """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.ndim == 1:
         return float(_tau_b(x[None], y[None])[0])
@@ -172,7 +175,10 @@ def icc1(values: np.ndarray) -> tuple[float, float]:
 
 
 def seed_tau(values: np.ndarray) -> np.ndarray | float:
-    """Mean Kendall tau over every pair of seed columns of a networks x seeds table (samples x networks x seeds batched)."""
+    """Mean Kendall tau over every pair of seed columns of a networks x seeds table.
+
+    A samples x networks x seeds array gives one mean per sample.
+    """
     values = np.asarray(values, dtype=float)
     k = values.shape[-1]
     taus = [kendall_tau(values[..., i], values[..., j]) for i in range(k) for j in range(i + 1, k)]

@@ -74,14 +74,16 @@ def test_ffn_ratio_not_positive(ratio):
 
 
 def test_ffn_ratio_giving_zero_hidden_width():
-    with pytest.raises(ConfigError, match=re.escape("ffn_ratios[0] = 0.01: FFN hidden width int(32 * 0.01) must be >= 1")):
+    message = "ffn_ratios[0] = 0.01: FFN hidden width int(32 * 0.01) must be >= 1"
+    with pytest.raises(ConfigError, match=re.escape(message)):
         make(ffn_ratios=[0.01, 4, 4, 4])
 
 
 @pytest.mark.parametrize("field", ["widths", "depths", "heads", "kernels", "windows", "ffn_ratios", "ffn_kernels"])
 def test_not_exactly_four_stages(field):
     three = list(BASE.get(field, [3, 5, 7]))[:3]
-    with pytest.raises(ConfigError, match=re.escape(f"{field}: expected exactly 4 stages (or one value for all), got 3")):
+    message = f"{field}: expected exactly 4 stages (or one value for all), got 3"
+    with pytest.raises(ConfigError, match=re.escape(message)):
         make(**{field: three})
 
 

@@ -149,7 +149,8 @@ def test_study_settings_round_trip_and_old_run_yaml_keeps_its_meaning():
     for fields in old["fidelity_settings"]["lows"] + [old["fidelity_settings"]["high"]]:
         del fields["augment"], fields["eval_split"]
     restored = StudySettings.from_meta(old)
-    assert (restored.high_seeds, restored.reference_metric, restored.classes, restored.device) == (1, "accuracy", (), "cpu")
+    restored_fields = (restored.high_seeds, restored.reference_metric, restored.classes, restored.device)
+    assert restored_fields == (1, "accuracy", (), "cpu")
     assert not restored.high.augment and restored.high.eval_split == "val"
 
 

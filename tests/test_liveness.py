@@ -10,8 +10,15 @@ import yaml
 
 from fatnas import cli
 from fatnas.config import FATConfig, attention_keys, stage_output_sizes
-from fatnas.liveness import (ResolutionError, check_res, collapse, proxy_config, sampling_space, space_liveness,
-                             table_rows)
+from fatnas.liveness import (
+    ResolutionError,
+    check_res,
+    collapse,
+    proxy_config,
+    sampling_space,
+    space_liveness,
+    table_rows,
+)
 from fatnas.model import FAT
 from fatnas.proxy import ProxySettings
 from fatnas.search import record_run, run_search, settings_from_meta, settings_to_meta
