@@ -135,10 +135,17 @@ def export_pareto(run: Run, *, prefix: str | None = None, force: bool = False) -
 
 def _timm_entrypoint(name: str):
     def entrypoint(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Any = None,
-                   cache_dir: Any = None, **overrides: Any):  # timm's own arguments; the rest are config overrides
+                   cache_dir: Any = None, features_only: bool = False, out_indices: Any = 4,
+                   **overrides: Any):  # timm's own arguments; the rest are config overrides
         if pretrained:
             raise ExportError(f"{name}: fatnas variants have no pretrained weights; use pretrained=False")
-        return create_model(name, **overrides)  # unknown keyword arguments are a ConfigError, never dropped
+        model = create_model(name, **overrides)  # unknown keyword arguments are a ConfigError, never dropped
+        if not features_only:
+            return model
+        from timm.models._features import FeatureGetterNet
+
+        # one map per tapped stage, from FAT.forward_intermediates (strides 4, 8, 16, 32)
+        return FeatureGetterNet(model, out_indices=out_indices)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = TIMM_MODULE
