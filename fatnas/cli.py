@@ -378,22 +378,55 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    from fatnas.export import export_pareto, export_trial
+    from fatnas.export import export_deployed, export_pareto, export_trial
     from fatnas.store import open_run
 
+    if args.format not in ("yaml", "onnx", "pt2"):
+        raise FatnasError(f"export --format {args.format!r}: accepted yaml (a variant), onnx or pt2")
+    if args.model is not None:
+        return _export_model(args)
+    if args.output or args.res:
+        raise FatnasError("export: -o and --res go with --model NAME (a trial's files go beside its variant)")
+    if args.run is None:
+        raise FatnasError("export: give RUN --trial N --name NAME, RUN --pareto [--prefix P], or --model NAME --format onnx|pt2")
     if args.pareto == (args.trial is not None):
         raise FatnasError("export: give --trial N --name NAME, or --pareto [--prefix P]")
     if args.pareto and args.name:
         raise FatnasError("export --pareto names variants PREFIX<trial> (--prefix); --name goes with --trial")
     if args.trial is not None and (not args.name or args.prefix):
         raise FatnasError("export --trial N needs --name NAME (and takes no --prefix)")
+    if args.format == "onnx":
+        from fatnas.deploy import require_onnx
+
+        require_onnx()  # before any variant is written
     run = open_run(args.run)
     done = (export_pareto(run, prefix=args.prefix, force=args.force) if args.pareto
             else [export_trial(run, args.trial, args.name, force=args.force)])
     for e in done:
         print(f"{e.name}: run {e.source['run']} trial {e.source['trial']}, proxy accuracy "
               f"{e.source['proxy_accuracy']:.4f}, {e.source['params'] / 1e6:.3f}M params -> {e.path}")
+        if args.format != "yaml":
+            _print_deployed(e.name, export_deployed(e.name, args.format))
     return 0
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    from fatnas.export import export_deployed
+
+    if args.run or args.trial is not None or args.pareto or args.name or args.prefix:
+        raise FatnasError("export --model NAME takes no RUN, --trial, --pareto, --name or --prefix")
+    if args.format == "yaml":
+        raise FatnasError("export --model NAME needs --format onnx or pt2 (a registered variant is already YAML)")
+    _check_positive(res=args.res)
+    _print_deployed(args.model, export_deployed(args.model, args.format, args.output, args.res))
+    return 0
+
+
+def _print_deployed(name: str, done) -> None:
+    checker = "ONNX Runtime" if done.format == "onnx" else "the reloaded program"
+    print(f"{name}: {done.format} at {done.res}x{done.res} (batch dynamic) -> {done.path}; {checker} matches "
+          f"PyTorch within {done.max_abs_diff:.1e} (max abs difference, tolerance 1e-4); untrained weights "
+          "initialised with torch.manual_seed(0)")
 
 
 def _check_positive(**values: Any) -> None:
@@ -697,8 +730,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or folders); several are overlaid")
     p.add_argument("-o", "--output", default=None, help="HTML file (default: runs/<first run>/dashboard.html)")
 
-    p = sub.add_parser("export", help="write searched configs as named variants (create_model, show, cost)")
-    p.add_argument("run", metavar="RUN", help="run id (or folder)")
+    p = sub.add_parser("export", help="write searched configs as named variants (create_model, show, cost), "
+                                      "and any variant or trial as ONNX or a torch.export program")
+    p.add_argument("run", metavar="RUN", nargs="?", help="run id (or folder)")
+    p.add_argument("--model", default=None, metavar="NAME", help="instead of a run: a variant name or CONFIG.yaml")
+    p.add_argument("--format", default="yaml",
+                   help="yaml (a named variant, default), onnx (checked under ONNX Runtime) or pt2 (torch.export); "
+                        "with a run, onnx/pt2 files go beside the variant YAML")
+    p.add_argument("-o", "--output", default=None, help="with --model: the file (default: variants/NAME.FORMAT)")
+    p.add_argument("--res", type=int, default=None, help="with --model: input resolution (default: the variant's, else 224)")
     p.add_argument("--trial", type=int, default=None, help="a COMPLETE trial number; needs --name")
     p.add_argument("--name", default=None, help="variant name: lowercase letters, digits, '_'")
     p.add_argument("--pareto", action="store_true", help="export every Pareto-front trial as PREFIX<trial>")
