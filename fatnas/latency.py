@@ -35,7 +35,7 @@ from torch import nn
 
 from . import __version__
 from .config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
-from .cost import RUNTIMES, pass_timer
+from .cost import RUNTIMES, ReferenceClock, pass_timer
 from .errors import FatnasError
 from .model import FAT, FATBlock, Head, Stem
 from .space import HEAD_KEYS, SearchSpace, snap_heads, stage_value
@@ -44,7 +44,7 @@ TABLE_FORMAT = "fatnas-latency-table/1"
 REFERENCE_CONFIG = dict(widths=[32, 80, 160, 256], depths=[2, 2, 6, 2], heads=[2, 5, 10, 16],
                         kernels=[3, 5, 7, 9], windows=[8, 4, 2, 1], ffn_ratios=4.0, ffn_kernels=5)  # fat_b0
 CALIBRATION_SEED = 90_001  # calibration networks; benchmarks draw theirs from other seeds
-CALIBRATION_NETWORKS = 6
+CALIBRATION_NETWORKS = 8
 REQUIRED_KEYS = ("format", "device", "runtime", "threads", "batch", "res", "in_chans", "num_classes", "space",
                  "reference_ms", "factor", "parts")
 
@@ -282,10 +282,9 @@ class ProfileSettings:
     threads: int = 1
     batch: int = 1
     res: int | None = None  # default: the space's resolution
-    warmup: int = 3
-    repeats: int = 9  # timed passes of each part
-    reference_every: int = 1  # reference passes after each part (a rolling window of them scales the part)
-    reference_window: int = 9
+    warmup: int = 2  # untimed passes of each part
+    repeats: int = 5  # rounds of (reference pass, part pass) per part
+    calibration_repeats: int = 9  # rounds per whole calibration network
 
     def check(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -300,7 +299,12 @@ class ProfileSettings:
 
 
 class RelativeTimer:
-    """Times pieces in units of a reference network, timed between them (a rolling window of its passes)."""
+    """Times pieces in rounds alternating with a fixed reference network (fat_b0), in units of it.
+
+    The reference pass between two passes of a part stands in for the rest of a network: it
+    evicts the part's weights from the caches as a whole network would, and host drift hits
+    both alike. Every reference pass is kept: `reference_ms` is their median.
+    """
 
     def __init__(self, settings: ProfileSettings, res: int, in_chans: int) -> None:
         self.settings = settings
@@ -322,15 +326,17 @@ class RelativeTimer:
         return statistics.median(self.samples)
 
     def ratio(self, module: nn.Module, shape: tuple[int, ...], repeats: int | None = None) -> float:
-        """The module's median pass over the reference's recent median."""
-        s = self.settings
+        """The median over rounds of (module's pass / the reference's pass just before it)."""
         one_pass = self._timer(module, shape)
+        ratios = []
         with torch.inference_mode():
-            for _ in range(s.warmup):
+            for _ in range(self.settings.warmup):
                 one_pass()
-            times = [one_pass() for _ in range(repeats or s.repeats)]
-            self.samples += [self.reference() for _ in range(s.reference_every)]
-        return statistics.median(times) / statistics.median(self.samples[-s.reference_window:])
+            for _ in range(repeats or self.settings.repeats):
+                ref = self.reference()
+                ratios.append(one_pass() / ref)
+                self.samples.append(ref)
+        return statistics.median(ratios)
 
 
 def sample_configs(space: SearchSpace, n: int, seed: int) -> list[FATConfig]:
@@ -380,7 +386,7 @@ def _calibrate(space: SearchSpace, timer: RelativeTimer, table: dict[str, float]
         cfg = cfg.replace(in_chans=in_chans, num_classes=num_classes)
         summed = sum(table[p.key] for p in config_parts(cfg, res))
         torch.manual_seed(0)
-        measured = timer.ratio(FAT(cfg), (in_chans, res, res))
+        measured = timer.ratio(FAT(cfg), (in_chans, res, res), timer.settings.calibration_repeats)
         rows.append(dict(config=cfg.to_dict(), summed=summed, measured=measured))
     return rows
 
@@ -413,6 +419,44 @@ def device_name(device: str) -> str:
     return f"{model} ({os.cpu_count()} logical cores)"
 
 
-__all__ = ["LatencyModelError", "LatencyTable", "ProfileSettings", "REFERENCE_CONFIG", "RelativeTimer",
+# ---------------------------------------------------------------- latency of search candidates
+
+MEASURED_METHOD = "interleaved with fat_b0 in the same process; ms = median ratio x fat_b0's median over the run"
+_CLOCKS: dict[tuple, ReferenceClock] = {}
+_TABLES: dict[tuple[str, float], LatencyTable] = {}
+
+
+def measured_latency_ms(cfg: FATConfig, *, res: int, device: str = "cpu", threads: int | None = None,
+                        warmup: int = 5, repeats: int = 9) -> float:
+    """A candidate timed against this process's reference clock (fat_b0 at the same settings): ms on this host."""
+    key = (res, cfg.in_chans, device, threads, warmup, repeats)
+    if key not in _CLOCKS:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            reference = FAT(FATConfig.from_dict(dict(REFERENCE_CONFIG, in_chans=cfg.in_chans)))
+        _CLOCKS[key] = ReferenceClock(reference, res=res, in_chans=cfg.in_chans, device=device, threads=threads,
+                                      warmup=warmup, repeats=repeats)
+    return _CLOCKS[key].measure(FAT(cfg)).latency_ms
+
+
+def cached_table(path: str | Path) -> LatencyTable:
+    """`load_table`, read once per process and file version."""
+    path = Path(path)
+    key = (str(path.resolve()), path.stat().st_mtime if path.is_file() else 0.0)
+    if key not in _TABLES:
+        _TABLES[key] = load_table(path)
+    return _TABLES[key]
+
+
+def latency_source(*, latency_model: str | None, device: str, threads: int | None, res: int,
+                   batch_size: int = 1) -> dict[str, Any]:
+    """Where a search's latency comes from, as run.yaml and the dashboard name it."""
+    if latency_model:
+        return cached_table(latency_model).describe()
+    return dict(source="measured", method=MEASURED_METHOD, device=device, device_name=device_name(device),
+                runtime="torch", threads=threads, batch_size=batch_size, resolution=res)
+
+
+__all__ = ["cached_table", "latency_source", "measured_latency_ms", "LatencyModelError", "LatencyTable", "ProfileSettings", "REFERENCE_CONFIG", "RelativeTimer",
            "config_parts", "file_fingerprint", "load_table", "profile_space", "sample_configs", "space_fingerprint",
            "space_parts"]
