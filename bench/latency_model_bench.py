@@ -6,10 +6,11 @@ measure each config whole, in rounds alternating with the table's reference netw
 as the profile did; measured ms = the median ratio x the profile's reference median, so host
 drift between the two phases cancels (the raw absolute medians are in the rows file too). No
 config of the benchmark was timed whole while profiling (checked against the calibration set).
-Saved to bench/results/latency_model_bench.csv (summary), latency_model_bench_rows.csv and
+Saved to bench/results/latency_model_bench_<runtimes>.csv (summary), ..._rows.csv and
 latency_table_<runtime>.json.
 
-    python bench/latency_model_bench.py --runtimes torch onnxruntime --configs 50
+    python bench/latency_model_bench.py --runtimes torch --configs 50
+    python bench/latency_model_bench.py --runtimes onnxruntime --configs 50
 """
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=9, help="rounds per measured config")
-    parser.add_argument("--out", type=Path, default=RESULTS / "latency_model_bench.csv")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/latency_model_bench_<runtimes>.csv")
     args = parser.parse_args()
+    args.out = args.out or RESULTS / f"latency_model_bench_{'_'.join(args.runtimes)}.csv"
     space = load_space(args.space)
     configs = sample_configs(space, args.configs, args.seed)
     assert args.seed != CALIBRATION_SEED

@@ -40,6 +40,23 @@ def test_every_config_of_the_space_is_made_of_profiled_parts():
         assert {p.key for p in config_parts(cfg, 224)} <= keys
 
 
+def test_carriers_hold_every_part_and_time_each_in_order():
+    import torch
+
+    from fatnas.latency import carrier_configs, timed_parts
+    from fatnas.model import FAT
+
+    space = load_space("fat")
+    carriers = carrier_configs(space)
+    held = set().union(*({p.key for p in config_parts(c, 224)} for c in carriers))
+    assert held == {p.key for p in space_parts(space)}
+    assert len(carriers) <= 100  # the greedy cover stays near the 96 stride-2 FFN parts of stage 1 or 2
+    cfg = carriers[0].replace(widths=[16, 16, 32, 32], heads=1)
+    with torch.inference_mode():
+        times = timed_parts(FAT(cfg).eval(), torch.randn(1, 3, 32, 32))
+    assert len(times) == len(config_parts(cfg, 32)) and all(t > 0 for t in times)
+
+
 def test_a_table_round_trips_and_prices_a_config(tiny_table, capsys):
     table = load_table(tiny_table)
     space = load_space(TINY_SPACE)
