@@ -262,3 +262,15 @@ def test_onnxruntime_is_a_latency_runtime():
     assert stats.repeats == 3 and all(t > 0 for t in stats.samples_ms)
     with pytest.raises(FatnasError, match="unknown latency runtime 'tvm'"):
         measure_latency(FAT(TINY), res=32, runtime="tvm")
+
+
+def test_cli_cost_measures_latency_under_onnx_runtime(capsys):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from fatnas.cli import main
+
+    assert main(["cost", "fat_b0", "--latency", "--runtime", "onnxruntime", "--res", "32", "--warmup", "1",
+                 "--repeats", "2", "--threads", "1", "--json"]) == 0
+    latency = json.loads(capsys.readouterr().out)["latency"]
+    assert latency["runtime"] == "onnxruntime" and latency["repeats"] == 2 and latency["median_ms"] > 0
