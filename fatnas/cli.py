@@ -762,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--res", type=int, default=None, help="input resolution (default: the space's)")
     p.add_argument("--space", default=None, help="space name in search_spaces/ or a YAML path (default: fat)")
-    p.add_argument("--repeats", type=int, default=9, help="rounds of (reference pass, part or carrier pass) per part or carrier (default 9)")
+    p.add_argument("--repeats", type=int, default=25, help="rounds of (reference pass, part or carrier pass) per part or carrier (default 25)")
     p.add_argument("-o", "--output", required=True, metavar="TABLE.json")
     p.add_argument("--quiet", action="store_true", help="no progress line")
 

@@ -1,13 +1,14 @@
 """A latency model of a target device: a table of part latencies, profiled once there, that prices any config.
 
 `profile_space` (run on the target: `fatnas latency-profile`) times every part the space can
-build, each alone on its own input: the stem, the first half of a block (positional DW,
-norm and FASA, by width, kernel, heads and window), the second half (norm and ConvFFN, plus
-the downsampling shortcut in a stage's last block, by width, FFN width and kernel, stride and
-next width) and the head, at the map size the part sees at the table's resolution. Parts are
-timed interleaved with a fixed reference network (fat_b0), and stored in units of it, so host
-drift during profiling cancels out. A few whole networks calibrate one factor for what parts
-alone miss (caches, allocation between parts). A config's latency is then
+build: the stem, the first half of a block (positional DW, norm and FASA, by width, kernel,
+heads and window), the second half (norm and ConvFFN, plus the downsampling shortcut in a
+stage's last block, by width, FFN width and kernel, stride and next width) and the head, at the
+map size the part sees at the table's resolution. With torch the parts are timed in context,
+inside carrier networks that together hold them all; with ONNX Runtime each part is its own
+graph. Every pass follows a pass of a fixed reference network (fat_b0) and parts are stored in
+units of it, so host drift during profiling cancels out. A few whole networks calibrate one
+factor for what the parts miss. A config's latency is then
 
     factor x (sum of its parts) x the reference's median in milliseconds
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import random
 import statistics
@@ -28,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -38,13 +40,13 @@ from .config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
 from .cost import RUNTIMES, ReferenceClock, pass_timer
 from .errors import FatnasError
 from .model import FAT, FATBlock, Head, Stem
-from .space import HEAD_KEYS, SearchSpace, snap_heads, stage_value
+from .space import SearchSpace, snap_heads, stage_value
 
 TABLE_FORMAT = "fatnas-latency-table/1"
 REFERENCE_CONFIG = dict(widths=[32, 80, 160, 256], depths=[2, 2, 6, 2], heads=[2, 5, 10, 16],
                         kernels=[3, 5, 7, 9], windows=[8, 4, 2, 1], ffn_ratios=4.0, ffn_kernels=5)  # fat_b0
 CALIBRATION_SEED = 90_001  # calibration networks; benchmarks draw theirs from other seeds
-CALIBRATION_NETWORKS = 8
+CALIBRATION_NETWORKS = 10
 REQUIRED_KEYS = ("format", "device", "runtime", "threads", "batch", "res", "in_chans", "num_classes", "space",
                  "reference_ms", "factor", "parts")
 
@@ -283,8 +285,8 @@ class ProfileSettings:
     batch: int = 1
     res: int | None = None  # default: the space's resolution
     warmup: int = 2  # untimed passes of each part
-    repeats: int = 9  # rounds of (reference pass, part or carrier pass)
-    calibration_repeats: int = 9  # rounds per whole calibration network
+    repeats: int = 25  # rounds of (reference pass, part or carrier pass)
+    calibration_repeats: int = 15  # rounds per whole calibration network
 
     def check(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -375,7 +377,7 @@ def profile_space(space: SearchSpace, settings: ProfileSettings, *, in_chans: in
                 repeats=settings.repeats, reference="fat_b0 (seed 0 weights)",
                 method="in context, in carrier networks" if settings.runtime == "torch" else "each part alone",
                 calibration=dict(seed=CALIBRATION_SEED, networks=calibration),
-                units="parts: a part's pass over the reference's (mean less the top tenth); "
+                units="parts: a part's pass over the reference's (mean less the top quarter); "
                       "ms = factor x sum x reference_ms")
     return LatencyTable(device=settings.device, runtime=settings.runtime, threads=settings.threads,
                         batch=settings.batch, res=res, in_chans=in_chans, num_classes=num_classes,
@@ -420,12 +422,12 @@ def _profile_in_context(space: SearchSpace, timer: RelativeTimer, res: int, in_c
     return {key: typical_share(values) for key, values in seen.items()}
 
 
-def typical_share(ratios: list[float], trim: float = 0.1) -> float:
+def typical_share(ratios: list[float], trim: float = 0.25) -> float:
     """The mean of a part's ratios less the highest `trim` of them.
 
     Means add up where medians do not: on a shared host a pass is now and then preempted, and a
     whole network's pass collects those stalls over all its parts, which per-part medians drop.
-    Only the rare long stall (the top tenth) is left out, as the whole network's median leaves it out.
+    The longest stalls (the top quarter) are left out, as the whole network's median leaves them out.
     """
     kept = sorted(ratios)[:max(1, math.ceil(len(ratios) * (1 - trim)))]
     return statistics.fmean(kept)
@@ -551,8 +553,6 @@ def device_name(device: str) -> str:
                 break
     except OSError:
         pass
-    import os
-
     return f"{model} ({os.cpu_count()} logical cores)"
 
 
