@@ -101,8 +101,12 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     cfg, cost = _model_spec_cost_lines(args.model, args.res)
     _check_device(args.device)
+    if args.latency_model and args.latency:
+        raise FatnasError("cost: --latency measures and --latency-model prices from a table; give one of them")
     result: dict[str, Any] = dict(model=args.model, res=args.res, convention=FLOP_CONVENTION,
                                   params=cost.params, flops=cost.flops, flops_by_operator=cost.flops_by_operator)
+    if args.latency_model:
+        result["modelled_latency"] = _modelled_latency(cfg, args)
     if args.fvcore:
         ref = fvcore_cost(FAT(cfg), cfg.in_chans, args.res)
         result["fvcore_flops"], result["fvcore_matches"] = ref.flops, ref.flops == cost.flops
@@ -110,10 +114,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
         model = FAT(cfg)
         stats = measure_latency(model, res=args.res, in_chans=cfg.in_chans, batch_size=args.batch_size,
                                 device=args.device, threads=args.threads, warmup=args.warmup,
-                                repeats=args.repeats, channels_last=args.channels_last)
+                                repeats=args.repeats, channels_last=args.channels_last, runtime=args.runtime)
         memory, how = peak_memory_bytes(model, res=args.res, in_chans=cfg.in_chans,
                                         batch_size=args.batch_size, device=args.device)
-        result["latency"] = stats.to_dict()
+        result["latency"] = dict(stats.to_dict(), runtime=args.runtime)
         result["peak_memory_bytes"], result["memory_method"] = memory, how
     if args.json:
         print(json.dumps(result, indent=2))
@@ -125,12 +129,56 @@ def cmd_cost(args: argparse.Namespace) -> int:
     print(f"FLOPs total: {format_flops(cost.flops)} ({FLOP_CONVENTION})")
     if args.fvcore:
         print(f"fvcore trace: {result['fvcore_flops']:,} FLOPs ({'matches' if result['fvcore_matches'] else 'DIFFERS'})")
+    if args.latency_model:
+        m = result["modelled_latency"]
+        print(f"latency {m['latency_ms']:.2f} ms, modelled (no network timed) from {m['table']} "
+              f"[{m['table_fingerprint']}]: {m['runtime']} on {m['device']} ({m['device_name']}), "
+              f"{m['threads']} threads, batch {m['batch_size']}, {m['resolution']} px")
     if args.latency:
         s = result["latency"]
-        print(f"latency on {s['device']} (batch {s['batch_size']}, {s['threads']} threads, {s['repeats']} runs): "
+        print(f"latency on {s['device']} ({s['runtime']}, batch {s['batch_size']}, {s['threads']} threads, {s['repeats']} runs): "
               f"median {s['median_ms']:.2f} ms, p10 {s['p10_ms']:.2f}, p90 {s['p90_ms']:.2f}, CV {100 * s['cv']:.1f}%")
         print(f"peak memory: {result['peak_memory_bytes'] / 2**20:.1f} MiB, {result['memory_method']}")
     return 0
+
+
+def _modelled_latency(cfg, args: argparse.Namespace) -> dict[str, Any]:
+    from fatnas.latency import load_table
+
+    table = load_table(args.latency_model)
+    return dict(latency_ms=table.predict_ms(cfg, res=args.res, batch=args.batch_size), **table.describe())
+
+
+@command("latency-profile")
+def cmd_latency_profile(args: argparse.Namespace) -> int:
+    from fatnas.latency import ProfileSettings, profile_space
+    from fatnas.space import load_space
+
+    space = load_space(args.space)
+    settings = ProfileSettings(device=args.device, runtime=args.runtime, threads=args.threads, batch=args.batch,
+                               res=args.res, repeats=args.repeats)
+    settings.check()
+    if args.runtime == "onnxruntime":
+        from fatnas.deploy import require_onnx
+
+        require_onnx()
+    print(f"profiling space {space.name} at {args.res or space.resolution} px, batch {args.batch}: {args.runtime} on "
+          f"{args.device}, {args.threads} threads")
+    report = None if args.quiet else _progress_line
+    table = profile_space(space, settings, progress=report)
+    path = table.save(args.output)
+    if report:
+        print()
+    info = table.describe()
+    print(f"{len(table.parts)} parts in {table.meta['profile_seconds']:.0f} s; reference fat_b0 {table.reference_ms:.2f} ms; "
+          f"calibration factor {table.factor:.3f} ({len(table.meta['calibration']['networks'])} whole networks)")
+    print(f"wrote {path} [{info['table_fingerprint']}]")
+    return 0
+
+
+def _progress_line(done: int, total: int) -> None:
+    if done == total or done % 25 == 0:
+        print(f"\r{done}/{total} parts", end="", flush=True)
 
 
 def _cost_all(args: argparse.Namespace) -> int:
@@ -176,10 +224,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"proxy: {settings.dataset} at {settings.proxy.res}px, {settings.proxy.images_per_trial} images per trial "
           f"on {settings.device} (proxy accuracy, not ImageNet accuracy)")
     print(_liveness_line(settings))
+    print(_latency_line(run.read_meta().get("latency") or {}))
     front = run_search(run, settings, backend=args.backend, data=data, progress=not args.quiet,
                        **backend_options)
     _print_front(run, front, settings)
     return 0
+
+
+def _latency_line(latency: dict[str, Any]) -> str:
+    if latency.get("source") == "modelled":
+        return (f"latency: modelled from {latency['table']} [{latency['table_fingerprint']}] ({latency['runtime']} on "
+                f"{latency['device']}, {latency['device_name']}, {latency['threads']} threads, batch {latency['batch_size']})")
+    return f"latency: measured here on {latency.get('device')} ({latency.get('method', 'median of timed passes')})"
 
 
 def _liveness_line(settings) -> str:
@@ -220,9 +276,22 @@ def _search_settings(args: argparse.Namespace):
                               data_dir=args.data_dir, references=not args.no_references,
                               early_stopping=not args.no_early_stopping, threads=args.threads,
                               prescreen=args.prescreen, collapse_inert=not args.keep_inert,
+                              latency_model=_search_latency_model(args.latency_model, space),
                               **({} if args.prescreen_keep is None else dict(prescreen_keep=args.prescreen_keep)))
     check_backend(settings, args.backend)
     return settings
+
+
+def _search_latency_model(path: str | None, space) -> str | None:
+    """The table's absolute path (Ray workers may run elsewhere), once it is known to fit the space."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from fatnas.latency import load_table
+
+    load_table(path).check_fits(res=space.resolution, batch=1, space=space)
+    return str(Path(path).resolve())
 
 
 def _resume_settings(run, args: argparse.Namespace):
@@ -375,27 +444,60 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    from fatnas.export import export_pareto, export_trial
+    from fatnas.export import export_deployed, export_pareto, export_trial
     from fatnas.store import open_run
 
+    if args.format not in ("yaml", "onnx", "pt2"):
+        raise FatnasError(f"export --format {args.format!r}: accepted yaml (a variant), onnx or pt2")
+    if args.model is not None:
+        return _export_model(args)
+    if args.output or args.res:
+        raise FatnasError("export: -o and --res go with --model NAME (a trial's files go beside its variant)")
+    if args.run is None:
+        raise FatnasError("export: give RUN --trial N --name NAME, RUN --pareto [--prefix P], or --model NAME --format onnx|pt2")
     if args.pareto == (args.trial is not None):
         raise FatnasError("export: give --trial N --name NAME, or --pareto [--prefix P]")
     if args.pareto and args.name:
         raise FatnasError("export --pareto names variants PREFIX<trial> (--prefix); --name goes with --trial")
     if args.trial is not None and (not args.name or args.prefix):
         raise FatnasError("export --trial N needs --name NAME (and takes no --prefix)")
+    if args.format == "onnx":
+        from fatnas.deploy import require_onnx
+
+        require_onnx()  # before any variant is written
     run = open_run(args.run)
     done = (export_pareto(run, prefix=args.prefix, force=args.force) if args.pareto
             else [export_trial(run, args.trial, args.name, force=args.force)])
     for e in done:
         print(f"{e.name}: run {e.source['run']} trial {e.source['trial']}, proxy accuracy "
               f"{e.source['proxy_accuracy']:.4f}, {e.source['params'] / 1e6:.3f}M params -> {e.path}")
+        if args.format != "yaml":
+            _print_deployed(e.name, export_deployed(e.name, args.format))
     return 0
 
 
 def _given(**values: Any) -> dict[str, Any]:
     """The options that were given (not None), for settings classes to take with their own defaults."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    from fatnas.export import export_deployed
+
+    if args.run or args.trial is not None or args.pareto or args.name or args.prefix:
+        raise FatnasError("export --model NAME takes no RUN, --trial, --pareto, --name or --prefix")
+    if args.format == "yaml":
+        raise FatnasError("export --model NAME needs --format onnx or pt2 (a registered variant is already YAML)")
+    _check_positive(res=args.res)
+    _print_deployed(args.model, export_deployed(args.model, args.format, args.output, args.res))
+    return 0
+
+
+def _print_deployed(name: str, done) -> None:
+    checker = "ONNX Runtime" if done.format == "onnx" else "the reloaded program"
+    print(f"{name}: {done.format} at {done.res}x{done.res} (batch dynamic) -> {done.path}; {checker} matches "
+          f"PyTorch within {done.max_abs_diff:.1e} (max abs difference, tolerance 1e-4); untrained weights "
+          "initialised with torch.manual_seed(0)")
 
 
 def _check_positive(**values: Any) -> None:
@@ -648,7 +750,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--fvcore", action="store_true", help="cross-check the analytic FLOPs by tracing with fvcore")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch", help="with --latency: what runs the network")
+    p.add_argument("--latency-model", default=None, metavar="TABLE.json",
+                   help="price latency from a table of `fatnas latency-profile` (no network built or timed)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("latency-profile", help="time the parts a space can build on this machine: a latency table "
+                                               "for cost/search --latency-model")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the target runtime (default 1)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--res", type=int, default=None, help="input resolution (default: the space's)")
+    p.add_argument("--space", default=None,
+                   help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)")
+    p.add_argument("--repeats", type=int, default=25,
+                   help="rounds of (reference pass, part or carrier pass) per part or carrier (default 25)")
+    p.add_argument("-o", "--output", required=True, metavar="TABLE.json")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
 
     p = sub.add_parser("search", help="search the space for accuracy-latency Pareto fronts under a budget")
     p.add_argument("--budget", action="append", metavar="B",
@@ -677,6 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prescreen-keep", type=float, default=None, metavar="FRACTION",
                    help="with --prescreen: fraction of scored candidates that train (default 0.25: best of 4)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per trial, for timing and training (default 1)")
+    p.add_argument("--latency-model", default=None, metavar="TABLE.json",
+                   help="price latency from a table of `fatnas latency-profile` (made on the target device) instead of "
+                        "measuring it here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--keep-inert", action="store_true",
                    help="draw every value, also those that build the same network at the proxy resolution")
@@ -699,8 +821,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or folders); several are overlaid")
     p.add_argument("-o", "--output", default=None, help="HTML file (default: runs/<first run>/dashboard.html)")
 
-    p = sub.add_parser("export", help="write searched configs as named variants (create_model, show, cost)")
-    p.add_argument("run", metavar="RUN", help="run id (or folder)")
+    p = sub.add_parser("export", help="write searched configs as named variants (create_model, show, cost), "
+                                      "and any variant or trial as ONNX or a torch.export program")
+    p.add_argument("run", metavar="RUN", nargs="?", help="run id (or folder)")
+    p.add_argument("--model", default=None, metavar="NAME", help="instead of a run: a variant name or CONFIG.yaml")
+    p.add_argument("--format", default="yaml",
+                   help="yaml (a named variant, default), onnx (checked under ONNX Runtime) or pt2 (torch.export); "
+                        "with a run, onnx/pt2 files go beside the variant YAML")
+    p.add_argument("-o", "--output", default=None, help="with --model: the file (default: variants/NAME.FORMAT)")
+    p.add_argument("--res", type=int, default=None, help="with --model: input resolution (default: the variant's, else 224)")
     p.add_argument("--trial", type=int, default=None, help="a COMPLETE trial number; needs --name")
     p.add_argument("--name", default=None, help="variant name: lowercase letters, digits, '_'")
     p.add_argument("--pareto", action="store_true", help="export every Pareto-front trial as PREFIX<trial>")

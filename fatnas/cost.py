@@ -11,7 +11,7 @@ import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -194,53 +194,178 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 def measure_latency(model: nn.Module, *, res: int = 224, in_chans: int = 3, batch_size: int = 1,
                     device: str = "cpu", threads: int | None = None, warmup: int = 5,
-                    repeats: int = 20, channels_last: bool = False) -> LatencyStats:
-    """Time the forward pass under inference_mode; CUDA timing uses events and synchronization."""
+                    repeats: int = 20, channels_last: bool = False, runtime: str = "torch") -> LatencyStats:
+    """Time the forward pass (under inference_mode, or in ONNX Runtime); see `pass_timer`."""
     dev = torch.device(device)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        times = _forward_times(model, dev, res, in_chans, batch_size, warmup, repeats, channels_last)
+        times = _forward_times(model, dev, res, in_chans, batch_size, warmup, repeats, channels_last, runtime)
         used_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(previous_threads)
+    return latency_stats(times, device=str(dev), batch_size=batch_size, res=res, threads=used_threads)
+
+
+def _forward_times(model: nn.Module, dev: torch.device, res: int, in_chans: int, batch_size: int,
+                   warmup: int, repeats: int, channels_last: bool, runtime: str = "torch") -> list[float]:
+    """Milliseconds of `repeats` timed forward passes after `warmup` untimed ones."""
+    one_pass = pass_timer(model, torch.randn(batch_size, in_chans, res, res), dev, runtime=runtime,
+                          channels_last=channels_last)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            one_pass()
+        return [one_pass() for _ in range(repeats)]
+
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def pass_timer(model: nn.Module, example: torch.Tensor, dev: torch.device | str = "cpu", *, runtime: str = "torch",
+               threads: int | None = None, channels_last: bool = False) -> Callable[[], float]:
+    """A function that runs one forward pass of `model` on `example` and returns its milliseconds.
+
+    torch (call it under inference_mode, with torch's threads set): CUDA passes are timed with
+    CUDA events after a synchronisation, CPU passes with perf_counter. onnxruntime: the model is
+    exported to ONNX once, and each call times one synchronous `session.run` on `threads` threads.
+    """
+    dev = torch.device(dev)
+    if runtime == "onnxruntime":
+        return _onnxruntime_timer(model, example, dev, threads)
+    if runtime != "torch":
+        raise FatnasError(f"unknown latency runtime {runtime!r}; accepted: {', '.join(RUNTIMES)}")
+    model = model.eval().to(dev)
+    x = example.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if dev.type == "cuda":
+        def cuda_pass() -> float:
+            torch.cuda.synchronize(dev)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(x)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        return cuda_pass
+
+    def cpu_pass() -> float:
+        t0 = time.perf_counter()
+        model(x)
+        return (time.perf_counter() - t0) * 1e3
+    return cpu_pass
+
+
+def _onnxruntime_timer(model: nn.Module, example: torch.Tensor, dev: torch.device,
+                       threads: int | None) -> Callable[[], float]:
+    from .deploy import INPUT_NAME, onnx_bytes, onnx_session
+
+    session = onnx_session(onnx_bytes(model.eval().cpu(), example.cpu(), fast=True),
+                           threads=threads if threads is not None else torch.get_num_threads(), device=dev.type)
+    feed = {INPUT_NAME: example.cpu().numpy()}
+
+    def ort_pass() -> float:
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        return (time.perf_counter() - t0) * 1e3
+    return ort_pass
+
+
+def latency_stats(times: list[float], *, device: str, batch_size: int, res: int, threads: int) -> LatencyStats:
+    """Median, p10, p90, mean and CV of a list of pass times in milliseconds."""
     ordered = sorted(times)
     mean = statistics.fmean(times)
     return LatencyStats(
         median_ms=statistics.median(times), p10_ms=_quantile(ordered, 0.1), p90_ms=_quantile(ordered, 0.9),
-        mean_ms=mean, cv=statistics.pstdev(times) / mean if mean else 0.0, device=str(dev),
-        batch_size=batch_size, res=res, threads=used_threads, repeats=repeats, samples_ms=times,
+        mean_ms=mean, cv=statistics.pstdev(times) / mean if mean else 0.0, device=device,
+        batch_size=batch_size, res=res, threads=threads, repeats=len(times), samples_ms=times,
     )
 
 
-def _forward_times(model: nn.Module, dev: torch.device, res: int, in_chans: int, batch_size: int,
-                   warmup: int, repeats: int, channels_last: bool) -> list[float]:
-    """Milliseconds of `repeats` timed forward passes after `warmup` untimed ones."""
-    model = model.eval().to(dev)
-    x = torch.randn(batch_size, in_chans, res, res, device=dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    times: list[float] = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                model(x)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-        else:
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - t0) * 1e3)
-    return times
+# ---------------------------------------------------------------- stable timing against a reference
+
+@dataclass(frozen=True)
+class RelativeLatency:
+    """A candidate timed alternately with a fixed reference network, so host drift hits both alike.
+
+    `ratio` is the median of the per-round ratios candidate / reference; `latency_ms`, the
+    objective, is that ratio times the reference's median over every round of the clock so far.
+    """
+
+    candidate: LatencyStats
+    reference: LatencyStats
+    ratio: float
+    ratio_cv: float
+    reference_ms: float  # the reference's median over the clock's whole life (this process)
+
+    @property
+    def latency_ms(self) -> float:
+        return self.ratio * self.reference_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(latency_ms=self.latency_ms, ratio=self.ratio, ratio_cv=self.ratio_cv,
+                    reference_ms=self.reference_ms, candidate=self.candidate.to_dict(),
+                    reference=self.reference.to_dict())
+
+
+class ReferenceClock:
+    """Times candidates interleaved with one fixed reference network, in this process.
+
+    Each round runs the reference once and the candidate once (the order alternates from round
+    to round); a slower host slows both, and the ratio stays put. Every reference pass is kept,
+    so the ms figure of each candidate is its ratio times the reference's median over the run.
+    """
+
+    def __init__(self, reference: nn.Module, *, res: int = 224, in_chans: int = 3, batch_size: int = 1,
+                 device: str = "cpu", threads: int | None = None, warmup: int = 5, repeats: int = 20,
+                 runtime: str = "torch") -> None:
+        self.dev = torch.device(device)
+        self.res, self.in_chans, self.batch_size, self.threads = res, in_chans, batch_size, threads
+        self.warmup, self.repeats, self.runtime = warmup, repeats, runtime
+        self.reference = self.timer(reference)
+        self.reference_samples: list[float] = []
+
+    def timer(self, model: nn.Module, example: torch.Tensor | None = None) -> Callable[[], float]:
+        """A pass timer of `model` (on `example`, by default a batch of this clock's inputs) in this clock's runtime."""
+        if example is None:
+            example = torch.randn(self.batch_size, self.in_chans, self.res, self.res)
+        return pass_timer(model, example, self.dev, runtime=self.runtime, threads=self.threads)
+
+    @property
+    def reference_ms(self) -> float:
+        """The reference's median over every round so far (nan before the first)."""
+        return statistics.median(self.reference_samples) if self.reference_samples else math.nan
+
+    def measure(self, model: nn.Module) -> RelativeLatency:
+        """Interleaved rounds of reference and `model` after warm-up; see the class docstring."""
+        candidate = self.timer(model)
+        previous_threads = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                for _ in range(self.warmup):
+                    self.reference(), candidate()
+                ref_times, cand_times = [], []
+                for i in range(self.repeats):
+                    if i % 2:
+                        cand_times.append(candidate())
+                        ref_times.append(self.reference())
+                    else:
+                        ref_times.append(self.reference())
+                        cand_times.append(candidate())
+            used_threads = torch.get_num_threads()
+        finally:
+            torch.set_num_threads(previous_threads)
+        self.reference_samples += ref_times
+        ratios = [c / r for c, r in zip(cand_times, ref_times)]
+        settings = dict(device=str(self.dev), batch_size=self.batch_size, res=self.res, threads=used_threads)
+        mean_ratio = statistics.fmean(ratios)
+        return RelativeLatency(candidate=latency_stats(cand_times, **settings),
+                               reference=latency_stats(ref_times, **settings), ratio=statistics.median(ratios),
+                               ratio_cv=statistics.pstdev(ratios) / mean_ratio, reference_ms=self.reference_ms)
 
 
 def peak_memory_bytes(model: nn.Module, *, res: int = 224, in_chans: int = 3, batch_size: int = 1,

@@ -64,10 +64,22 @@ def load_run_data(run: Run) -> RunData:
     front = _with_columns(run.pareto() if (run.path / "pareto.csv").is_file() else pareto_front(trials))
     budget = Budget(**meta["budget"]) if meta.get("budget") else Budget()
     res = int((meta.get("space") or {}).get("resolution") or budget.res)
-    device = (meta.get("latency") or {}).get("device") or (meta.get("proxy") or {}).get("device") or "cpu"
+    device = latency_origin(meta)
     return RunData(run.id, run.path, meta, trials, front, _with_columns(run.references(), ("name",)), budget,
                    str(meta.get("dataset", "unknown data set")), res, str(device),
                    find_proxy_trust(meta.get("proxy") or {}, dataset=str(meta.get("dataset", ""))))
+
+
+def latency_origin(meta: dict) -> str:
+    """Where a run's latency comes from: `cpu, measured (torch, 1 threads)` or `cuda, modelled from T.json [hash]`."""
+    latency = meta.get("latency") or {}
+    device = latency.get("device") or (meta.get("proxy") or {}).get("device") or "cpu"
+    if latency.get("source") == "modelled":
+        return (f"{device}, modelled from {Path(str(latency.get('table'))).name} [{latency.get('table_fingerprint')}]"
+                f" ({latency.get('runtime')}, {latency.get('threads')} threads, batch {latency.get('batch_size')})")
+    if latency.get("source") == "measured":
+        return f"{device}, measured ({latency.get('runtime')}, {latency.get('threads')} threads)"
+    return str(device)
 
 
 def _with_columns(table: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:

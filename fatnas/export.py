@@ -26,10 +26,11 @@ from .config import FATConfig
 from .cost import flop_convention
 from .errors import FatnasError
 from .store import Run, atomic_write_text
-from .variants import NAME_PATTERN, PUBLISHED, create_model, list_models, variants_dir
+from .variants import NAME_PATTERN, PUBLISHED, create_model, list_models, resolve_config, variant_metadata, variants_dir
 
 NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 64 characters"
-TIMM_MODULE = "fatnas.timm_models"  # the module timm files the registered entry points under
+TIMM_MODULE = "fatnas.timm_models"
+DEPLOY_SEED = 0  # the weights of an exported ONNX / pt2 file: variants have no trained weights  # the module timm files the registered entry points under
 
 
 class ExportError(FatnasError):
@@ -131,14 +132,45 @@ def export_pareto(run: Run, *, prefix: str | None = None, force: bool = False) -
     return out
 
 
+# ---------------------------------------------------------------- deployment formats
+
+def export_deployed(spec: str, fmt: str, path: str | Path | None = None, res: int | None = None):
+    """Write a variant (name or YAML path) as ONNX or a torch.export program, checked against PyTorch.
+
+    The file goes to `path`, by default `variants_dir()/NAME.<fmt>`; the resolution defaults to
+    the one the variant was searched at (224 for the published family). Variants carry no trained
+    weights: the network is initialised under `torch.manual_seed(DEPLOY_SEED)`, so the same seed
+    rebuilds the same weights in PyTorch. Returns `deploy.Deployed`.
+    """
+    import torch
+
+    from .deploy import write_deployed
+
+    cfg = resolve_config(spec)
+    stem = Path(str(spec)).stem
+    res = res or int(variant_metadata(stem).get("resolution") or 224)
+    target = Path(path) if path is not None else variants_dir() / f"{stem}.{fmt}"
+    with torch.random.fork_rng():
+        torch.manual_seed(DEPLOY_SEED)
+        model = create_model(cfg)
+    return write_deployed(model, target, fmt, res=res, in_chans=cfg.in_chans)
+
+
 # ---------------------------------------------------------------- timm
 
 def _timm_entrypoint(name: str):
     def entrypoint(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Any = None,
-                   cache_dir: Any = None, **overrides: Any):  # timm's own arguments; the rest are config overrides
+                   cache_dir: Any = None, features_only: bool = False, out_indices: Any = 4,
+                   **overrides: Any):  # timm's own arguments; the rest are config overrides
         if pretrained:
             raise ExportError(f"{name}: fatnas variants have no pretrained weights; use pretrained=False")
-        return create_model(name, **overrides)  # unknown keyword arguments are a ConfigError, never dropped
+        model = create_model(name, **overrides)  # unknown keyword arguments are a ConfigError, never dropped
+        if not features_only:
+            return model
+        from timm.models._features import FeatureGetterNet
+
+        # one map per tapped stage, from FAT.forward_intermediates (strides 4, 8, 16, 32)
+        return FeatureGetterNet(model, out_indices=out_indices)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = TIMM_MODULE
@@ -170,5 +202,5 @@ def register_timm_models() -> list[str]:
     return added
 
 
-__all__ = ["ExportError", "Exported", "check_name", "default_prefix", "export_config", "export_pareto", "export_trial",
-           "register_timm_models"]
+__all__ = ["ExportError", "Exported", "check_name", "default_prefix", "export_config", "export_deployed",
+           "export_pareto", "export_trial", "register_timm_models"]

@@ -206,8 +206,15 @@ class FATBlock(nn.Module):
         self.drop_path = DropPath(p.drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_ffn(self.forward_mixer(x))
+
+    def forward_mixer(self, x: torch.Tensor) -> torch.Tensor:
+        """Positional DW and the attention residual: the map at the block's input size."""
         x = x + self.pos(x)
-        x = x + self.drop_path(self.mixer(self.norm1(x)))
+        return x + self.drop_path(self.mixer(self.norm1(x)))
+
+    def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
+        """The FFN residual, which downsamples in a stride-2 block."""
         return self.shortcut(x) + self.drop_path(self.ffn(self.norm2(x)))
 
     @staticmethod
@@ -233,8 +240,9 @@ class Head(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.norm(x)).flatten(1))
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(self.norm(x)).flatten(1)
+        return x if pre_logits else self.fc(x)
 
     @staticmethod
     def complexity(cx: Cx, c: int, num_classes: int) -> Cx:
@@ -244,7 +252,12 @@ class Head(nn.Module):
 
 
 class FAT(nn.Module):
-    """A FAT network: stem, four stages of FAT blocks, classification head."""
+    """A FAT network: stem, four stages of FAT blocks, classification head.
+
+    It speaks timm's model interface (`forward_features`, `forward_head`, `reset_classifier`,
+    `feature_info`, `forward_intermediates`, `pretrained_cfg`), so it serves as a backbone. The
+    feature taps are the maps just before each stage downsamples (see `feature_taps`).
+    """
 
     def __init__(self, cfg: FATConfig) -> None:
         super().__init__()
@@ -255,6 +268,10 @@ class FAT(nn.Module):
             nn.Sequential(*(FATBlock(p) for p in blocks if p.stage == s)) for s in range(NUM_STAGES)
         )
         self.head = Head(cfg.widths[-1], cfg.num_classes)
+        self.num_classes = cfg.num_classes
+        self.num_features = self.head_hidden_size = cfg.widths[-1]
+        self.feature_info = feature_taps(cfg)
+        self.pretrained_cfg = self.default_cfg = pretrained_cfg(cfg)
         self.apply(_init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -263,8 +280,59 @@ class FAT(nn.Module):
             x = stage(x)
         return x
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Norm, pool and (unless `pre_logits`) the classifier, on `forward_features`' output."""
+        return self.head(x, pre_logits=pre_logits)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new, freshly initialised classifier with `num_classes` outputs (0: none, pooled features out)."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"global_pool {global_pool!r}: FAT pools by average only ('avg')")
+        self.num_classes = num_classes
+        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.fc.apply(_init_weights)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The tapped maps at `indices` (timm's convention: an int n is the last n), and the final features."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r}: FAT gives NCHW maps only")
+        take = tap_indices(indices)
+        last = max(take) if stop_early or intermediates_only else NUM_STAGES - 1
+        maps = []
+        x = self.stem(x)
+        for s in range(last + 1):
+            *body, final = self.stages[s]
+            for block in body:
+                x = block(x)
+            x = final.forward_mixer(x)
+            if s < NUM_STAGES - 1 and s in take:
+                maps.append(x)
+            x = final.forward_ffn(x)
+        if NUM_STAGES - 1 in take:
+            maps.append(x)
+        if intermediates_only:
+            return maps
+        return x, maps
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last tap (and the head), as timm's features_only does; returns the taps."""
+        take = tap_indices(indices)
+        for s in range(max(take) + 1, NUM_STAGES):
+            self.stages[s] = nn.Sequential()
+        if prune_head:
+            self.reset_classifier(0)
+            if prune_norm:
+                self.head.norm = nn.Identity()
+        return take
 
     @staticmethod
     def complexity(cfg: FATConfig, height: int, width: int | None = None) -> Cx:
@@ -274,6 +342,46 @@ class FAT(nn.Module):
         for p in plan(cfg):
             FATBlock.complexity(cx, p)
         return Head.complexity(cx, cfg.widths[-1], cfg.num_classes)
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def feature_taps(cfg: FATConfig) -> list[dict]:
+    """timm's feature_info: the map of each stage at its own stride, before it downsamples.
+
+    Stages 0-2 are tapped inside their last block, after its attention residual and before its
+    FFN (whose DW conv downsamples); stage 3 at its output. The maps sit at strides 4, 8, 16 and
+    32 with the stage's own width, what FPN-style necks expect (the stage outputs are at 8, 16,
+    32 and 32). `module` names the block tapped.
+    """
+    return [dict(num_chs=cfg.widths[s], reduction=4 * 2 ** s, module=f"stages.{s}.{cfg.depths[s] - 1}",
+                 stage=s, tap="block output" if s == NUM_STAGES - 1 else "after attention, before the FFN")
+            for s in range(NUM_STAGES)]
+
+
+def tap_indices(indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+    """Stage indices to tap: None is all four, an int n the last n, a list its members (negative from the end)."""
+    if indices is None:
+        indices = NUM_STAGES
+    if isinstance(indices, int):
+        if not 0 < indices <= NUM_STAGES:
+            raise ValueError(f"indices {indices}: take the last 1 to {NUM_STAGES} stages")
+        return list(range(NUM_STAGES - indices, NUM_STAGES))
+    take = [i % NUM_STAGES if -NUM_STAGES <= i < NUM_STAGES else None for i in indices]
+    if None in take or not take:
+        raise ValueError(f"indices {list(indices)}: stage indices lie in -{NUM_STAGES}..{NUM_STAGES - 1}")
+    return sorted(set(take))
+
+
+def pretrained_cfg(cfg: FATConfig, res: int = 224) -> dict:
+    """timm's pretrained_cfg: input size, normalisation and crop of ImageNet-style evaluation; no weights."""
+    three = cfg.in_chans == 3
+    return dict(url="", hf_hub_id=None, num_classes=cfg.num_classes, input_size=(cfg.in_chans, res, res),
+                pool_size=(res // 32, res // 32), crop_pct=0.9, crop_mode="center", interpolation="bicubic",
+                fixed_input_size=False, mean=IMAGENET_MEAN if three else (0.5,) * cfg.in_chans,
+                std=IMAGENET_STD if three else (0.5,) * cfg.in_chans, first_conv="stem.layers.0",
+                classifier="head.fc", license="none: no pretrained weights", tag="")
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -9,6 +9,7 @@ import torch
 from fatnas.config import FATConfig
 from fatnas.cost import (BUDGET_FORMS, Budget, BudgetError, LatencyStats, analytic_cost, flops,
                          fvcore_cost, measure_latency, params, parse_budget, peak_memory_bytes)
+from fatnas.errors import FatnasError
 from fatnas.model import FAT
 from fatnas.variants import get_config
 from tests.reference import REFERENCE
@@ -237,3 +238,39 @@ def test_peak_memory_on_cpu_exceeds_parameter_bytes():
     # A larger input needs more activation memory; the weights stay the same.
     bigger, _ = peak_memory_bytes(model, res=128)
     assert bigger > peak
+
+
+def test_reference_clock_prices_in_ms_as_ratio_times_the_runs_reference_median():
+    import statistics
+
+    from fatnas.cost import ReferenceClock
+
+    clock = ReferenceClock(FAT(TINY), res=32, threads=1, warmup=1, repeats=5)
+    first = clock.measure(FAT(TINY.replace(widths=[16, 16, 32, 32])))
+    second = clock.measure(FAT(TINY))
+    assert len(clock.reference_samples) == 10 and first.reference.repeats == first.candidate.repeats == 5
+    ratios = [c / r for c, r in zip(second.candidate.samples_ms, second.reference.samples_ms)]
+    assert second.ratio == pytest.approx(statistics.median(ratios)) and second.ratio_cv >= 0
+    assert second.reference_ms == pytest.approx(statistics.median(clock.reference_samples))
+    assert second.latency_ms == pytest.approx(second.ratio * second.reference_ms)
+    assert second.to_dict()["latency_ms"] == second.latency_ms and second.candidate.threads == 1
+
+
+def test_onnxruntime_is_a_latency_runtime():
+    pytest.importorskip("onnxruntime")
+    stats = measure_latency(FAT(TINY), res=32, warmup=1, repeats=3, threads=1, runtime="onnxruntime")
+    assert stats.repeats == 3 and all(t > 0 for t in stats.samples_ms)
+    with pytest.raises(FatnasError, match="unknown latency runtime 'tvm'"):
+        measure_latency(FAT(TINY), res=32, runtime="tvm")
+
+
+def test_cli_cost_measures_latency_under_onnx_runtime(capsys):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from fatnas.cli import main
+
+    assert main(["cost", "fat_b0", "--latency", "--runtime", "onnxruntime", "--res", "32", "--warmup", "1",
+                 "--repeats", "2", "--threads", "1", "--json"]) == 0
+    latency = json.loads(capsys.readouterr().out)["latency"]
+    assert latency["runtime"] == "onnxruntime" and latency["repeats"] == 2 and latency["median_ms"] > 0

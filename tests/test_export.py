@@ -8,7 +8,7 @@ import yaml
 
 from fatnas.cli import main
 from fatnas.cost import analytic_cost
-from fatnas.export import default_prefix, register_timm_models
+from fatnas.export import DEPLOY_SEED, default_prefix, register_timm_models
 from fatnas.store import Run
 from fatnas.variants import create_model, get_config, list_models, variant_metadata, variants_dir
 
@@ -141,8 +141,64 @@ def test_timm_creates_registered_variants(run, capsys):
     timm = pytest.importorskip("timm")
     trial = complete_trials(run)[0]
     assert in_process("export", "tiny-run", "--trial", str(trial), "--name", "timm_net", capsys=capsys)[0] == 0
-    assert {"fat_b0", "timm_net"} <= set(register_timm_models())
+    assert "timm_net" in register_timm_models()  # newly registered; fat_b0 may have been registered earlier
+    assert {"fat_b0", "timm_net"} <= set(timm.list_models("*"))
     model = timm.create_model("timm_net")
     params = run.trials().set_index("trial").loc[trial, "params"]
     assert sum(p.numel() for p in model.parameters()) == params
     assert timm.create_model("fat_b0", num_classes=10).head.fc.out_features == 10
+
+
+# ---------------------------------------------------------------- deployment formats
+
+def _onnx_matches_pytorch(path, name: str, res: int) -> float:
+    """Our own check: ONNX Runtime and PyTorch on a fresh input of batch 3 (the file's batch is dynamic)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    torch.manual_seed(DEPLOY_SEED)  # the weights the export was initialised with
+    model = create_model(name).eval()
+    x = torch.randn(3, 3, res, res)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        return float(np.abs(out - model(x).numpy()).max())
+
+
+def test_onnx_export_of_fat_b0_matches_pytorch_under_onnx_runtime(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "b0.onnx"
+    assert in_process("export", "--model", "fat_b0", "--format", "onnx", "-o", str(out), "--res", "96",
+                      capsys=capsys)[0] == 0
+    assert _onnx_matches_pytorch(out, "fat_b0", 96) <= 1e-4
+
+
+@pytest.mark.slow
+def test_onnx_export_of_a_trial_matches_pytorch_and_pt2_reloads(run, capsys):
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    trial = complete_trials(run)[0]
+    status, err = in_process("export", "tiny-run", "--trial", str(trial), "--name", "onnx_net", "--format", "onnx",
+                             capsys=capsys)
+    assert status == 0, err
+    assert (variants_dir() / "onnx_net.yaml").is_file()
+    assert _onnx_matches_pytorch(variants_dir() / "onnx_net.onnx", "onnx_net", RES) <= 1e-4
+    assert in_process("export", "--model", "onnx_net", "--format", "pt2", capsys=capsys)[0] == 0
+    program = torch.export.load(str(variants_dir() / "onnx_net.pt2")).module()
+    x = torch.randn(2, 3, RES, RES)
+    torch.manual_seed(DEPLOY_SEED)
+    with torch.no_grad():
+        assert torch.allclose(program(x), create_model("onnx_net").eval()(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "fat_b0", "--format", "tflite"], "accepted yaml (a variant), onnx or pt2"),
+    (["--model", "fat_b0"], "needs --format onnx or pt2"),
+    (["--model", "no_such_net", "--format", "onnx"], "unknown model 'no_such_net'"),
+    (["tiny-run", "--trial", "0", "--name", "x", "-o", "x.onnx"], "-o and --res go with --model"),
+])
+def test_bad_deployment_export_is_one_line_and_writes_nothing(args, message, capsys):
+    status, err = in_process("export", *args, capsys=capsys)
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not variants_dir().exists()

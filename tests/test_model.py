@@ -262,3 +262,85 @@ def test_every_variant_forward_backward(name, monkeypatch):
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+# ---------------------------------------------------------------- timm's model interface (backbone use)
+
+@pytest.fixture(params=["fat_b0", "exported"])
+def timm_name(request) -> str:
+    """fat_b0, or a small exported variant (written by export_config into the test's variants folder)."""
+    if request.param == "fat_b0":
+        return "fat_b0"
+    from fatnas.export import export_config
+
+    export_config(FATConfig.from_dict(TINY), "timm_tiny", dict(origin="test"))
+    return "timm_tiny"
+
+
+def _timm_model(name: str, **kwargs):
+    from fatnas.export import register_timm_models
+
+    timm = pytest.importorskip("timm")
+    register_timm_models()
+    torch.manual_seed(0)
+    return timm.create_model(name, **kwargs)
+
+
+def test_timm_forward_backward_every_parameter_gets_a_gradient(timm_name):
+    model = _timm_model(timm_name, num_classes=7).train()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_timm_features_only_maps_match_feature_info(timm_name):
+    model = _timm_model(timm_name, features_only=True).eval()
+    info = model.feature_info
+    assert info.reduction() == [4, 8, 16, 32]
+    res = 224 if timm_name == "fat_b0" else 128
+    with torch.no_grad():
+        maps = model(torch.randn(1, 3, res, res))
+    assert [m.shape[1] for m in maps] == info.channels() == list(get_config(timm_name).widths)
+    assert [m.shape[-1] for m in maps] == [res // r for r in info.reduction()]
+    picked = _timm_model(timm_name, features_only=True, out_indices=(1, 3)).eval()
+    with torch.no_grad():
+        two = picked(torch.randn(1, 3, res, res))
+    assert picked.feature_info.reduction() == [8, 32] and [m.shape[1] for m in two] == picked.feature_info.channels()
+
+
+def test_timm_classifier_reset_head_and_pretrained_cfg(timm_name):
+    model = _timm_model(timm_name).eval()
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (3, 224, 224) and len(cfg["mean"]) == len(cfg["std"]) == 3 and 0 < cfg["crop_pct"] <= 1
+    state = model.state_dict()
+    assert f"{cfg['first_conv']}.weight" in state and f"{cfg['classifier']}.weight" in state
+    assert model.get_classifier() is model.head.fc
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape[1] == model.num_features
+        assert torch.equal(model.forward_head(features), model(x))
+        pooled = model.forward_head(features, pre_logits=True)
+        model.reset_classifier(5)
+        assert model(x).shape == (2, 5) and model.num_classes == 5
+        model.reset_classifier(0)
+        assert torch.equal(model(x), pooled)
+
+
+def test_forward_intermediates_agree_with_forward_features():
+    model = create_model(FATConfig.from_dict(TINY)).eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        assert torch.equal(maps[-1], final) and len(maps) == 4
+        assert [m.shape[-1] for m in model.forward_intermediates(x, indices=2, intermediates_only=True)] == [6, 3]
+    with pytest.raises(ValueError, match="stage indices"):
+        model.forward_intermediates(x, indices=[4])
+
+
+def test_timm_interface_leaves_params_and_flops_unchanged():
+    for name in PUBLISHED:
+        model = create_model(name)
+        assert sum(p.numel() for p in model.parameters()) == analytic_cost(get_config(name)).params

@@ -12,6 +12,7 @@ import pandas as pd
 from ..cost import Budget, flop_convention
 from ..data import DataSplit, load_dataset
 from ..errors import FatnasError
+from ..latency import latency_source
 from ..liveness import space_liveness
 from ..proxy import ProxySettings, configure_threads
 from ..space import space_from_dict
@@ -31,7 +32,9 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                                                      data_split=settings.seed),
                 dataset=settings.dataset, data_dir=settings.data_dir,
                 latency=dict(warmup=settings.latency_warmup, repeats=settings.latency_repeats,
-                             device=settings.device, resolution=settings.space.resolution, batch_size=1),
+                             model=settings.latency_model,  # then device, resolution, batch_size: of the latency's source
+                             **latency_source(latency_model=settings.latency_model, device=settings.device,
+                                              threads=settings.threads, res=settings.space.resolution)),
                 threads=settings.threads,
                 references=settings.references, early_stopping=settings.early_stopping,
                 prescreen=dict(proxy=settings.prescreen, keep=settings.prescreen_keep),
@@ -48,7 +51,8 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
                   dataset=meta["dataset"], data_dir=meta.get("data_dir"),
                   latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
                   references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
-                  threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False))
+                  threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False),
+                  latency_model=meta["latency"].get("model"))
     prescreen = meta.get("prescreen") or {}
     values.update(prescreen=prescreen.get("proxy"), prescreen_keep=prescreen.get("keep", 0.25))
     values.update({k: v for k, v in changes.items() if v is not None})

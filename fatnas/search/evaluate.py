@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..config import NUM_STAGES, STAGE_FIELDS, FATConfig
-from ..cost import Budget, Cost, analytic_cost, measure_latency
+from ..cost import Budget, Cost, analytic_cost
 from ..data import DataSplit
 from ..errors import FatnasError
 from ..liveness import sampling_space
-from ..model import FAT
 from ..proxy import ProxySettings, train_proxy
 from ..space import SearchSpace
 from ..zero_cost import check_proxy
@@ -51,6 +50,7 @@ class SearchSettings:
     prescreen: str | None = None  # a zero-cost proxy (or params/flops) that picks which candidates train
     prescreen_keep: float = 0.25  # fraction of the scored candidates that train
     collapse_inert: bool = True  # draw one value of each class of choices the proxy cannot tell apart
+    latency_model: str | None = None  # a latency table (fatnas.latency): latency priced from it, not measured
 
     def __post_init__(self) -> None:
         if self.prescreen is not None:
@@ -104,11 +104,15 @@ def price(cfg: FATConfig, settings: SearchSettings) -> Evaluation:
 
 
 def time_candidate(ev: Evaluation, settings: SearchSettings) -> Evaluation:
-    """Median forward latency at the target resolution; a latency budget is checked here."""
-    stats = measure_latency(FAT(ev.config), res=settings.space.resolution, in_chans=ev.config.in_chans,
-                            device=settings.device, threads=settings.threads, warmup=settings.latency_warmup,
-                            repeats=settings.latency_repeats)
-    ev.latency_ms = stats.median_ms
+    """Latency at the target resolution, modelled from a table or measured against a reference; a latency budget is checked here."""
+    from ..latency import cached_table, measured_latency_ms
+
+    if settings.latency_model:
+        ev.latency_ms = cached_table(settings.latency_model).predict_ms(ev.config, res=settings.space.resolution)
+    else:
+        ev.latency_ms = measured_latency_ms(ev.config, res=settings.space.resolution, device=settings.device,
+                                            threads=settings.threads, warmup=settings.latency_warmup,
+                                            repeats=settings.latency_repeats)
     ev.infeasible = settings.budget.violations(ev.cost, ev.latency_ms)
     return ev
 
