@@ -13,12 +13,13 @@ import statistics
 from pathlib import Path
 
 from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
+
+# isort: split
 import pandas as pd
 from tqdm import tqdm
 
 from fatnas.cost import measure_latency
 from fatnas.variants import create_model
-
 
 
 def main() -> None:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
+
+# isort: split
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -37,8 +39,10 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--rounds", type=int, default=9, help="rounds per measured config")
-    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/latency_model_bench_<runtimes>.csv")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: bench/results/latency_model_bench_<runtimes>.csv")
     args = parser.parse_args()
     args.out = args.out or RESULTS / f"latency_model_bench_{'_'.join(args.runtimes)}.csv"
     space = load_space(args.space)
@@ -46,9 +50,10 @@ def main() -> None:
     assert args.seed != CALIBRATION_SEED
     rows, summary = [], []
     for runtime in args.runtimes:
-        settings = ProfileSettings(runtime=runtime, threads=args.threads)
+        settings = ProfileSettings(device=args.device, runtime=runtime, threads=args.threads)
         bar = tqdm(desc=f"profile {runtime}", unit="part")
-        table = profile_space(space, settings, progress=lambda done, total: (setattr(bar, "total", total), bar.update(1)))
+        table = profile_space(space, settings,
+                              progress=lambda done, total: (setattr(bar, "total", total), bar.update(1)))
         bar.close()
         calibrated = {str(c["config"]) for c in table.meta["calibration"]["networks"]}
         assert not any(str(c.to_dict()) in calibrated for c in configs), "a benchmark config was a calibration network"
@@ -65,10 +70,11 @@ def main() -> None:
             rows.append(dict(runtime=runtime, config=i, predicted_ms=predicted, measured_ms=measured,
                              measured_ratio=ratio, reference_ms_now=statistics.median(timer.samples[-args.rounds:]),
                              error_percent=errors[-1]))
-        summary.append(dict(runtime=runtime, device="cpu", threads=args.threads, res=space.resolution,
+        summary.append(dict(runtime=runtime, device=args.device, threads=args.threads, res=space.resolution,
                             parts=len(table.parts), profile_s=table.meta["profile_seconds"],
                             measure_s=round(time.perf_counter() - start, 1), factor=table.factor,
-                            configs=len(configs), within_10_percent=100 * sum(abs(e) <= 10 for e in errors) / len(errors),
+                            configs=len(configs),
+                            within_10_percent=100 * sum(abs(e) <= 10 for e in errors) / len(errors),
                             rmse_percent=math.sqrt(statistics.fmean(e * e for e in errors)),
                             mean_error_percent=statistics.fmean(errors)))
         pd.DataFrame(rows).to_csv(args.out.with_name(args.out.stem + "_rows.csv"), index=False)

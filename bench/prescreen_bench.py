@@ -20,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
 
+# isort: split
+
 from fatnas.cost import parse_budget
 from fatnas.proxy import ProxySettings
 from fatnas.search import SearchSettings, run_search

@@ -15,6 +15,8 @@ import statistics
 from pathlib import Path
 
 from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
+
+# isort: split
 import pandas as pd
 import torch
 from tqdm import tqdm

@@ -17,10 +17,12 @@ import statistics
 import time
 from pathlib import Path
 
+from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
+
+# isort: split
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
 from tqdm import tqdm
 
 from fatnas.cost import analytic_cost
