@@ -19,7 +19,7 @@ from torch import nn
 from .config import NUM_STAGES, FATConfig, stage_output_sizes
 from .counting import OPERATORS
 from .errors import FatnasError
-from .model import FAT, FASA
+from .model import FASA, FAT
 
 FLOP_CONVENTION = "fvcore total: 1 multiply-add = 1 FLOP; conv + matmul + norms + head"
 

@@ -29,8 +29,8 @@ from .store import Run, atomic_write_text
 from .variants import NAME_PATTERN, PUBLISHED, create_model, list_models, resolve_config, variant_metadata, variants_dir
 
 NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 64 characters"
-TIMM_MODULE = "fatnas.timm_models"
-DEPLOY_SEED = 0  # the weights of an exported ONNX / pt2 file: variants have no trained weights  # the module timm files the registered entry points under
+TIMM_MODULE = "fatnas.timm_models"  # the module timm files the registered entry points under
+DEPLOY_SEED = 0  # the weights of an exported ONNX / pt2 file: variants have no trained weights
 
 
 class ExportError(FatnasError):

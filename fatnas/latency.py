@@ -138,7 +138,8 @@ def _probe_config(stage: int, c: int, c_next: int | None, heads: int, kernel: in
                   ffn_kernel: int) -> FATConfig:
     """A config whose stage `stage` has the given values (others at fat_b0's): a carrier of that stage's parts."""
     fields = {k: list(v) if isinstance(v, list) else [v] * NUM_STAGES for k, v in REFERENCE_CONFIG.items()}
-    fields["depths"] = [2] * NUM_STAGES  # a stage of depth 2 holds both a stride-1 and (before the last) a stride-2 block
+    # a stage of depth 2 holds both a stride-1 and (before the last) a stride-2 block
+    fields["depths"] = [2] * NUM_STAGES
     for name, value in (("widths", c), ("heads", heads), ("kernels", kernel), ("windows", window),
                         ("ffn_ratios", ratio), ("ffn_kernels", ffn_kernel)):
         fields[name][stage] = value
@@ -254,14 +255,16 @@ def load_table(path: str | Path) -> LatencyTable:
         raise LatencyModelError(f"{path} is not a fatnas latency table (expected format {TABLE_FORMAT!r})")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
-        raise LatencyModelError(f"latency table {path} is missing {missing}; write it again with `fatnas latency-profile`")
+        raise LatencyModelError(f"latency table {path} is missing {missing}; "
+                                f"write it again with `fatnas latency-profile`")
     parts = data["parts"]
     if not isinstance(parts, dict) or not parts or not all(
             isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in parts.values()):
         raise LatencyModelError(f"latency table {path}: 'parts' must map part names to positive numbers")
     numbers = {k: data[k] for k in ("reference_ms", "factor")}
     if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in numbers.values()):
-        raise LatencyModelError(f"latency table {path}: reference_ms and factor must be positive numbers, got {numbers}")
+        raise LatencyModelError(f"latency table {path}: reference_ms and factor must be positive numbers, "
+                                f"got {numbers}")
     if data["runtime"] not in RUNTIMES or data["device"] not in ("cpu", "cuda"):
         raise LatencyModelError(f"latency table {path}: runtime {data['runtime']!r} / device {data['device']!r} "
                                 f"unknown (runtimes: {', '.join(RUNTIMES)}; devices: cpu, cuda)")
@@ -294,7 +297,8 @@ class ProfileSettings:
         if self.runtime not in RUNTIMES:
             raise LatencyModelError(f"--runtime {self.runtime!r}: accepted {', '.join(RUNTIMES)}")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise LatencyModelError("--device cuda: no CUDA device is visible to torch here; profile on the target machine")
+            raise LatencyModelError("--device cuda: no CUDA device is visible to torch here; "
+                                    "profile on the target machine")
         for name in ("threads", "batch", "repeats"):
             if getattr(self, name) < 1:
                 raise LatencyModelError(f"--{name} {getattr(self, name)}: must be an integer >= 1")
@@ -594,6 +598,6 @@ def latency_source(*, latency_model: str | None, device: str, threads: int | Non
                 runtime="torch", threads=threads, batch_size=batch_size, resolution=res)
 
 
-__all__ = ["cached_table", "latency_source", "measured_latency_ms", "LatencyModelError", "LatencyTable", "ProfileSettings", "REFERENCE_CONFIG", "RelativeTimer",
-           "config_parts", "file_fingerprint", "load_table", "profile_space", "sample_configs", "space_fingerprint",
-           "space_parts"]
+__all__ = ["LatencyModelError", "LatencyTable", "ProfileSettings", "REFERENCE_CONFIG", "RelativeTimer", "cached_table",
+           "config_parts", "file_fingerprint", "latency_source", "load_table", "measured_latency_ms", "profile_space",
+           "sample_configs", "space_fingerprint", "space_parts"]

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from .config import NUM_STAGES, BlockPlan, FATConfig, plan
-from .counting import (Cx, attention_cx, avgpool_cx, batchnorm2d_cx, conv2d_cx, groupnorm_cx,
-                       linear_cx)
+from .counting import Cx, attention_cx, avgpool_cx, batchnorm2d_cx, conv2d_cx, groupnorm_cx, linear_cx
 
 
 def depthwise(c: int, k: int, stride: int = 1) -> nn.Conv2d:
@@ -300,7 +299,8 @@ class FAT(nn.Module):
 
     def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+                              intermediates_only: bool = False
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """The tapped maps at `indices` (timm's convention: an int n is the last n), and the final features."""
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r}: FAT gives NCHW maps only")

@@ -7,8 +7,19 @@ import pytest
 import torch
 
 from fatnas.config import FATConfig
-from fatnas.cost import (BUDGET_FORMS, Budget, BudgetError, LatencyStats, analytic_cost, flops,
-                         fvcore_cost, measure_latency, params, parse_budget, peak_memory_bytes)
+from fatnas.cost import (
+    BUDGET_FORMS,
+    Budget,
+    BudgetError,
+    LatencyStats,
+    analytic_cost,
+    flops,
+    fvcore_cost,
+    measure_latency,
+    params,
+    parse_budget,
+    peak_memory_bytes,
+)
 from fatnas.errors import FatnasError
 from fatnas.model import FAT
 from fatnas.variants import get_config

@@ -1,4 +1,4 @@
-"""The latency model: a profiled table round-trips, prices configs, refuses what it does not fit, and drives a search."""
+"""The latency model: a profiled table round-trips, prices configs, refuses what it does not fit, drives a search."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,17 @@ import pytest
 import yaml
 
 from fatnas.cli import main
-from fatnas.latency import (LatencyModelError, ProfileSettings, config_parts, file_fingerprint, load_table,
-                            profile_space, sample_configs, space_fingerprint, space_parts)
+from fatnas.latency import (
+    LatencyModelError,
+    ProfileSettings,
+    config_parts,
+    file_fingerprint,
+    load_table,
+    profile_space,
+    sample_configs,
+    space_fingerprint,
+    space_parts,
+)
 from fatnas.space import load_space, shipped_spaces
 from fatnas.store import open_run
 
@@ -165,7 +174,8 @@ def test_profile_settings_refuse_bad_values():
 
 
 def test_latency_module_imports_without_optuna_ray_plotly_or_fvcore():
-    code = ("import sys, fatnas.latency; heavy = [m for m in ('optuna', 'ray', 'plotly', 'fvcore') if m in sys.modules]; "
+    code = ("import sys, fatnas.latency; "
+            "heavy = [m for m in ('optuna', 'ray', 'plotly', 'fvcore') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr

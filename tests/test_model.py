@@ -8,8 +8,7 @@ from torch import nn
 from fatnas.config import ConfigError, FATConfig, plan
 from fatnas.cost import analytic_cost, fvcore_cost
 from fatnas.model import FAT, DropPath
-from fatnas.variants import (PUBLISHED, UnknownModelError, create_model, get_config, list_models,
-                             variants_dir)
+from fatnas.variants import PUBLISHED, UnknownModelError, create_model, get_config, list_models, variants_dir
 from tests.reference import OPS, REFERENCE, reference_ops
 
 TINY = dict(widths=[8, 16, 16, 24], depths=[1, 1, 2, 1], heads=[2, 2, 4, 4], kernels=3,
