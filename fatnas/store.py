@@ -1,12 +1,16 @@
 """The run store: `runs/<run-id>/` with run.yaml, study.db, trials.csv, pareto.csv and configs.
 
-study.db (Optuna's SQLite storage) is the source of truth for trials; the CSV files are
-rewritten from it after every trial, so a killed search loses nothing that had finished.
+The run's Optuna study (study.db, or the storage run.yaml names) is the source of truth for
+trials; the CSV files are rewritten from it after every trial, under the run folder's lock
+when several workers share it, so a killed search loses nothing that had finished.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import platform
 import re
 import subprocess
@@ -15,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 import yaml
@@ -72,8 +76,26 @@ class Run:
         return self.path.name
 
     @property
-    def storage_url(self) -> str:
+    def default_storage(self) -> str:
+        """The run's own SQLite study, `study.db` in its folder."""
         return f"sqlite:///{(self.path / 'study.db').resolve()}"
+
+    @property
+    def storage_url(self) -> str:
+        """Where the run's study lives: run.yaml's `storage` (its password masked), else study.db."""
+        meta_path = self.path / "run.yaml"
+        recorded = (yaml.safe_load(meta_path.read_text()) or {}).get("storage") if meta_path.is_file() else None
+        return recorded or self.default_storage
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder's lock: one process at a time rewrites its files."""
+        with open(self.path / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def read_meta(self) -> dict[str, Any]:
         meta_path = self.path / "run.yaml"
@@ -129,6 +151,17 @@ def create_run(run_id: str, root: Path | None = None) -> Run:
         raise RunError(f"run {run_id!r} already exists in {path.parent}; pick another --run-id or --resume it")
     path.mkdir(parents=True)
     return Run(path)
+
+
+def new_run(run_id: str | None, prefix: str, record: Callable[[Run], None], root: Path | None = None) -> Run:
+    """A new run folder with its run.yaml written by `record(run)`; removed again if that fails."""
+    run = create_run(run_id or new_run_id(prefix), root)
+    try:
+        record(run)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return run
 
 
 def open_run(run_id: str, root: Path | None = None) -> Run:

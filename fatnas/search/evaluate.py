@@ -15,12 +15,13 @@ from typing import Any, Callable
 from ..config import NUM_STAGES, STAGE_FIELDS, FATConfig
 from ..cost import Budget, Cost, analytic_cost, measure_latency
 from ..data import DataSplit
-from ..errors import FatnasError
+from ..errors import FatnasError, check_positive
 from ..liveness import sampling_space
 from ..model import FAT
 from ..proxy import ProxySettings, train_proxy
 from ..space import SearchSpace
 from ..zero_cost import check_proxy
+from .storage import Heartbeat
 
 Report = Callable[[int, float], bool]
 # what a proxy training measures besides its final validation accuracy (fatnas.proxy.ProxyResult)
@@ -28,6 +29,9 @@ ESTIMATES = ("val_loss", "sotl_e", "curve_slope")
 # the two objectives of every search, as run.yaml and the dashboard name them
 OBJECTIVES = dict(accuracy="proxy validation accuracy at the last checkpoint (maximized)",
                   latency_ms="median batch-1 forward latency at the target resolution (minimized)")
+
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,12 @@ class SearchSettings:
     prescreen: str | None = None  # a zero-cost proxy (or params/flops) that picks which candidates train
     prescreen_keep: float = 0.25  # fraction of the scored candidates that train
     collapse_inert: bool = True  # draw one value of each class of choices the proxy cannot tell apart
+    heartbeat: Heartbeat = Heartbeat()  # how workers sharing the study find a dead one
 
     def __post_init__(self) -> None:
+        check_positive(trials=self.trials, timeout=self.timeout_s, threads=self.threads)
+        if self.sampler not in SAMPLERS:
+            raise FatnasError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")
         if self.prescreen is not None:
             check_proxy(self.prescreen)
         if not 0 < self.prescreen_keep <= 1:
@@ -101,6 +109,16 @@ def price(cfg: FATConfig, settings: SearchSettings) -> Evaluation:
     """Analytic cost at the space's resolution and the budget check on it (no module built)."""
     cost = analytic_cost(cfg, settings.space.resolution)
     return Evaluation(config=cfg, cost=cost, infeasible=settings.budget.violations(cost))
+
+
+def budget_excess(ev: Evaluation, budget: Budget) -> dict[str, float]:
+    """Optuna constraint values of the analytic limits: cost / limit - 1 (above 0: over budget)."""
+    out = {}
+    if budget.max_flops is not None:
+        out["flops"] = ev.cost.flops / budget.max_flops - 1
+    if budget.max_params is not None:
+        out["params"] = ev.cost.params / budget.max_params - 1
+    return out
 
 
 def time_candidate(ev: Evaluation, settings: SearchSettings) -> Evaluation:
@@ -168,6 +186,7 @@ def trial_row(number: int, state: str, attrs: dict[str, Any], accuracy: float | 
         train_seconds=attrs.get("train_seconds"), images_seen=attrs.get("images_seen"),
         checkpoints=len(attrs.get("curve") or []), infeasible=attrs.get("infeasible", ""), error=error,
         prescreen_score=attrs.get("prescreen_score"), **{name: attrs.get(name) for name in ESTIMATES},
+        worker=attrs.get("worker"),
     )
     if cfg is not None:
         row.update(config_columns(cfg))
