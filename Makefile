@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BUDGET ?= 2GFLOPs
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser search test bench clean
+.PHONY: setup data browser postgres search test bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,10 +20,13 @@ data:
 browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q postgresql)
+
 search: setup data
 	$(PY) cli.py search --budget $(BUDGET)
 
-test: setup data browser
+test: setup data browser postgres
 	$(PY) -m pytest -q
 
 bench: setup data

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+PG_BIN = PG_BINS[-1] if PG_BINS else Path("/usr/lib/postgresql/missing/bin")
 USER, PASSWORD = "fatnas", "s3cret-pw"
 
 
