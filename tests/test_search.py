@@ -16,7 +16,7 @@ from fatnas.cost import fvcore_cost, parse_budget
 from fatnas.model import FAT
 from fatnas.proxy import ProxySettings
 from fatnas.search import SearchSettings, run_search, settings_from_meta, settings_to_meta
-from fatnas.search.evaluate import MedianStopper
+from fatnas.search.core import MedianStopper
 from fatnas.space import load_space
 from fatnas.store import create_run, open_run, pareto_mask
 
@@ -211,7 +211,7 @@ def test_bad_search_input_exits_2_with_one_line_and_writes_nothing(isolated_dirs
 
 
 def test_median_stopper_compares_only_cost_peers():
-    stopper = MedianStopper(min_peers=3, band=2.0)
+    stopper = MedianStopper(min_peers=3)
     peers = [(100, [(1, 0.5), (2, 0.6)])] * 3 + [(1000, [(1, 0.9), (2, 0.95)])] * 5
     assert stopper.should_stop(120, 1, 0.55, peers, checkpoints=4) is True
     assert stopper.should_stop(120, 1, 0.65, peers, checkpoints=4) is False

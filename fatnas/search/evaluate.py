@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -145,30 +144,6 @@ def train_candidate(ev: Evaluation, data: DataSplit, settings: SearchSettings,
 def _finite_or_none(value: float) -> float | None:
     """NaN (e.g. the slope of a one-checkpoint curve) stored as None: JSON and Optuna's storage take it."""
     return value if math.isfinite(value) else None
-
-
-class MedianStopper:
-    """Stop a trial whose accuracy at a checkpoint is below the median of its cost peers there.
-
-    Cost is known before training, so comparing accuracy among trials of comparable FLOPs
-    (within a factor `band`) is sound for a two-objective search: a cheap network is never
-    stopped for losing to expensive ones. No trial stops before `min_progress` of its training
-    (early accuracies are mostly noise), nor at its final checkpoint.
-    """
-
-    def __init__(self, min_peers: int = 4, band: float = 2.0, min_progress: float = 0.5) -> None:
-        self.min_peers, self.band, self.min_progress = min_peers, band, min_progress
-
-    def should_stop(self, flops: int, checkpoint: int, accuracy: float,
-                    finished: list[tuple[int, list[tuple[int, float]]]], checkpoints: int) -> bool:
-        """`checkpoint` counts from 0 of `checkpoints`; `finished` holds (flops, curve) of earlier trained trials."""
-        if checkpoint >= checkpoints - 1 or (checkpoint + 1) / checkpoints < self.min_progress:
-            return False
-        peers = [curve[checkpoint][1] for f, curve in finished
-                 if len(curve) > checkpoint and 1 / self.band <= f / flops <= self.band]
-        if len(peers) < self.min_peers:
-            return False
-        return accuracy < statistics.median(peers)
 
 
 def config_columns(cfg: FATConfig) -> dict[str, Any]:

@@ -26,19 +26,16 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from tqdm.auto import tqdm
 
 from ..data import DataSplit
 from ..errors import FatnasError
 from ..store import Run, publish_trials
 from ..zero_cost import minibatch, score_config
-from .evaluate import (SAMPLERS, Evaluation, MedianStopper, SearchSettings, budget_excess, price, time_candidate,
-                       train_candidate, trial_row)
+from .core import MAX_INFEASIBLE_DRAWS, MedianStopper, StopRule, progress_bar, show_progress
+from .evaluate import SAMPLERS, Evaluation, SearchSettings, budget_excess, price, time_candidate, train_candidate, trial_row
 from .storage import HeartbeatThread, fail_stale_trials, is_lost, open_storage, worker_name
 
 DIRECTIONS = ("maximize", "minimize")  # accuracy, latency_ms
-MAX_INFEASIBLE_DRAWS = 5000
-MAX_CONSECUTIVE_FAILURES = 5
 RUN_META_ATTR = "fatnas_run"  # the study's copy of run.yaml, so any machine can rebuild the run folder
 REFERENCES_ATTR = "fatnas_references"  # the study's copy of references.csv
 SURPLUS = "surplus: the target was reached or claimed by other workers; not trained"
@@ -138,14 +135,18 @@ def study_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
-def publish_study(run: Run, study: optuna.Study) -> None:
-    """Rebuild the run's CSV files and configs from the study, one process at a time."""
+def publish_study(run: Run, study: optuna.Study) -> list[dict[str, Any]]:
+    """Rebuild the run's CSV files and configs from the study, one process at a time; returns the rows."""
     with run.lock():
-        publish_trials(run, study_rows(study))
+        rows = study_rows(study)
+        publish_trials(run, rows)
+    return rows
 
 
 class OptunaSearch:
     """One worker of a search driven by Optuna's ask-and-tell interface."""
+
+    teach_budget = True  # infeasible draws carry Optuna constraints (False: as before them, for bench/sampler_bench.py)
 
     def __init__(self, run: Run, settings: SearchSettings, data: DataSplit, *, progress: bool = True,
                  storage_url: str | None = None, joining: bool = False) -> None:
@@ -168,33 +169,28 @@ class OptunaSearch:
 
     def optimize(self) -> None:
         """Run trials until `settings.trials` have trained in the whole study, or the timeout passes."""
-        target, start = self.settings.trials, time.monotonic()
-        bar = tqdm(total=target, initial=min(self.finished_count(), target), desc=f"search {self.run.id}",
-                   unit="trial", disable=not self.progress, dynamic_ncols=True)
-        failures = 0
+        rule, target, failures = StopRule(self.settings), self.settings.trials, 0
+        bar = progress_bar(self.run.id, self.settings, enabled=self.progress, done=self.finished_count())
         try:
             while True:
                 fail_stale_trials(self.study, self.storage, self.settings.heartbeat)
                 trials = self.trials()
                 done, running = sum(trained(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
-                if done >= target or (self.settings.timeout_s is not None
-                                      and time.monotonic() - start > self.settings.timeout_s):
+                reason = rule.reason(done, failures)
+                if reason is not None:
                     break
                 if done + running >= target:  # the others' last trials: wait for them (or for their heartbeats to stop)
                     time.sleep(min(1.0, self.settings.heartbeat.interval_s / 2))
                     continue
                 outcome = self.run_one_trial()
                 failures = 0 if outcome is not False else failures + 1
-                if failures >= MAX_CONSECUTIVE_FAILURES:
-                    raise RuntimeError(f"{failures} trials in a row failed; see the `error` column of trials.csv")
                 if outcome is not None:
-                    self.publish()
-                bar.n = min(self.finished_count(), target)
-                bar.set_postfix_str(self.best_text(), refresh=True)
+                    show_progress(bar, self.publish(), target)
         finally:
             self.heartbeats.close()
             bar.close()
             self.publish()
+        rule.raise_for(reason)
 
     def run_one_trial(self) -> bool | None:
         """Draw, time, train and tell one trial: True when told, False if it raised, None when surplus."""
@@ -256,14 +252,14 @@ class OptunaSearch:
         for _ in range(MAX_INFEASIBLE_DRAWS):
             trial = self.ask()
             ev = price(self.space.sample(trial.suggest_categorical), self.settings)
-            for key, excess in budget_excess(ev, self.settings.budget).items():
-                trial.set_constraint(key, excess)
+            if self.teach_budget:
+                for key, excess in budget_excess(ev, self.settings.budget).items():
+                    trial.set_constraint(key, excess)
             set_attrs(trial, ev.attrs())
             if not ev.infeasible:
                 return trial, ev
             self.tell(trial, state=TrialState.PRUNED)
-        raise FatnasError(f"no candidate out of {MAX_INFEASIBLE_DRAWS} draws from space "
-                          f"{self.settings.space.name!r} fits the budget ({self.settings.budget.describe()})")
+        raise StopRule(self.settings).error("infeasible")
 
     def prescreened(self) -> list[tuple[optuna.Trial, Evaluation]]:
         """`prescreen_draws` feasible candidates, each with its pre-screen proxy score."""
@@ -294,15 +290,8 @@ class OptunaSearch:
         checkpoints = len(self.settings.proxy.checkpoint_images(len(self.data.train_x)))
         return lambda checkpoint, acc: self.stopper.should_stop(flops, checkpoint, acc, peers, checkpoints)
 
-    def publish(self) -> None:
-        publish_study(self.run, self.study)
-
-    def best_text(self) -> str:
-        done = [t for t in self.trials() if t.state == TrialState.COMPLETE]
-        if not done:
-            return "no complete trial yet"
-        best = max(done, key=lambda t: t.values[0])
-        return f"best acc {best.values[0]:.3f} at {best.values[1]:.1f} ms, front {len(self.study.best_trials)}"
+    def publish(self) -> list[dict[str, Any]]:
+        return publish_study(self.run, self.study)
 
 
 def set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ cluster. Tune's own results (experiment state, per-trial result.json) live in `r
   final result flagged `infeasible` and never trains. The searcher tells Optuna such trials as
   PRUNED, as the Optuna backend does; trials.csv records them as INFEASIBLE.
 - Early stopping: ASHA on the intermediate accuracy, with rungs shared only by networks of
-  comparable FLOPs (`CostBandASHA`).
+  one FLOPs band (`core.cost_band`, the Optuna backend's bands: `CostBandASHA`).
 - Data: the driver's DataSplit goes to Ray's object store once; each worker process fetches it
   once and keeps it for the trials it runs.
 - Search control: Tune pickles its searcher, scheduler and callbacks into the experiment folder
@@ -44,20 +44,19 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
-from tqdm.auto import tqdm
 
 from ..config import FATConfig
 from ..data import DataSplit, load_dataset
 from ..errors import FatnasError
 from ..space import SearchSpace
 from ..store import Run, publish_trials
+from .core import TRAINED, StopRule, cost_band, progress_bar, show_progress
 from .evaluate import ESTIMATES, SearchSettings, price, time_candidate, train_candidate, trial_row
-from .optuna_backend import MAX_CONSECUTIVE_FAILURES, MAX_INFEASIBLE_DRAWS, make_sampler
+from .optuna_backend import make_sampler
 
 RAY_DIR = "ray"  # Tune's experiment folder inside the run
 METRICS, MODES = ["accuracy", "latency_ms"], ["max", "min"]
 TIME_ATTR = "checkpoint"  # 1-based index of the validation checkpoint a result reports
-TRAINED = ("COMPLETE", "PRUNED")
 ADDRESS = re.compile(r"^(auto|[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:]+\]:\d{1,5})$")
 # Tune settings read from the environment when a Tuner runs; users' own values win.
 TUNE_ENV = {
@@ -339,7 +338,7 @@ class CostBandASHA(ASHAScheduler):
     fixed: its FLOPs and latency are known before training and do not change with it, so a
     rung decision never has to forecast the second objective. But accuracy grows with cost,
     so rungs shared by all networks would stop cheap networks for losing to expensive ones
-    and starve the cheap end of the front. Each FLOPs band (a factor of 2, like the Optuna
+    and starve the cheap end of the front. Each FLOPs band (`cost_band`, those of the Optuna
     backend's MedianStopper) therefore gets its own ASHA brackets, and, like MedianStopper,
     the first `min_peers` trials of a band are never stopped (they fill its rungs).
     With reduction factor 2 a rung stops trials below the median of the band's earlier ones.
@@ -354,7 +353,7 @@ class CostBandASHA(ASHAScheduler):
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         ev = price(config_of(self._settings.sampled_space, trial.config), self._settings)
-        band = math.floor(math.log2(max(ev.cost.flops, 1)))
+        band = cost_band(ev.cost.flops)
         peers = self._bands.setdefault(band, ASHAScheduler(**self._asha))
         self._rank[trial.trial_id] = self._band_sizes.get(band, 0)
         if not ev.infeasible:  # infeasible trials never train, so they are nobody's peers
@@ -415,30 +414,21 @@ class _Session:
 
     def __init__(self, run: Run, settings: SearchSettings, max_concurrent: int, progress: bool) -> None:
         self.run, self.settings, self.max_concurrent = run, settings, max_concurrent
-        self.deadline = None if settings.timeout_s is None else time.monotonic() + settings.timeout_s
+        self.rule = StopRule(settings)
         self.rows: dict[str, dict[str, Any]] = {}  # Tune trial id -> trials.csv row, finished trials only
         self.live = 0  # trials started and not finished
         self.failures = 0  # consecutive failed trials
         self.infeasible_streak = 0  # consecutive infeasible draws
         self.adopted = False  # trials restored from an earlier run recorded
         self.stopped: str | None = None  # why the searcher finished; None after an interrupt
-        self.bar = tqdm(total=settings.trials, desc=f"search {run.id}", unit="trial", disable=not progress,
-                        dynamic_ncols=True)
+        self.bar = progress_bar(run.id, settings, enabled=progress)
 
     def trained(self) -> int:
         return sum(row["state"] in TRAINED for row in self.rows.values())
 
     def reason(self) -> str | None:
         """Why no further trial may start, if so."""
-        if self.trained() >= self.settings.trials:
-            return "target"
-        if self.failures >= MAX_CONSECUTIVE_FAILURES:
-            return "failures"
-        if self.infeasible_streak >= MAX_INFEASIBLE_DRAWS:
-            return "infeasible"
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            return "timeout"
-        return None
+        return self.rule.reason(self.trained(), self.failures, self.infeasible_streak)
 
     def may_start(self) -> bool:
         # never more trials in flight than could still be needed (infeasible ones end at once)
@@ -484,16 +474,9 @@ class _Session:
         self.live, self.adopted = live, True
 
     def publish(self) -> None:
-        publish_trials(self.run, sorted(self.rows.values(), key=lambda row: row["trial"]))
-        self.bar.n = min(self.trained(), self.settings.trials)
-        self.bar.set_postfix_str(self.best_text(), refresh=True)
-
-    def best_text(self) -> str:
-        done = [r for r in self.rows.values() if r["state"] == "COMPLETE"]
-        if not done:
-            return "no complete trial yet"
-        best = max(done, key=lambda r: r["accuracy"])
-        return f"best acc {best['accuracy']:.3f} at {best['latency_ms']:.1f} ms"
+        rows = sorted(self.rows.values(), key=lambda row: row["trial"])
+        publish_trials(self.run, rows)
+        show_progress(self.bar, rows, self.settings.trials)
 
 
 _SESSIONS: dict[str, _Session] = {}
@@ -655,12 +638,7 @@ class RaySearch:
             print(f"search {self.run.id} interrupted; continue it with: python cli.py search --resume {self.run.id} "
                   "--backend ray", file=sys.stderr)
             raise KeyboardInterrupt
-        if reason == "failures":
-            raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed; see the `error` column of "
-                               "trials.csv")
-        if reason == "infeasible":
-            raise FatnasError(f"no candidate out of {MAX_INFEASIBLE_DRAWS} draws from space "
-                              f"{self.settings.space.name!r} fits the budget ({self.settings.budget.describe()})")
+        StopRule(self.settings).raise_for(reason)
 
 
 @contextlib.contextmanager
