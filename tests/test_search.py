@@ -224,3 +224,60 @@ def test_median_stopper_compares_only_cost_peers():
 def test_pareto_mask_keeps_non_dominated_rows():
     table = pd.DataFrame(dict(accuracy=[0.8, 0.7, 0.9, 0.6], latency_ms=[10.0, 5.0, 20.0, 6.0]))
     assert list(pareto_mask(table)) == [True, True, True, False]
+
+
+def underscore_uses(source: str) -> list[str]:
+    """Underscore attributes of Ray and Optuna objects, and imports of their private modules, in `source`.
+
+    `self._x` counts when the class derives from a Ray or Optuna class and does not define `_x` itself.
+    """
+    import ast
+
+    tree = ast.parse(source)
+    foreign = {a.asname or a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+               for a in node.names
+               if ((node.module or "") if isinstance(node, ast.ImportFrom) else a.name).split(".")[0] in ("ray", "optuna")}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            found += [f"{node.lineno}: import {n}" for n in names if "_private" in n
+                      or (n.split(".")[0] in ("ray", "optuna") and any(c.startswith("_") for c in n.split(".")))]
+        elif isinstance(node, ast.ClassDef):
+            bases = {ast.unparse(b).split(".")[0] for b in node.bases}
+            own = {n.name for n in ast.walk(node) if isinstance(n, ast.FunctionDef)}
+            own |= {t.attr for n in ast.walk(node) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Attribute)}
+            if bases & foreign:
+                found += [f"{n.lineno}: self.{n.attr}" for n in ast.walk(node) if isinstance(n, ast.Attribute)
+                          and isinstance(n.value, ast.Name) and n.value.id == "self" and n.attr.startswith("_")
+                          and not n.attr.startswith("__") and n.attr not in own]
+        elif (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+              and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+              and ast.unparse(node) not in ("os._exit", "law._replace")):  # the standard library's
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_fatnas_uses_only_public_ray_and_optuna_apis():
+    """No `_private` module and no underscore attribute of a Ray or Optuna object anywhere under fatnas/."""
+    found = {path.name: underscore_uses(path.read_text()) for path in sorted((ROOT / "fatnas").rglob("*.py"))}
+    assert {name: uses for name, uses in found.items() if uses} == {}
+    before = """  # what the Ray backend used before it moved to public APIs: the check finds each
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+def check():
+    from ray._private.services import canonicalize_bootstrap_address
+class Search(OptunaSearch):
+    def tell(self, trial_id):
+        self._ot_study.tell(self._ot_trials[trial_id])
+class Bands(ASHAScheduler):
+    def __init__(self):
+        self._bands = {}
+    def add(self, peers, trial):
+        self._trial_info[trial] = peers._trial_info.pop(trial)
+"""
+    uses = " ".join(underscore_uses(before))
+    for name in ("ray._private", "self._ot_study", "self._ot_trials", "self._trial_info", "peers._trial_info"):
+        assert name in uses
+    assert "self._bands" not in uses  # its own attribute

@@ -81,18 +81,17 @@ def resume_settings(run: Run, backend: str, **changes: Any) -> SearchSettings:
 
 def record_run(run: Run, settings: SearchSettings, backend: str, argv: list[str] | None = None,
                storage: str | None = None) -> None:
-    """Write run.yaml (command, settings, seeds, versions, hardware, storage with no password); an
-    Optuna run also gets its study, holding a copy of run.yaml. `storage` None: the run's study.db."""
+    """Write run.yaml (command, settings, seeds, versions, hardware, storage with no password); a
+    run of either backend also gets its Optuna study, holding a copy of run.yaml. `storage` None: the run's study.db."""
     fields = dict(backend=backend, **settings_to_meta(settings))
     if storage is not None:
         fields["storage"] = mask_password(storage)
     argv = [mask_password(arg) for arg in (argv if argv is not None else sys.argv)]  # --storage URL's password
     run.record("search", fields, dataset=settings.dataset, flop_convention=flop_convention(settings.space.resolution),
                argv=argv)
-    if backend == "optuna":
-        from .optuna_backend import create_study
+    from .optuna_backend import create_study
 
-        create_study(open_storage(storage or run.default_storage, settings.heartbeat), run.id, run.read_meta())
+    create_study(open_storage(storage or run.default_storage, settings.heartbeat), run.id, run.read_meta())
 
 
 def check_storage(url: str | None, backend: str, heartbeat: Heartbeat = Heartbeat()) -> str | None:
@@ -129,7 +128,7 @@ def sync_run(run_id: str, storage: str | None = None, root: Path | None = None) 
     if run is None and storage is None:
         raise FatnasError(f"run {run_id!r} is not here; pass --storage URL of its study to rebuild it")
     url = storage_of(run, storage) if run is not None else normalize_storage(storage)
-    study = load_study(open_storage(url, Heartbeat()), run.id if run is not None else run_id)
+    study = load_study(open_storage(url, None), run.id if run is not None else run_id)
     if run is None:
         meta = study.user_attrs.get(RUN_META_ATTR)
         if not meta:

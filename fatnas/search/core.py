@@ -3,7 +3,7 @@ bands and the early-stopping rule on them, and the progress bar.
 
 Each backend is an adapter: it draws candidates and runs `evaluate.py`'s price -> time -> train
 in its own way, then asks `StopRule` whether to go on and `MedianStopper` (Optuna) or
-`CostBandASHA` (Ray, with the same bands) whether to stop a trial early.
+`MedianScheduler` (Ray, the same rule) whether to stop a trial early.
 """
 from __future__ import annotations
 

@@ -91,8 +91,8 @@ def has_masked_password(url: str) -> bool:
     return match is not None and match["password"] == "***"
 
 
-def open_storage(url: str, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
-    """Optuna's storage for a checked URL, with heartbeats where the storage keeps them."""
+def open_storage(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage:
+    """Optuna's storage for a checked URL, with heartbeats where the storage keeps them (None: without)."""
     journal = journal_path(url)
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +102,8 @@ def open_storage(url: str, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
     try:
         with warnings.catch_warnings():  # heartbeats are experimental in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat.interval_s,
-                                              grace_period=heartbeat.grace_s)
+            beats = dict(heartbeat_interval=heartbeat.interval_s, grace_period=heartbeat.grace_s) if heartbeat else {}
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beats)
     except ImportError:
         scheme = url.split("://", 1)[0]
         driver = DRIVERS.get(scheme, f"the driver that {scheme!r} names")
