@@ -73,6 +73,12 @@ def test_ray_search_writes_the_optuna_backends_files_and_a_front_within_budget(i
     assert len(run.references()) == len(optuna_run.references()) == 4
     assert list(run.references().columns) == list(optuna_run.references().columns)
     assert sorted(trials["trial"]) == list(range(len(trials)))  # Optuna's trial numbers, one row each
+    import optuna  # the run's own study (optuna-dashboard opens it) holds every trial, told as trials.csv says
+
+    study = optuna.load_study(study_name="r", storage=run.storage_url)
+    told = {t.number: t.state.name for t in study.trials}
+    assert sorted(told) == sorted(trials["trial"])
+    assert all(told[n] == {"INFEASIBLE": "PRUNED"}.get(state, state) for n, state in zip(trials["trial"], trials["state"]))
     assert set(trials["state"]) <= {"COMPLETE", "PRUNED", "INFEASIBLE"}
     assert trials["state"].isin(["COMPLETE", "PRUNED"]).sum() == 4
     assert (trials[trials["state"] == "COMPLETE"]["val_loss"] > 0).all()

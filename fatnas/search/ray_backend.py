@@ -57,6 +57,7 @@ from .optuna_backend import DIRECTIONS, make_sampler, study_names
 from .storage import open_storage
 
 RAY_DIR = "ray"  # Tune's experiment folder inside the run
+TRIAL_RETRIES = 1  # a trial lost with its node (or that raised) runs once more before it counts as FAIL
 METRICS, MODES = ["accuracy", "latency_ms"], ["max", "min"]
 TIME_ATTR = "checkpoint"  # 1-based index of the validation checkpoint a result reports
 ADDRESS = re.compile(r"^(auto|[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:]+\]:\d{1,5})$")
@@ -154,6 +155,11 @@ def check_ray_options(device: str | None = None, **options: Any) -> RayOptions:
         result.check_device(device)
     check_reachable(result.address)
     return result
+
+
+def fatnas_runtime_env() -> dict[str, Any]:
+    """Ray's runtime_env that ships this fatnas package to every node: nodes need only the same Python packages."""
+    return {"py_modules": [str(Path(__file__).resolve().parent.parent)]}
 
 
 def auto_address() -> str:
@@ -562,7 +568,7 @@ class RaySearch:
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(name=RAY_DIR, storage_path=str(self.ray_dir.parent), verbose=0,
                                       callbacks=[RunRecorder(self.run.id)], stop=SessionStopper(self.run.id),
-                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False)))
 
     def _start_ray(self) -> bool:
         """Join the given cluster, or start a local runtime sized to this machine; True if started here."""
@@ -576,7 +582,8 @@ class RaySearch:
         else:
             check_reachable(self.options.address)
             try:
-                ray.init(address=self.options.address, log_to_driver=False, logging_level=logging.ERROR)
+                ray.init(address=self.options.address, log_to_driver=False, logging_level=logging.ERROR,
+                         runtime_env=fatnas_runtime_env())
             except (ConnectionError, RuntimeError) as exc:
                 raise RayOptionsError(f"--ray-address {self.options.address}: cannot join a Ray cluster there "
                                       f"({str(exc).splitlines()[0]}); start one with `ray start --head`") from None
