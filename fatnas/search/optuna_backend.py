@@ -156,7 +156,7 @@ class OptunaSearch:
         self.study = open_study(run, settings, self.storage, joining=joining)
         self.study_id = self.storage.get_study_id_from_name(run.id)
         self.worker = worker_name()
-        self.interrupted = fail_legacy_running(self.study, self.storage, settings.heartbeat.grace_s)
+        fail_legacy_running(self.study, self.storage, settings.heartbeat.grace_s)
         self.stopper = MedianStopper() if settings.early_stopping else None
         self.screen_batch = minibatch(data, res=settings.proxy.res, seed=settings.seed) if settings.prescreen else None
         self.heartbeats = contextlib.ExitStack()

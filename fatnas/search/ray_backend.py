@@ -278,6 +278,12 @@ def result_attrs(result: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- driver: searcher, scheduler, callback
 
+def suggest_config(space: SearchSpace, trial: optuna.Trial) -> dict[str, Any]:
+    """A Tune config from an Optuna trial: the space's own sampling by name, and the trial number."""
+    space.sample(trial.suggest_categorical)
+    return dict(trial.params, trial=trial.number)
+
+
 class StudySearcher(Searcher):
     """Tune searcher over the run's Optuna study (study.db): asks the study for each trial's config and
     tells it the outcome, as the Optuna backend does (infeasible and stopped trials PRUNED, failed FAIL).
@@ -309,10 +315,9 @@ class StudySearcher(Searcher):
         if not session.may_start():
             return None  # wait for running trials; the SessionStopper ends the experiment
         trial = self.open_study().ask()
-        self.settings.sampled_space.sample(trial.suggest_categorical)
         self.numbers[trial_id] = trial.number
         session.live += 1
-        return dict(trial.params, trial=trial.number)
+        return suggest_config(self.settings.sampled_space, trial)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         number = self.numbers.pop(trial_id, None)
