@@ -5,10 +5,20 @@ folder; hypervolumes share one reference point (accuracy 0, 1.1 x the largest la
 Prints the table and saves it to bench/results/sampler_bench.csv.
 
     python bench/sampler_bench.py --samplers tpe random --seeds 0 1 2 --trials 20
+
+`--feasibility` measures instead how well each sampler learns the budget edge: the share of
+its proposals that fit the budget over `--trials` feasible ones, with over-budget draws told as
+before (PRUNED, nothing more) and as now (PRUNED with their excess as Optuna constraints). It
+trains nothing: each feasible draw is told at once with analytic stand-in objectives (log10
+params, maximized, for accuracy, which grows with size; MFLOPs, minimized, for latency), so the
+samplers are pulled towards the budget edge as in a real search. Saves sampler_feasibility.csv.
+
+    python bench/sampler_bench.py --feasibility --samplers tpe nsga2 gp random --seeds 0 1 2 --trials 50
 """
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -18,10 +28,11 @@ import pandas as pd
 from fatnas.cost import parse_budget
 from fatnas.proxy import ProxySettings
 from fatnas.search import SearchSettings, run_search
+from fatnas.search.optuna_backend import OptunaSearch
 from fatnas.space import load_space
 from fatnas.store import create_run, hypervolume, pareto_front
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import RESULTS, save_table
 
 
 def run_one(root: Path, sampler: str, seed: int, args: argparse.Namespace) -> pd.DataFrame:
@@ -34,6 +45,33 @@ def run_one(root: Path, sampler: str, seed: int, args: argparse.Namespace) -> pd
     run_search(run, settings, progress=False)
     trials = run.trials().assign(sampler=sampler, seed=seed, wall_s=time.perf_counter() - start)
     return trials
+
+
+def feasibility_one(root: Path, sampler: str, seed: int, teach: bool, args: argparse.Namespace) -> dict:
+    """Proposals a sampler makes to reach `args.trials` feasible ones (nothing trained)."""
+    space = load_space(args.space)
+    settings = SearchSettings(space=space, budget=parse_budget(args.budget, res=space.resolution),
+                              proxy=ProxySettings(seed=seed), trials=args.trials, sampler=sampler, seed=seed,
+                              references=False)
+    run = create_run(f"{sampler}-{seed}-{'now' if teach else 'before'}", root=root)
+    search = OptunaSearch(run, settings, data=None, progress=False,  # a journal file: quicker than SQLite commits
+                          storage_url=f"journal://{run.path.resolve() / 'study.log'}")
+    search.teach_budget = teach
+    start = time.perf_counter()
+    for _ in range(args.trials):
+        trial, ev = search.sample_feasible()
+        search.tell(trial, values=[math.log10(ev.cost.params), ev.cost.flops / 1e6])
+    proposals = len(search.trials())
+    return dict(sampler=sampler, seed=seed, over_budget_draws="constraints" if teach else "pruned only",
+                proposals=proposals, feasible=args.trials, feasible_share=args.trials / proposals,
+                wall_s=time.perf_counter() - start)
+
+
+def feasibility(args: argparse.Namespace) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [feasibility_one(Path(tmp), sampler, seed, teach, args)
+                for sampler in args.samplers for seed in args.seeds for teach in (False, True)]
+    return pd.DataFrame(rows)
 
 
 def summarize(trials: pd.DataFrame) -> pd.DataFrame:
@@ -57,8 +95,18 @@ def main() -> None:
     parser.add_argument("--budget", default="2GFLOPs")
     parser.add_argument("--space", default="fat")
     parser.add_argument("--proxy-images", type=int, default=None, help="override the proxy's images per trial")
-    parser.add_argument("--out", type=Path, default=RESULTS / "sampler_bench.csv")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/sampler_bench.csv "
+                                                                    "(sampler_feasibility.csv with --feasibility)")
+    parser.add_argument("--feasibility", action="store_true",
+                        help="share of feasible proposals, over-budget draws told with and without constraints")
     args = parser.parse_args()
+    if args.feasibility:
+        table = feasibility(args)
+        means = table.groupby(["sampler", "over_budget_draws"])[["feasible_share", "proposals"]].mean()
+        save_table(table, args.out or RESULTS / "sampler_feasibility.csv", digits=3)
+        print("\nmean over seeds:\n" + means.to_string(float_format=lambda v: f"{v:.3f}"))
+        return
+    args.out = args.out or RESULTS / "sampler_bench.csv"
     with tempfile.TemporaryDirectory() as tmp:
         trials = pd.concat([run_one(Path(tmp), sampler, seed, args)
                             for seed in args.seeds for sampler in args.samplers], ignore_index=True)
