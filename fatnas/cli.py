@@ -158,12 +158,11 @@ def _cost_all(args: argparse.Namespace) -> int:
 
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
-    from fatnas.search import check_storage, record_run, run_search, start_workers, storage_of, wait_workers
+    from fatnas.search import check_storage, record_run, run_search, storage_of
     from fatnas.store import new_run, open_run
 
     backend_options = _backend_options(args)  # checked before any run folder exists
     _check_workers(args)
-    storage = None
     if args.resume or args.join:
         run = open_run(args.resume or args.join)
         settings = _resume_settings(run, args)
@@ -180,24 +179,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"proxy: {settings.dataset} at {settings.proxy.res}px, {settings.proxy.images_per_trial} images per trial "
           f"on {settings.device} (proxy accuracy, not ImageNet accuracy)")
     print(_liveness_line(settings))
-    if args.workers and args.workers > 1:
-        if settings.references and not args.join:  # once, before the other workers start
-            from fatnas.search import evaluate_references
-
-            evaluate_references(run, settings, data)
+    if (args.workers or 1) > 1:
         print(f"workers: this process and {args.workers - 1} more (search --join {run.id})")
-        workers = start_workers(run, args.workers - 1, storage=args.storage, device=args.device, threads=args.threads)
-    else:
-        workers = []
-    try:
-        front = run_search(run, settings, backend=args.backend, data=data, progress=not args.quiet,
-                           storage=storage if args.storage else None, joining=bool(args.join), **backend_options)
-        wait_workers(workers)
-    finally:
-        for worker in workers:
-            worker.terminate() if worker.poll() is None else None
-    if workers:
-        front = run.pareto()
+    front = run_search(run, settings, backend=args.backend, data=data, progress=not args.quiet,
+                       storage=storage, joining=bool(args.join), workers=args.workers or 1,
+                       **backend_options)
     _print_front(run, front, settings)
     return 0
 

@@ -142,16 +142,13 @@ def sync_run(run_id: str, storage: str | None = None, root: Path | None = None) 
     return run
 
 
-def start_workers(run: Run, count: int, *, storage: str | None = None, device: str | None = None,
-                  threads: int | None = None) -> list[subprocess.Popen]:
-    """`count` more worker processes on this machine, each `fatnas search --join` of the run."""
-    command = [sys.executable, "-m", "fatnas.cli", "search", "--join", str(run.path.resolve()), "--quiet"]
+def start_workers(run: Run, count: int, settings: SearchSettings, storage: str | None = None) -> list[subprocess.Popen]:
+    """`count` more worker processes on this machine, each `fatnas search --join` of the run with this
+    process's device and threads."""
+    command = [sys.executable, "-m", "fatnas.cli", "search", "--join", str(run.path.resolve()), "--quiet",
+               "--device", settings.device, "--threads", str(settings.threads)]
     if storage is not None:
         command += ["--storage", storage]
-    if device is not None:
-        command += ["--device", device]
-    if threads is not None:
-        command += ["--threads", str(threads)]
     return [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(count)]
 
 
@@ -160,6 +157,13 @@ def wait_workers(workers: list[subprocess.Popen]) -> None:
     codes = [w.wait() for w in workers]
     if any(codes):
         raise RuntimeError(f"worker processes exited with {codes}; see their messages above")
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+            worker.wait()
 
 
 def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> pd.DataFrame:
@@ -191,12 +195,13 @@ def check_backend(settings: SearchSettings, backend: str) -> None:
 
 
 def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", progress: bool = True,
-               data: DataSplit | None = None, storage: str | None = None, joining: bool = False,
+               data: DataSplit | None = None, storage: str | None = None, joining: bool = False, workers: int = 1,
                **backend_options: Any) -> pd.DataFrame:
     """Run (or continue, or as one more worker join) a search in `run`; returns the Pareto front.
 
     `storage` None: the one run.yaml names (default study.db). A joining worker leaves the
-    references to the run's first worker. `backend_options` go to the ray backend
+    references to the run's first worker. `workers` > 1 (optuna): this process and `workers - 1`
+    more started here, after the references. `backend_options` go to the ray backend
     (`fatnas.search.ray_backend.RaySearch`): cpus_per_trial, gpus_per_trial, max_concurrent, ray_address.
     """
     check_backend(settings, backend)
@@ -213,7 +218,12 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
                               joining=joining)
         if not joining and not run.references().empty:
             search.study.set_user_attr(REFERENCES_ATTR, run.references().to_dict("records"))
-        search.optimize()
+        others = start_workers(run, workers - 1, settings, storage)
+        try:
+            search.optimize()
+            wait_workers(others)
+        finally:
+            stop_workers(others)
     else:
         from .ray_backend import RaySearch
 
@@ -222,5 +232,4 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
 
 
 __all__ = ["BACKENDS", "SearchSettings", "check_backend", "check_storage", "evaluate_references", "record_run",
-           "resume_settings", "run_search", "settings_from_meta", "settings_to_meta", "start_workers", "storage_of",
-           "sync_run", "wait_workers"]
+           "resume_settings", "run_search", "settings_from_meta", "settings_to_meta", "storage_of", "sync_run"]
