@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BUDGET ?= 2GFLOPs
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser search lint test test-fast bench clean
+.PHONY: setup data browser postgres search lint test test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,13 +20,16 @@ data:
 browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q postgresql)
+
 search: setup data
 	$(PY) cli.py search --budget $(BUDGET)
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup data browser lint
+test: setup data browser postgres lint
 	$(PY) -m pytest -q
 
 test-fast: setup data lint   # no subprocess, Ray, browser or kill -9 tests: about a minute on 2 cores

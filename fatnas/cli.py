@@ -1,4 +1,4 @@
-"""fatnas command line (`fatnas ...`, or `python cli.py ...` in a checkout): parses arguments and wires the package's pieces together.
+"""fatnas command line (`fatnas ...`, or `python cli.py ...` in a checkout): parses arguments and wires the pieces.
 
 Every FLOP figure printed here is fvcore's total (one multiply-add = one FLOP) at the stated
 resolution. Bad input prints one line to stderr and exits with status 2.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import re
 import sys
 from typing import Any, Callable
 
@@ -128,7 +128,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
                  + [dict(operator="total", flops=cost.flops)]))
     print(f"FLOPs total: {format_flops(cost.flops)} ({FLOP_CONVENTION})")
     if args.fvcore:
-        print(f"fvcore trace: {result['fvcore_flops']:,} FLOPs ({'matches' if result['fvcore_matches'] else 'DIFFERS'})")
+        verdict = "matches" if result["fvcore_matches"] else "DIFFERS"
+        print(f"fvcore trace: {result['fvcore_flops']:,} FLOPs ({verdict})")
     if args.latency_model:
         m = result["modelled_latency"]
         print(f"latency {m['latency_ms']:.2f} ms, modelled (no network timed) from {m['table']} "
@@ -136,7 +137,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
               f"{m['threads']} threads, batch {m['batch_size']}, {m['resolution']} px")
     if args.latency:
         s = result["latency"]
-        print(f"latency on {s['device']} ({s['runtime']}, batch {s['batch_size']}, {s['threads']} threads, {s['repeats']} runs): "
+        print(f"latency on {s['device']} ({s['runtime']}, batch {s['batch_size']}, {s['threads']} threads, "
+              f"{s['repeats']} runs): "
               f"median {s['median_ms']:.2f} ms, p10 {s['p10_ms']:.2f}, p90 {s['p90_ms']:.2f}, CV {100 * s['cv']:.1f}%")
         print(f"peak memory: {result['peak_memory_bytes'] / 2**20:.1f} MiB, {result['memory_method']}")
     return 0
@@ -170,7 +172,8 @@ def cmd_latency_profile(args: argparse.Namespace) -> int:
     if report:
         print()
     info = table.describe()
-    print(f"{len(table.parts)} parts in {table.meta['profile_seconds']:.0f} s; reference fat_b0 {table.reference_ms:.2f} ms; "
+    print(f"{len(table.parts)} parts in {table.meta['profile_seconds']:.0f} s; "
+          f"reference fat_b0 {table.reference_ms:.2f} ms; "
           f"calibration factor {table.factor:.3f} ({len(table.meta['calibration']['networks'])} whole networks)")
     print(f"wrote {path} [{info['table_fingerprint']}]")
     return 0
@@ -189,13 +192,15 @@ def _cost_all(args: argparse.Namespace) -> int:
     for name, paper in PAPER_FIGURES.items():
         cost = analytic_cost(get_config(name), args.res)
         rows.append(dict(name=name, params_M=round(cost.params / 1e6, 2), paper_params_M=paper["params_m"],
-                         GFLOPs_total=round(cost.flops / 1e9, 3), GFLOPs_conv_only=round(cost.flops_by_operator["conv"] / 1e9, 3),
+                         GFLOPs_total=round(cost.flops / 1e9, 3),
+                         GFLOPs_conv_only=round(cost.flops_by_operator["conv"] / 1e9, 3),
                          paper_GFLOPs=paper["flops_g"], paper_top1_imagenet=paper["top1"]))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(_table(rows))
-    print(f"GFLOPs_total is fatnas's one FLOP figure: fvcore's total at {args.res}x{args.res} (1 multiply-add = 1 FLOP;\n"
+    print(f"GFLOPs_total is fatnas's one FLOP figure: fvcore's total at {args.res}x{args.res} "
+          "(1 multiply-add = 1 FLOP;\n"
           "convolutions, attention matmuls, norms and head). The paper's FLOPs column counts convolutions only\n"
           "(compare GFLOPs_conv_only at 224), so fat_b2 is 2.15 GFLOPs here and `--budget 2GFLOPs` excludes it.\n"
           "paper_top1_imagenet is the paper's ImageNet-1K accuracy; fatnas never measures ImageNet accuracy.")
@@ -206,18 +211,21 @@ def _cost_all(args: argparse.Namespace) -> int:
 
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
-    from fatnas.search import record_run, run_search
-    from fatnas.store import open_run
+    from fatnas.search import check_storage, record_run, run_search, storage_of
+    from fatnas.store import new_run, open_run
 
     backend_options = _backend_options(args)  # checked before any run folder exists
-    if args.resume:
-        run = open_run(args.resume)
+    _check_workers(args)
+    if args.resume or args.join:
+        run = open_run(args.resume or args.join)
         settings = _resume_settings(run, args)
+        storage = storage_of(run, args.storage)
         data = _load_data(settings)
     else:
         settings = _search_settings(args)
+        storage = check_storage(args.storage, args.backend, settings.heartbeat)
         data = _load_data(settings)  # a missing data set fails before any run folder exists
-        run = _new_run(args.run_id, "search", lambda r: record_run(r, settings, args.backend))
+        run = new_run(args.run_id, "search", lambda r: record_run(r, settings, args.backend, storage=storage))
     print(f"run {run.id}: {run.path}")
     print(f"budget: {settings.budget.describe()}; space {settings.space.name} "
           f"({settings.space.size():.3g} points); sampler {settings.sampler}; seed {settings.seed}")
@@ -225,7 +233,10 @@ def cmd_search(args: argparse.Namespace) -> int:
           f"on {settings.device} (proxy accuracy, not ImageNet accuracy)")
     print(_liveness_line(settings))
     print(_latency_line(run.read_meta().get("latency") or {}))
+    if (args.workers or 1) > 1:
+        print(f"workers: this process and {args.workers - 1} more (search --join {run.id})")
     front = run_search(run, settings, backend=args.backend, data=data, progress=not args.quiet,
+                       storage=storage, joining=bool(args.join), workers=args.workers or 1,
                        **backend_options)
     _print_front(run, front, settings)
     return 0
@@ -234,8 +245,30 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _latency_line(latency: dict[str, Any]) -> str:
     if latency.get("source") == "modelled":
         return (f"latency: modelled from {latency['table']} [{latency['table_fingerprint']}] ({latency['runtime']} on "
-                f"{latency['device']}, {latency['device_name']}, {latency['threads']} threads, batch {latency['batch_size']})")
+                f"{latency['device']}, {latency['device_name']}, {latency['threads']} threads, "
+                f"batch {latency['batch_size']})")
     return f"latency: measured here on {latency.get('device')} ({latency.get('method', 'median of timed passes')})"
+
+
+def _check_workers(args: argparse.Namespace) -> None:
+    if args.join and args.resume:
+        raise FatnasError("--join and --resume: give one (--join adds a worker, --resume continues alone)")
+    if args.workers is not None and args.workers < 1:
+        raise FatnasError(f"--workers {args.workers}: must be a positive number of processes")
+    if (args.workers or args.join) and args.backend != "optuna":
+        raise FatnasError("--workers and --join work with the optuna backend; Ray schedules its own workers")
+
+
+@command("sync")
+def cmd_sync(args: argparse.Namespace) -> int:
+    from fatnas.search import sync_run
+
+    run = sync_run(args.run, args.storage)
+    trials = run.trials()
+    counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
+    print(f"run {run.id} rebuilt from its study in {run.storage_url}: trials {counts}; "
+          f"{len(run.pareto())} on the front; files in {run.path}")
+    return 0
 
 
 def _liveness_line(settings) -> str:
@@ -254,28 +287,28 @@ def _search_settings(args: argparse.Namespace):
     from fatnas.cost import parse_budget
     from fatnas.proxy import ProxySettings
     from fatnas.search import SearchSettings, check_backend
-    from fatnas.search.optuna_backend import SAMPLERS
+    from fatnas.search.storage import Heartbeat
     from fatnas.space import load_space
 
     space = load_space(args.space)
     budget = parse_budget(args.budget or [], res=space.resolution)
-    if args.sampler not in SAMPLERS:
-        raise FatnasError(f"unknown sampler {args.sampler!r}; accepted: {', '.join(SAMPLERS)}")
     if args.prescreen_keep is not None and args.prescreen is None:
         raise FatnasError("--prescreen-keep goes with --prescreen PROXY")
-    _check_device(args.device)
+    device, threads = args.device or "cpu", args.threads or 1
+    _check_device(device)
     _check_positive(trials=args.trials, proxy_res=args.proxy_res, proxy_images=args.proxy_images,
-                    proxy_epochs=args.proxy_epochs, batch_size=args.batch_size, timeout=args.timeout,
-                    threads=args.threads)
+                    proxy_epochs=args.proxy_epochs, batch_size=args.batch_size, threads=args.threads)
     proxy_values = dict(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
                         batch_size=args.batch_size)
-    proxy = ProxySettings(seed=args.seed, device=args.device,
+    proxy = ProxySettings(seed=args.seed, device=device,
                           **{k: v for k, v in proxy_values.items() if v is not None})
+    heartbeat = Heartbeat(**{k: v for k, v in dict(interval_s=args.heartbeat_interval,
+                                                   grace_s=args.grace_period).items() if v is not None})
     settings = SearchSettings(space=space, budget=budget, proxy=proxy, trials=args.trials or 20,
                               timeout_s=args.timeout, sampler=args.sampler, seed=args.seed, dataset=args.dataset,
                               data_dir=args.data_dir, references=not args.no_references,
-                              early_stopping=not args.no_early_stopping, threads=args.threads,
-                              prescreen=args.prescreen, collapse_inert=not args.keep_inert,
+                              early_stopping=not args.no_early_stopping, threads=threads,
+                              prescreen=args.prescreen, collapse_inert=not args.keep_inert, heartbeat=heartbeat,
                               latency_model=_search_latency_model(args.latency_model, space),
                               **({} if args.prescreen_keep is None else dict(prescreen_keep=args.prescreen_keep)))
     check_backend(settings, args.backend)
@@ -295,28 +328,19 @@ def _search_latency_model(path: str | None, space) -> str | None:
 
 
 def _resume_settings(run, args: argparse.Namespace):
-    from fatnas.search import settings_from_meta
+    from fatnas.search import resume_settings
 
-    meta = run.read_meta()
-    if meta.get("kind") != "search":
-        raise FatnasError(f"run {run.id!r} is not a search run; --resume takes a search run id")
-    if meta.get("backend", "optuna") != args.backend:
-        raise FatnasError(f"run {run.id!r} used backend {meta.get('backend')!r}; resume it with --backend {meta.get('backend')}")
-    _check_positive(trials=args.trials, timeout=args.timeout)
-    return settings_from_meta(meta, trials=args.trials, timeout_s=args.timeout)
+    if args.device is not None:
+        _check_device(args.device)
+    return resume_settings(run, args.backend, trials=args.trials, timeout_s=args.timeout, device=args.device,
+                           threads=args.threads)
 
 
 def _new_run(run_id: str | None, prefix: str, record: Callable[[Any], None]):
     """A new run folder with its run.yaml written by `record(run)`; removed again if that fails."""
-    from fatnas.store import create_run, new_run_id
+    from fatnas.store import new_run
 
-    run = create_run(run_id or new_run_id(prefix))
-    try:
-        record(run)
-    except BaseException:
-        shutil.rmtree(run.path, ignore_errors=True)
-        raise
-    return run
+    return new_run(run_id, prefix, record)
 
 
 def _load_data(settings):
@@ -338,7 +362,7 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     from fatnas.search.ray_backend import check_ray_options
 
-    check_ray_options(device=None if args.resume else args.device, **given)
+    check_ray_options(device=None if args.resume else (args.device or "cpu"), **given)
     return given
 
 
@@ -454,7 +478,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output or args.res:
         raise FatnasError("export: -o and --res go with --model NAME (a trial's files go beside its variant)")
     if args.run is None:
-        raise FatnasError("export: give RUN --trial N --name NAME, RUN --pareto [--prefix P], or --model NAME --format onnx|pt2")
+        raise FatnasError("export: give RUN --trial N --name NAME, RUN --pareto [--prefix P], "
+                          "or --model NAME --format onnx|pt2")
     if args.pareto == (args.trial is not None):
         raise FatnasError("export: give --trial N --name NAME, or --pareto [--prefix P]")
     if args.pareto and args.name:
@@ -501,13 +526,15 @@ def _print_deployed(name: str, done) -> None:
 
 
 def _check_positive(**values: Any) -> None:
-    for name, value in values.items():
-        if value is not None and value <= 0:
-            raise FatnasError(f"--{name.replace('_', '-')} {value}: must be a positive number")
+    from fatnas.errors import check_positive
+
+    check_positive(**values)
 
 
 def _check_device(device: str) -> None:
-    if device == "cuda":
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise FatnasError(f"--device {device!r}: accepted forms: cpu, cuda, cuda:N")
+    if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
@@ -750,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--fvcore", action="store_true", help="cross-check the analytic FLOPs by tracing with fvcore")
-    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch", help="with --latency: what runs the network")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                   help="with --latency: what runs the network")
     p.add_argument("--latency-model", default=None, metavar="TABLE.json",
                    help="price latency from a table of `fatnas latency-profile` (no network built or timed)")
     p.add_argument("--json", action="store_true")
@@ -778,10 +806,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
     p.add_argument("--backend", choices=("optuna", "ray"), default="optuna")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", default=None, help="this worker's device: cpu (default), cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-id", default=None)
     p.add_argument("--resume", default=None, metavar="ID", help="continue an interrupted run")
+    p.add_argument("--join", default=None, metavar="ID",
+                   help="add a worker to a running or stopped search (optuna; with --storage on another machine)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes on this machine sharing the search's target (default 1)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="where the study lives (default runs/<id>/study.db): sqlite:///PATH, "
+                        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, mysql://..., journal:///PATH.log")
+    p.add_argument("--heartbeat-interval", type=int, default=None, metavar="S",
+                   help="seconds between a running trial's heartbeats (default 10)")
+    p.add_argument("--grace-period", type=int, default=None, metavar="S",
+                   help="seconds without heartbeat after which a trial's worker counts as dead (default 30)")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10 or imagefolder")
     p.add_argument("--data-dir", default=None, help="folder of the data set (CIFAR-10 or ImageFolder)")
     p.add_argument("--proxy-res", type=int, default=None, help="proxy training resolution")
@@ -795,7 +834,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "naswot, params or flops")
     p.add_argument("--prescreen-keep", type=float, default=None, metavar="FRACTION",
                    help="with --prescreen: fraction of scored candidates that train (default 0.25: best of 4)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per trial, for timing and training (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="this worker's torch threads per trial, for timing and training (default 1)")
     p.add_argument("--latency-model", default=None, metavar="TABLE.json",
                    help="price latency from a table of `fatnas latency-profile` (made on the target device) instead of "
                         "measuring it here")
@@ -804,11 +844,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw every value, also those that build the same network at the proxy resolution")
     p.add_argument("--cpus-per-trial", type=float, default=None,
                    help="ray: CPUs (and torch threads) per trial (default: --threads)")
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="ray: GPUs per trial, fractions share one (default 0)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="ray: GPUs per trial, fractions share one (default 0)")
     p.add_argument("--max-concurrent", type=int, default=None,
                    help="ray: trials at once (default: cluster CPUs // cpus per trial)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="ray: join a cluster (auto or HOST:PORT); default: start a local Ray runtime")
+
+    p = sub.add_parser("sync", help="rebuild runs/<id>/ (trials, front, configs) from the study in its storage")
+    p.add_argument("run", metavar="RUN", help="run id (or folder)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="the study's storage (default: the one run.yaml names; needed where the run folder is missing)")
 
     sub.add_parser("runs", help="list runs with budget, trial counts and front size")
 
@@ -829,7 +875,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="yaml (a named variant, default), onnx (checked under ONNX Runtime) or pt2 (torch.export); "
                         "with a run, onnx/pt2 files go beside the variant YAML")
     p.add_argument("-o", "--output", default=None, help="with --model: the file (default: variants/NAME.FORMAT)")
-    p.add_argument("--res", type=int, default=None, help="with --model: input resolution (default: the variant's, else 224)")
+    p.add_argument("--res", type=int, default=None,
+                   help="with --model: input resolution (default: the variant's, else 224)")
     p.add_argument("--trial", type=int, default=None, help="a COMPLETE trial number; needs --name")
     p.add_argument("--name", default=None, help="variant name: lowercase letters, digits, '_'")
     p.add_argument("--pareto", action="store_true", help="export every Pareto-front trial as PREFIX<trial>")

@@ -1,21 +1,25 @@
 """The run store: `runs/<run-id>/` with run.yaml, study.db, trials.csv, pareto.csv and configs.
 
-study.db (Optuna's SQLite storage) is the source of truth for trials; the CSV files are
-rewritten from it after every trial, so a killed search loses nothing that had finished.
+The run's Optuna study (study.db, or the storage run.yaml names) is the source of truth for
+trials; the CSV files are rewritten from it after every trial, under the run folder's lock
+when several workers share it, so a killed search loses nothing that had finished.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 import yaml
@@ -73,8 +77,26 @@ class Run:
         return self.path.name
 
     @property
-    def storage_url(self) -> str:
+    def default_storage(self) -> str:
+        """The run's own SQLite study, `study.db` in its folder."""
         return f"sqlite:///{(self.path / 'study.db').resolve()}"
+
+    @property
+    def storage_url(self) -> str:
+        """Where the run's study lives: run.yaml's `storage` (its password masked), else study.db."""
+        meta_path = self.path / "run.yaml"
+        recorded = (yaml.safe_load(meta_path.read_text()) or {}).get("storage") if meta_path.is_file() else None
+        return recorded or self.default_storage
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder's lock: one process at a time rewrites its files."""
+        with open(self.path / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def read_meta(self) -> dict[str, Any]:
         meta_path = self.path / "run.yaml"
@@ -130,6 +152,17 @@ def create_run(run_id: str, root: Path | None = None) -> Run:
         raise RunError(f"run {run_id!r} already exists in {path.parent}; pick another --run-id or --resume it")
     path.mkdir(parents=True)
     return Run(path)
+
+
+def new_run(run_id: str | None, prefix: str, record: Callable[[Run], None], root: Path | None = None) -> Run:
+    """A new run folder with its run.yaml written by `record(run)`; removed again if that fails."""
+    run = create_run(run_id or new_run_id(prefix), root)
+    try:
+        record(run)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return run
 
 
 def open_run(run_id: str, root: Path | None = None) -> Run:
@@ -189,8 +222,8 @@ def environment_info() -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
-        "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__), "optuna": str(optuna.__version__),
-                     "fatnas": fatnas_version, "git": _git_commit()},
+        "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__),
+                     "optuna": str(optuna.__version__), "fatnas": fatnas_version, "git": _git_commit()},
         "hardware": {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
                      "torch_threads": torch.get_num_threads(),
                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},

@@ -236,13 +236,13 @@ def test_optuna_samplers_work_with_the_conditional_space(sampler, caplog):
 
 def test_ray_define_by_run_space_and_config_of_agree():
     pytest.importorskip("ray")
-    from fatnas.search.ray_backend import SampleSpace, config_of
+    from fatnas.search.ray_backend import config_of, suggest_config
 
     space = sampling_space(load_space("fat"), 28)
     study = optuna.create_study(sampler=make_sampler("tpe", 0), directions=["maximize", "minimize"])
     for _ in range(20):
         trial = study.ask()
-        assert SampleSpace(space)(trial) == {"trial": trial.number}
+        assert suggest_config(space, trial) == dict(trial.params, trial=trial.number)
         cfg = config_of(space, trial.params)
         assert all((f"head_dims_{s}" in trial.params) != space.heads_inert(s, cfg.windows[s]) for s in range(4))
         assert ("head_dims_0" in trial.params) == (cfg.windows[0] == 4)  # 7x7 map: windows 8 and 16 leave one key

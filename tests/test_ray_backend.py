@@ -52,7 +52,7 @@ def ray_run(run_id: str, settings, **options):
 @needs_fashion_mnist
 def test_ray_search_writes_the_optuna_backends_files_and_a_front_within_budget(isolated_dirs, ray_cluster):
     optuna_run = create_run("o")
-    optuna_settings = tiny_settings(trials=2)
+    optuna_settings = tiny_settings(trials=2, references=True)  # fat_b0..b3 are over the budget: priced, never trained
     record_run(optuna_run, optuna_settings, "optuna", argv=["tests/test_ray_backend.py"])
     run_search(optuna_run, optuna_settings, progress=False)
 
@@ -70,9 +70,16 @@ def test_ray_search_writes_the_optuna_backends_files_and_a_front_within_budget(i
     trials, reference = run.trials(), optuna_run.trials()
     assert list(trials.columns) == list(reference.columns)
     assert list(run.pareto().columns) == list(optuna_run.pareto().columns)
-    assert list(run.references().columns) == list(optuna_run.references().columns) or optuna_run.references().empty
-    assert len(run.references()) == 4
+    assert len(run.references()) == len(optuna_run.references()) == 4
+    assert list(run.references().columns) == list(optuna_run.references().columns)
     assert sorted(trials["trial"]) == list(range(len(trials)))  # Optuna's trial numbers, one row each
+    import optuna  # the run's own study (optuna-dashboard opens it) holds every trial, told as trials.csv says
+
+    study = optuna.load_study(study_name="r", storage=run.storage_url)
+    told = {t.number: t.state.name for t in study.trials}
+    assert sorted(told) == sorted(trials["trial"])
+    expected = {"INFEASIBLE": "PRUNED"}
+    assert all(told[n] == expected.get(state, state) for n, state in zip(trials["trial"], trials["state"]))
     assert set(trials["state"]) <= {"COMPLETE", "PRUNED", "INFEASIBLE"}
     assert trials["state"].isin(["COMPLETE", "PRUNED"]).sum() == 4
     assert (trials[trials["state"] == "COMPLETE"]["val_loss"] > 0).all()

@@ -16,7 +16,7 @@ from fatnas.cost import fvcore_cost, parse_budget
 from fatnas.model import FAT
 from fatnas.proxy import ProxySettings
 from fatnas.search import SearchSettings, run_search, settings_from_meta, settings_to_meta
-from fatnas.search.evaluate import MedianStopper
+from fatnas.search.core import MedianStopper
 from fatnas.space import load_space
 from fatnas.store import create_run, open_run, pareto_mask
 
@@ -211,7 +211,7 @@ def test_bad_search_input_exits_2_with_one_line_and_writes_nothing(isolated_dirs
 
 
 def test_median_stopper_compares_only_cost_peers():
-    stopper = MedianStopper(min_peers=3, band=2.0)
+    stopper = MedianStopper(min_peers=3)
     peers = [(100, [(1, 0.5), (2, 0.6)])] * 3 + [(1000, [(1, 0.9), (2, 0.95)])] * 5
     assert stopper.should_stop(120, 1, 0.55, peers, checkpoints=4) is True
     assert stopper.should_stop(120, 1, 0.65, peers, checkpoints=4) is False
@@ -224,3 +224,63 @@ def test_median_stopper_compares_only_cost_peers():
 def test_pareto_mask_keeps_non_dominated_rows():
     table = pd.DataFrame(dict(accuracy=[0.8, 0.7, 0.9, 0.6], latency_ms=[10.0, 5.0, 20.0, 6.0]))
     assert list(pareto_mask(table)) == [True, True, True, False]
+
+
+def underscore_uses(source: str) -> list[str]:
+    """Underscore attributes of Ray and Optuna objects, and imports of their private modules, in `source`.
+
+    `self._x` counts when the class derives from a Ray or Optuna class and does not define `_x` itself.
+    """
+    import ast
+
+    tree = ast.parse(source)
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    def root(node: ast.AST, alias: ast.alias) -> str:
+        return ((node.module or "") if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+
+    foreign = {a.asname or a.name.split(".")[0] for node in imports for a in node.names
+               if root(node, a) in ("ray", "optuna")}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            found += [f"{node.lineno}: import {n}" for n in names if "_private" in n
+                      or (n.split(".")[0] in ("ray", "optuna") and any(c.startswith("_") for c in n.split(".")))]
+        elif isinstance(node, ast.ClassDef):
+            bases = {ast.unparse(b).split(".")[0] for b in node.bases}
+            own = {n.name for n in ast.walk(node) if isinstance(n, ast.FunctionDef)}
+            own |= {t.attr for n in ast.walk(node) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Attribute)}
+            if bases & foreign:
+                found += [f"{n.lineno}: self.{n.attr}" for n in ast.walk(node) if isinstance(n, ast.Attribute)
+                          and isinstance(n.value, ast.Name) and n.value.id == "self" and n.attr.startswith("_")
+                          and not n.attr.startswith("__") and n.attr not in own]
+        elif (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+              and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+              and ast.unparse(node) not in ("os._exit", "law._replace")):  # the standard library's
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_fatnas_uses_only_public_ray_and_optuna_apis():
+    """No `_private` module and no underscore attribute of a Ray or Optuna object anywhere under fatnas/."""
+    found = {path.name: underscore_uses(path.read_text()) for path in sorted((ROOT / "fatnas").rglob("*.py"))}
+    assert {name: uses for name, uses in found.items() if uses} == {}
+    before = """  # what the Ray backend used before it moved to public APIs: the check finds each
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+def check():
+    from ray._private.services import canonicalize_bootstrap_address
+class Search(OptunaSearch):
+    def tell(self, trial_id):
+        self._ot_study.tell(self._ot_trials[trial_id])
+class Bands(ASHAScheduler):
+    def __init__(self):
+        self._bands = {}
+    def add(self, peers, trial):
+        self._trial_info[trial] = peers._trial_info.pop(trial)
+"""
+    uses = " ".join(underscore_uses(before))
+    for name in ("ray._private", "self._ot_study", "self._ot_trials", "self._trial_info", "peers._trial_info"):
+        assert name in uses
+    assert "self._bands" not in uses  # its own attribute

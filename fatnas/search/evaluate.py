@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -15,11 +14,12 @@ from typing import Any, Callable
 from ..config import NUM_STAGES, STAGE_FIELDS, FATConfig
 from ..cost import Budget, Cost, analytic_cost
 from ..data import DataSplit
-from ..errors import FatnasError
+from ..errors import FatnasError, check_positive
 from ..liveness import sampling_space
 from ..proxy import ProxySettings, train_proxy
 from ..space import SearchSpace
 from ..zero_cost import check_proxy
+from .storage import Heartbeat
 
 Report = Callable[[int, float], bool]
 # what a proxy training measures besides its final validation accuracy (fatnas.proxy.ProxyResult)
@@ -27,6 +27,9 @@ ESTIMATES = ("val_loss", "sotl_e", "curve_slope")
 # the two objectives of every search, as run.yaml and the dashboard name them
 OBJECTIVES = dict(accuracy="proxy validation accuracy at the last checkpoint (maximized)",
                   latency_ms="median batch-1 forward latency at the target resolution (minimized)")
+
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,12 @@ class SearchSettings:
     prescreen_keep: float = 0.25  # fraction of the scored candidates that train
     collapse_inert: bool = True  # draw one value of each class of choices the proxy cannot tell apart
     latency_model: str | None = None  # a latency table (fatnas.latency): latency priced from it, not measured
+    heartbeat: Heartbeat = Heartbeat()  # how workers sharing the study find a dead one
 
     def __post_init__(self) -> None:
+        check_positive(trials=self.trials, timeout=self.timeout_s, threads=self.threads)
+        if self.sampler not in SAMPLERS:
+            raise FatnasError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")
         if self.prescreen is not None:
             check_proxy(self.prescreen)
         if not 0 < self.prescreen_keep <= 1:
@@ -103,8 +110,18 @@ def price(cfg: FATConfig, settings: SearchSettings) -> Evaluation:
     return Evaluation(config=cfg, cost=cost, infeasible=settings.budget.violations(cost))
 
 
+def budget_excess(ev: Evaluation, budget: Budget) -> dict[str, float]:
+    """Optuna constraint values of the analytic limits: cost / limit - 1 (above 0: over budget)."""
+    out = {}
+    if budget.max_flops is not None:
+        out["flops"] = ev.cost.flops / budget.max_flops - 1
+    if budget.max_params is not None:
+        out["params"] = ev.cost.params / budget.max_params - 1
+    return out
+
+
 def time_candidate(ev: Evaluation, settings: SearchSettings) -> Evaluation:
-    """Latency at the target resolution, modelled from a table or measured against a reference; a latency budget is checked here."""
+    """Latency at the target resolution, from a table or measured against a reference; checks a latency budget."""
     from ..latency import cached_table, measured_latency_ms
 
     if settings.latency_model:
@@ -133,30 +150,6 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class MedianStopper:
-    """Stop a trial whose accuracy at a checkpoint is below the median of its cost peers there.
-
-    Cost is known before training, so comparing accuracy among trials of comparable FLOPs
-    (within a factor `band`) is sound for a two-objective search: a cheap network is never
-    stopped for losing to expensive ones. No trial stops before `min_progress` of its training
-    (early accuracies are mostly noise), nor at its final checkpoint.
-    """
-
-    def __init__(self, min_peers: int = 4, band: float = 2.0, min_progress: float = 0.5) -> None:
-        self.min_peers, self.band, self.min_progress = min_peers, band, min_progress
-
-    def should_stop(self, flops: int, checkpoint: int, accuracy: float,
-                    finished: list[tuple[int, list[tuple[int, float]]]], checkpoints: int) -> bool:
-        """`checkpoint` counts from 0 of `checkpoints`; `finished` holds (flops, curve) of earlier trained trials."""
-        if checkpoint >= checkpoints - 1 or (checkpoint + 1) / checkpoints < self.min_progress:
-            return False
-        peers = [curve[checkpoint][1] for f, curve in finished
-                 if len(curve) > checkpoint and 1 / self.band <= f / flops <= self.band]
-        if len(peers) < self.min_peers:
-            return False
-        return accuracy < statistics.median(peers)
-
-
 def config_columns(cfg: FATConfig) -> dict[str, Any]:
     """One column per stage value: widths_0 .. ffn_kernels_3."""
     return {f"{name}_{s}": getattr(cfg, name)[s] for name in STAGE_FIELDS for s in range(NUM_STAGES)}
@@ -172,6 +165,7 @@ def trial_row(number: int, state: str, attrs: dict[str, Any], accuracy: float | 
         train_seconds=attrs.get("train_seconds"), images_seen=attrs.get("images_seen"),
         checkpoints=len(attrs.get("curve") or []), infeasible=attrs.get("infeasible", ""), error=error,
         prescreen_score=attrs.get("prescreen_score"), **{name: attrs.get(name) for name in ESTIMATES},
+        worker=attrs.get("worker"),
     )
     if cfg is not None:
         row.update(config_columns(cfg))

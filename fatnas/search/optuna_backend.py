@@ -1,31 +1,55 @@
-"""Search with Optuna: multi-objective (accuracy up, latency down), ask-and-tell, SQLite storage.
+"""Search with Optuna: multi-objective (accuracy up, latency down), ask-and-tell, one or many workers.
 
 Optuna's pruners refuse multi-objective studies, so early stopping is our MedianStopper,
 and stopped trials are told as PRUNED (samplers count them among the poor ones). Budget
-violations are found analytically before training and told as PRUNED too, with the reason
-kept in the trial's `infeasible` attribute. With a pre-screen, each trained trial is the best of
-round(1 / keep) feasible draws by a zero-cost proxy; the others are told as PRUNED with their
-score and shown as SCREENED_OUT.
+violations are found analytically before training: such a draw is told PRUNED with its excess
+over each limit as Optuna constraints (`Trial.set_constraint`), so samplers that read
+constraints (TPE) rank it below every feasible trial and learn where the budget edge is; the
+reason stays in the trial's `infeasible` attribute. With a pre-screen, each trained trial is the
+best of round(1 / keep) feasible draws by a zero-cost proxy; the others are told as PRUNED with
+their score and shown as SCREENED_OUT.
+
+Workers: any number of processes, on any machines, may work on one study (`search --join`).
+They share the target: a drawn group may train only while the trained trials plus the
+running trials numbered below it stay under the target (counting running ones that may yet
+fail errs on the safe side), so the study never holds more trained trials than the target; a
+group that comes too late is told FAIL as `surplus`. Each running trial beats a heartbeat; one
+silent for the grace period is failed by the next worker that looks (its worker died).
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from tqdm.auto import tqdm
 
 from ..data import DataSplit
 from ..errors import FatnasError
 from ..store import Run, publish_trials
 from ..zero_cost import minibatch, score_config
-from .evaluate import Evaluation, MedianStopper, SearchSettings, price, time_candidate, train_candidate, trial_row
+from .core import MAX_INFEASIBLE_DRAWS, MedianStopper, StopRule, progress_bar, show_progress
+from .evaluate import (
+    SAMPLERS,
+    Evaluation,
+    SearchSettings,
+    budget_excess,
+    price,
+    time_candidate,
+    train_candidate,
+    trial_row,
+)
+from .storage import HeartbeatThread, fail_stale_trials, is_lost, open_storage, worker_name
 
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
 DIRECTIONS = ("maximize", "minimize")  # accuracy, latency_ms
-MAX_INFEASIBLE_DRAWS = 5000
-MAX_CONSECUTIVE_FAILURES = 5
+RUN_META_ATTR = "fatnas_run"  # the study's copy of run.yaml, so any machine can rebuild the run folder
+REFERENCES_ATTR = "fatnas_references"  # the study's copy of references.csv
+SURPLUS = "surplus: the target was reached or claimed by other workers; not trained"
+LOST = "interrupted: its worker stopped (no heartbeat within the grace period)"
+LEGACY = "interrupted: left running by a search process without heartbeats"
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -41,29 +65,55 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise FatnasError(f"unknown sampler {name!r}; accepted: {', '.join(SAMPLERS)}")
 
 
-def open_study(run: Run, settings: SearchSettings) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
-    """Create or load the run's study; on resume the sampler seed moves on past the trials made."""
+def create_study(storage: optuna.storages.BaseStorage, run_id: str, run_meta: dict[str, Any]) -> optuna.Study:
+    """A new study for a new run, holding a copy of its run.yaml; a name taken in the storage is an error."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(run.storage_url)
-    existing = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    made = 0
-    if run.id in existing:
-        made = len(optuna.load_study(study_name=run.id, storage=storage).trials)
-    study = optuna.create_study(storage=storage, study_name=run.id, directions=list(DIRECTIONS),
-                                sampler=make_sampler(settings.sampler, settings.seed + made),
-                                load_if_exists=True)
-    return study, storage
+    if run_id in study_names(storage):
+        raise FatnasError(f"the storage already holds a study named {run_id!r}; "
+                          f"add a worker with --join {run_id} or pick another --run-id")
+    study = optuna.create_study(storage=storage, study_name=run_id, directions=list(DIRECTIONS))
+    study.set_user_attr(RUN_META_ATTR, run_meta)
+    return study
 
 
-def fail_interrupted(study: optuna.Study, storage: optuna.storages.RDBStorage) -> int:
-    """Mark trials left RUNNING by a killed process as FAIL; returns how many."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def load_study(storage: optuna.storages.BaseStorage, run_id: str, sampler: optuna.samplers.BaseSampler | None = None
+               ) -> optuna.Study:
+    """The run's study in the storage; a missing one lists the studies there."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = study_names(storage)
+    if run_id not in names:
+        raise FatnasError(f"no study named {run_id!r} in the storage; it holds: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=run_id, storage=storage, sampler=sampler)
+
+
+def open_study(run: Run, settings: SearchSettings, storage: optuna.storages.BaseStorage, *,
+               joining: bool = False) -> optuna.Study:
+    """Create or load the run's study; the sampler seed moves on past the trials made (and, for a
+    joining worker, by its process id, so that workers do not draw the same candidates)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    made = len(load_study(storage, run.id).trials) if run.id in study_names(storage) else 0
+    seed = settings.seed + made + (os.getpid() if joining else 0)
+    return optuna.create_study(storage=storage, study_name=run.id, directions=list(DIRECTIONS),
+                               sampler=make_sampler(settings.sampler, seed), load_if_exists=True)
+
+
+def fail_legacy_running(study: optuna.Study, storage: optuna.storages.BaseStorage, grace_s: int) -> int:
+    """FAIL running trials without a `worker` attribute (no heartbeat to wait for), older than the grace period."""
     study_id = storage.get_study_id_from_name(study.study_name)
-    for t in stale:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(trial_id, "error", "interrupted: the search process stopped during this trial")
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    return len(stale)
+    now, count = time.time(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = t.datetime_start.timestamp() if t.datetime_start else now
+        if "worker" not in t.user_attrs and now - started > grace_s:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            storage.set_trial_user_attr(trial_id, "error", LEGACY)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            count += 1
+    return count
 
 
 def trained(t: FrozenTrial) -> bool:
@@ -79,6 +129,10 @@ def state_name(t: FrozenTrial) -> str:
     return t.state.name
 
 
+def error_of(t: FrozenTrial) -> str:
+    return t.user_attrs.get("error") or (LOST if is_lost(t) else "")
+
+
 def study_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """trials.csv rows of every trial in the study."""
     rows = []
@@ -86,114 +140,169 @@ def study_rows(study: optuna.Study) -> list[dict[str, Any]]:
         values = t.values if t.state == TrialState.COMPLETE else None
         accuracy = values[0] if values else (t.user_attrs.get("curve") or [[None, None]])[-1][1]
         rows.append(trial_row(t.number, state_name(t), t.user_attrs, accuracy,
-                              values[1] if values else t.user_attrs.get("latency_ms"), t.user_attrs.get("error", "")))
+                              values[1] if values else t.user_attrs.get("latency_ms"), error_of(t)))
+    return rows
+
+
+def publish_study(run: Run, study: optuna.Study) -> list[dict[str, Any]]:
+    """Rebuild the run's CSV files and configs from the study, one process at a time; returns the rows."""
+    with run.lock():
+        rows = study_rows(study)
+        publish_trials(run, rows)
     return rows
 
 
 class OptunaSearch:
-    """One search run driven by Optuna's ask-and-tell interface."""
+    """One worker of a search driven by Optuna's ask-and-tell interface."""
 
-    def __init__(self, run: Run, settings: SearchSettings, data: DataSplit, *, progress: bool = True) -> None:
+    teach_budget = True  # infeasible draws carry Optuna constraints (False: as before them, for bench/sampler_bench.py)
+
+    def __init__(self, run: Run, settings: SearchSettings, data: DataSplit, *, progress: bool = True,
+                 storage_url: str | None = None, joining: bool = False) -> None:
         self.run, self.settings, self.data, self.progress = run, settings, data, progress
         self.space = settings.sampled_space
-        self.study, self.storage = open_study(run, settings)
-        self.interrupted = fail_interrupted(self.study, self.storage)
+        self.storage = open_storage(storage_url or run.storage_url, settings.heartbeat)
+        self.study = open_study(run, settings, self.storage, joining=joining)
+        self.study_id = self.storage.get_study_id_from_name(run.id)
+        self.worker = worker_name()
+        fail_legacy_running(self.study, self.storage, settings.heartbeat.grace_s)
         self.stopper = MedianStopper() if settings.early_stopping else None
         self.screen_batch = minibatch(data, res=settings.proxy.res, seed=settings.seed) if settings.prescreen else None
+        self.heartbeats = contextlib.ExitStack()
+
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
 
     def finished_count(self) -> int:
-        return sum(trained(t) for t in self.study.get_trials(deepcopy=False))
+        return sum(trained(t) for t in self.trials())
 
     def optimize(self) -> None:
-        """Run trials until `settings.trials` have trained, or the timeout passes."""
-        target, start = self.settings.trials, time.monotonic()
-        bar = tqdm(total=target, initial=min(self.finished_count(), target), desc=f"search {self.run.id}",
-                   unit="trial", disable=not self.progress, dynamic_ncols=True)
-        failures = 0
+        """Run trials until `settings.trials` have trained in the whole study, or the timeout passes."""
+        rule, target, failures = StopRule(self.settings), self.settings.trials, 0
+        bar = progress_bar(self.run.id, self.settings, enabled=self.progress, done=self.finished_count())
         try:
-            while self.finished_count() < target:
-                if self.settings.timeout_s is not None and time.monotonic() - start > self.settings.timeout_s:
+            while True:
+                fail_stale_trials(self.study, self.storage, self.settings.heartbeat)
+                trials = self.trials()
+                done, running = sum(trained(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
+                reason = rule.reason(done, failures)
+                if reason is not None:
                     break
-                ok = self.run_one_trial()
-                failures = 0 if ok else failures + 1
-                if failures >= MAX_CONSECUTIVE_FAILURES:
-                    raise RuntimeError(f"{failures} trials in a row failed; see the `error` column of trials.csv")
-                self.publish()
-                bar.n = min(self.finished_count(), target)
-                bar.set_postfix_str(self.best_text(), refresh=True)
+                if done + running >= target:  # the others' last trials: wait for them (or for their heartbeats to stop)
+                    time.sleep(min(1.0, self.settings.heartbeat.interval_s / 2))
+                    continue
+                outcome = self.run_one_trial()
+                failures = 0 if outcome is not False else failures + 1
+                if outcome is not None:
+                    show_progress(bar, self.publish(), target)
         finally:
+            self.heartbeats.close()
             bar.close()
             self.publish()
+        rule.raise_for(reason)
 
-    def run_one_trial(self) -> bool:
-        """Sample a feasible candidate, time it, train it and tell the study; False if it raised."""
-        trial, ev = self.prescreened() if self.settings.prescreen else self.sample_feasible()
-        for key, value in ev.attrs().items():
-            trial.set_user_attr(key, value)
+    def run_one_trial(self) -> bool | None:
+        """Draw, time, train and tell one trial: True when told, False if it raised, None when surplus."""
+        drawn = self.prescreened() if self.settings.prescreen else [self.sample_feasible()]
+        if self.surplus([trial for trial, _ in drawn]):
+            for trial, _ in drawn:
+                self.tell(trial, state=TrialState.FAIL, error=SURPLUS)
+            return None
+        trial, ev = self.screen_out(drawn) if self.settings.prescreen else drawn[0]
         try:
             time_candidate(ev, self.settings)
             trial.set_user_attr("latency_ms", ev.latency_ms)
             if ev.infeasible:  # a latency budget, known only once timed
                 trial.set_user_attr("infeasible", "; ".join(ev.infeasible))
-                self.study.tell(trial, state=TrialState.PRUNED)
+                self.tell(trial, state=TrialState.PRUNED)
                 return True
             train_candidate(ev, self.data, self.settings, self.reporter(ev.cost.flops))
         except Exception as exc:  # out of memory and the like: record, go on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
-            self.study.tell(trial, state=TrialState.FAIL)
+            self.tell(trial, state=TrialState.FAIL, error=f"{type(exc).__name__}: {exc}"[:500])
             return False
-        for key, value in ev.attrs().items():
-            trial.set_user_attr(key, value)
+        set_attrs(trial, ev.attrs())
         if ev.stopped_early:
-            self.study.tell(trial, state=TrialState.PRUNED)
+            self.tell(trial, state=TrialState.PRUNED)
         else:
-            self.study.tell(trial, [ev.accuracy, ev.latency_ms])
+            self.tell(trial, values=[ev.accuracy, ev.latency_ms])
         return True
 
-    def sample_feasible(self) -> tuple[optuna.Trial, Evaluation]:
-        """Ask until a candidate fits the analytic budget; infeasible draws are told as PRUNED."""
-        for _ in range(MAX_INFEASIBLE_DRAWS):
+    def ask(self) -> optuna.Trial:
+        """A new trial of this worker, beating its heartbeat until it is told."""
+        with warnings.catch_warnings():  # Optuna expects heartbeats with optimize(); HeartbeatThread beats ours
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
             trial = self.study.ask()
+        trial.set_user_attr("worker", self.worker)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        self.heartbeats.enter_context(HeartbeatThread(self.storage, trial_id, self.settings.heartbeat))
+        return trial
+
+    def tell(self, trial: optuna.Trial, *, values: list[float] | None = None, state: TrialState | None = None,
+             error: str | None = None) -> None:
+        if error:
+            trial.set_user_attr("error", error)
+        self.study.tell(trial, values, state=state)
+        if not self.running_here():
+            self.heartbeats.close()
+            self.heartbeats = contextlib.ExitStack()
+
+    def running_here(self) -> bool:
+        return any(t.state == TrialState.RUNNING and t.user_attrs.get("worker") == self.worker for t in self.trials())
+
+    def surplus(self, group: list[optuna.Trial]) -> bool:
+        """Whether the group comes too late: trained plus running trials numbered below it reach the target."""
+        mine, last = {t.number for t in group}, max(t.number for t in group)
+        ahead = sum(trained(t) or t.state == TrialState.RUNNING
+                    for t in self.trials() if t.number < last and t.number not in mine)
+        return ahead >= self.settings.trials
+
+    def sample_feasible(self) -> tuple[optuna.Trial, Evaluation]:
+        """Ask until a candidate fits the analytic budget; infeasible draws are told PRUNED with their constraints."""
+        for _ in range(MAX_INFEASIBLE_DRAWS):
+            trial = self.ask()
             ev = price(self.space.sample(trial.suggest_categorical), self.settings)
+            if self.teach_budget:
+                for key, excess in budget_excess(ev, self.settings.budget).items():
+                    trial.set_constraint(key, excess)
+            set_attrs(trial, ev.attrs())
             if not ev.infeasible:
                 return trial, ev
-            for key, value in ev.attrs().items():
-                trial.set_user_attr(key, value)
-            self.study.tell(trial, state=TrialState.PRUNED)
-        raise FatnasError(f"no candidate out of {MAX_INFEASIBLE_DRAWS} draws from space "
-                          f"{self.settings.space.name!r} fits the budget ({self.settings.budget.describe()})")
+            self.tell(trial, state=TrialState.PRUNED)
+        raise StopRule(self.settings).error("infeasible")
 
-    def prescreened(self) -> tuple[optuna.Trial, Evaluation]:
-        """The best of `prescreen_draws` feasible candidates by the pre-screen proxy; the rest are told PRUNED."""
+    def prescreened(self) -> list[tuple[optuna.Trial, Evaluation]]:
+        """`prescreen_draws` feasible candidates, each with its pre-screen proxy score."""
         drawn = [self.sample_feasible() for _ in range(self.settings.prescreen_draws)]
-        scores = [score_config(self.settings.prescreen, ev.config, self.screen_batch, num_classes=self.data.num_classes,
-                               seed=self.settings.seed, cost_res=self.settings.space.resolution).value
-                  for _, ev in drawn]
+        for trial, ev in drawn:
+            trial.set_user_attr("prescreen_score", self.score(ev))
+        return drawn
+
+    def score(self, ev: Evaluation) -> float:
+        return score_config(self.settings.prescreen, ev.config, self.screen_batch, num_classes=self.data.num_classes,
+                            seed=self.settings.seed, cost_res=self.settings.space.resolution).value
+
+    def screen_out(self, drawn: list[tuple[optuna.Trial, Evaluation]]) -> tuple[optuna.Trial, Evaluation]:
+        """The best scored of the drawn candidates; the others are told PRUNED as screened out."""
+        scores = [trial.user_attrs["prescreen_score"] for trial, _ in drawn]
         best = max(range(len(drawn)), key=scores.__getitem__)
-        for i, ((trial, ev), score) in enumerate(zip(drawn, scores)):
-            trial.set_user_attr("prescreen_score", score)
+        for i, ((trial, _), score) in enumerate(zip(drawn, scores)):
             if i != best:
-                for key, value in ev.attrs().items():
-                    trial.set_user_attr(key, value)
                 trial.set_user_attr("screened_out", f"{self.settings.prescreen} {score:.6g} < {scores[best]:.6g}")
-                self.study.tell(trial, state=TrialState.PRUNED)
+                self.tell(trial, state=TrialState.PRUNED)
         return drawn[best]
 
     def reporter(self, flops: int):
         """The early-stopping callback handed to the proxy trainer."""
         if self.stopper is None:
             return None
-        peers = [(t.user_attrs["flops"], t.user_attrs.get("curve") or [])
-                 for t in self.study.get_trials(deepcopy=False) if trained(t)]
+        peers = [(t.user_attrs["flops"], t.user_attrs.get("curve") or []) for t in self.trials() if trained(t)]
         checkpoints = len(self.settings.proxy.checkpoint_images(len(self.data.train_x)))
         return lambda checkpoint, acc: self.stopper.should_stop(flops, checkpoint, acc, peers, checkpoints)
 
-    def publish(self) -> None:
-        publish_trials(self.run, study_rows(self.study))
+    def publish(self) -> list[dict[str, Any]]:
+        return publish_study(self.run, self.study)
 
-    def best_text(self) -> str:
-        done = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        if not done:
-            return "no complete trial yet"
-        best = max(done, key=lambda t: t.values[0])
-        return f"best acc {best.values[0]:.3f} at {best.values[1]:.1f} ms, front {len(self.study.best_trials)}"
+
+def set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)

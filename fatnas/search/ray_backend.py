@@ -1,16 +1,18 @@
-"""Search with Ray Tune: Optuna's sampler as Tune's searcher, ASHA among cost peers, trials as Ray actors.
+"""Search with Ray Tune: the run's Optuna study as searcher, the median rule among cost peers, trials as Ray actors.
 
 The same candidates, objectives (accuracy up, latency_ms down), budget check, proxy training
 and trials.csv rows as the Optuna backend, run as Tune trials on a local Ray runtime or a
 cluster. Tune's own results (experiment state, per-trial result.json) live in `runs/<id>/ray/`.
 
-- Sampling: `OptunaSearch` with a define-by-run space that calls `sampled_space.sample(suggest_categorical)`,
-  so parameter names (`widths_0`, ...), the conditional heads and the seeded samplers are the Optuna backend's.
+- Sampling: `StudySearcher` asks the run's Optuna study (study.db) and calls
+  `sampled_space.sample(suggest_categorical)`, so parameter names (`widths_0`, ...), the conditional
+  heads and the seeded samplers are the Optuna backend's.
 - Budget: the trainable prices its config analytically first; a config over budget reports one
   final result flagged `infeasible` and never trains. The searcher tells Optuna such trials as
   PRUNED, as the Optuna backend does; trials.csv records them as INFEASIBLE.
-- Early stopping: ASHA on the intermediate accuracy, with rungs shared only by networks of
-  comparable FLOPs (`CostBandASHA`).
+- Early stopping: the Optuna backend's rule (`core.MedianStopper`: below the median of the
+  same FLOPs band's earlier trained trials at a checkpoint) on the intermediate accuracy (`MedianScheduler`).
+- Stopping the search: a `tune.Stopper` asks the session's `StopRule` (target, failures, timeout).
 - Data: the driver's DataSplit goes to Ray's object store once; each worker process fetches it
   once and keeps it for the trials it runs.
 - Search control: Tune pickles its searcher, scheduler and callbacks into the experiment folder
@@ -29,6 +31,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,23 +44,23 @@ import torch
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import Searcher, SearchGenerator
-from ray.tune.search.optuna import OptunaSearch
-from tqdm.auto import tqdm
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import Searcher
 
 from ..config import FATConfig
 from ..data import DataSplit, load_dataset
 from ..errors import FatnasError
 from ..space import SearchSpace
 from ..store import Run, publish_trials
+from .core import TRAINED, MedianStopper, StopRule, progress_bar, show_progress
 from .evaluate import ESTIMATES, SearchSettings, price, time_candidate, train_candidate, trial_row
-from .optuna_backend import MAX_CONSECUTIVE_FAILURES, MAX_INFEASIBLE_DRAWS, make_sampler
+from .optuna_backend import DIRECTIONS, make_sampler, study_names
+from .storage import open_storage
 
 RAY_DIR = "ray"  # Tune's experiment folder inside the run
+TRIAL_RETRIES = 1  # a trial lost with its node (or that raised) runs once more before it counts as FAIL
 METRICS, MODES = ["accuracy", "latency_ms"], ["max", "min"]
 TIME_ATTR = "checkpoint"  # 1-based index of the validation checkpoint a result reports
-TRAINED = ("COMPLETE", "PRUNED")
 ADDRESS = re.compile(r"^(auto|[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:]+\]:\d{1,5})$")
 # Tune settings read from the environment when a Tuner runs; users' own values win.
 TUNE_ENV = {
@@ -155,19 +158,25 @@ def check_ray_options(device: str | None = None, **options: Any) -> RayOptions:
     return result
 
 
+def fatnas_runtime_env() -> dict[str, Any]:
+    """Ray's runtime_env that ships this fatnas package to every node: nodes need only the same Python packages."""
+    return {"py_modules": [str(Path(__file__).resolve().parent.parent)]}
+
+
+def auto_address() -> str:
+    """What Ray's `auto` finds: RAY_ADDRESS, else the cluster `ray start` last started on this machine."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    return current.read_text().strip() if current.is_file() else ""
+
+
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     """A cluster must answer at the address (Ray itself would retry for minutes)."""
     if address is None:
         return
     if address == "auto":
-        try:  # Ray's own lookup of `auto` (RAY_ADDRESS, else the last `ray start` on this machine)
-            from ray._private.services import canonicalize_bootstrap_address
-        except ImportError:
-            return
-        try:
-            address = canonicalize_bootstrap_address("auto") or ""
-        except ConnectionError:
-            address = ""
+        address = auto_address()
         if ":" not in address:
             raise RayOptionsError("--ray-address auto: no running Ray cluster found from this machine; start one "
                                   "with `ray start --head`, or give HOST:PORT")
@@ -207,7 +216,7 @@ def run_trial(params: dict[str, Any], *, data: SharedData, settings: SearchSetti
     """Tune trainable: price, budget check, latency, proxy training; reports via `tune.report`.
 
     Trains and times with `settings.threads` torch threads (the trial's CPUs). Intermediate
-    results (checkpoint 1 .. eval_every-1) feed ASHA; the final result carries `final=True`.
+    results (checkpoint 1 .. eval_every-1) feed the MedianScheduler; the final result carries `final=True`.
     A config over budget reports one final result flagged `infeasible` and never trains.
     """
     torch.set_num_threads(settings.threads)
@@ -229,7 +238,7 @@ def run_trial(params: dict[str, Any], *, data: SharedData, settings: SearchSetti
             attrs = dict(ev.attrs(), curve=curve, train_seconds=time.perf_counter() - start,
                          images_seen=curve[-1][0])
             tune.report(_result(attrs, accuracy=accuracy, final=False, checkpoint=checkpoint + 1))
-        return False  # stopping is ASHA's decision, taken in the driver
+        return False  # stopping is the MedianScheduler's decision, taken in the driver
 
     train_candidate(ev, split, settings, report)
     tune.report(_result(ev.attrs(), accuracy=ev.accuracy, final=True, checkpoint=len(ev.curve)))
@@ -245,7 +254,7 @@ def _result(attrs: dict[str, Any], *, accuracy: float | None, final: bool,
                arch=json.dumps(attrs["config"]), curve=json.dumps(attrs["curve"]), params=attrs["params"],
                flops=attrs["flops"], flops_conv=attrs["flops_conv"], train_seconds=attrs["train_seconds"],
                images_seen=attrs["images_seen"], **{name: attrs.get(name) for name in ESTIMATES})
-    if checkpoint is not None:  # ASHA reads it; infeasible results have none and are never compared
+    if checkpoint is not None:  # the MedianScheduler reads it; infeasible results have none and are never compared
         out[TIME_ATTR] = checkpoint
     return out
 
@@ -256,7 +265,7 @@ def outcome(result: dict[str, Any] | None, error: bool) -> str:
         return "FAIL"
     if result.get("infeasible"):
         return "INFEASIBLE"
-    return "COMPLETE" if result["final"] else "PRUNED"  # not final: ASHA stopped it
+    return "COMPLETE" if result["final"] else "PRUNED"  # not final: the MedianScheduler stopped it
 
 
 def result_attrs(result: dict[str, Any]) -> dict[str, Any]:
@@ -270,113 +279,103 @@ def result_attrs(result: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- driver: searcher, scheduler, callback
 
-class SampleSpace:
-    """Optuna define-by-run space: the search space's own sampling; the trial number rides along."""
-
-    def __init__(self, space: SearchSpace) -> None:
-        self.space = space
-
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        self.space.sample(trial.suggest_categorical)
-        return {"trial": trial.number}
+def suggest_config(space: SearchSpace, trial: optuna.Trial) -> dict[str, Any]:
+    """A Tune config from an Optuna trial: the space's own sampling by name, and the trial number."""
+    space.sample(trial.suggest_categorical)
+    return dict(trial.params, trial=trial.number)
 
 
-class FatnasOptunaSearch(OptunaSearch):
-    """OptunaSearch that starts trials only when the session allows and tells Optuna our states.
+class StudySearcher(Searcher):
+    """Tune searcher over the run's Optuna study (study.db): asks the study for each trial's config and
+    tells it the outcome, as the Optuna backend does (infeasible and stopped trials PRUNED, failed FAIL).
 
-    Multi-objective OptunaSearch would tell a COMPLETE trial with whatever the last result
-    holds; an infeasible or ASHA-stopped trial is told PRUNED instead (as the Optuna backend
-    does), a failed one FAIL.
+    Only Optuna's public ask-and-tell is used, so parameter names (`widths_0`, ...), the conditional
+    heads and the seeded samplers are the Optuna backend's, and optuna-dashboard opens a Ray run's
+    study. Its own state (Tune trial id -> Optuna trial number) is saved with the experiment.
     """
 
-    def __init__(self, run_id: str, settings: SearchSettings) -> None:
-        super().__init__(space=SampleSpace(settings.sampled_space), metric=METRICS, mode=MODES,
-                         sampler=make_sampler(settings.sampler, settings.seed), study_name=run_id)
+    def __init__(self, run_id: str, settings: SearchSettings, storage_url: str) -> None:
+        super().__init__(metric="accuracy", mode="max")
+        self.run_id, self.settings, self.storage_url = run_id, settings, storage_url
+        self.numbers: dict[str, int] = {}
+        self.study: optuna.Study | None = None
+
+    def open_study(self) -> optuna.Study:
+        if self.study is None:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            storage = open_storage(self.storage_url, None)  # Tune finds lost trials itself
+            made = len(optuna.load_study(study_name=self.run_id, storage=storage).trials) \
+                if self.run_id in study_names(storage) else 0
+            self.study = optuna.create_study(storage=storage, study_name=self.run_id, directions=list(DIRECTIONS),
+                                             sampler=make_sampler(self.settings.sampler, self.settings.seed + made),
+                                             load_if_exists=True)
+        return self.study
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        session = _SESSIONS[self.run_id]
+        if not session.may_start():
+            return None  # wait for running trials; the SessionStopper ends the experiment
+        trial = self.open_study().ask()
+        self.numbers[trial_id] = trial.number
+        session.live += 1
+        return suggest_config(self.settings.sampled_space, trial)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        number = self.numbers.pop(trial_id, None)
+        if number is None:
+            return
+        state = outcome(result, error)
+        try:
+            if state == "COMPLETE":
+                self.open_study().tell(number, [result["accuracy"], result["latency_ms"]])
+            else:
+                self.open_study().tell(number, state=TrialState.FAIL if state == "FAIL" else TrialState.PRUNED)
+        except (ValueError, RuntimeError) as exc:  # e.g. told already before a restore; the sampler goes on
+            logging.getLogger(__name__).warning("trial %s: Optuna refused its result: %s", trial_id, exc)
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps(self.numbers))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.numbers = json.loads(Path(checkpoint_path).read_text())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "study": None}  # reopened from the storage after a restore
+
+
+class SessionStopper(tune.Stopper):
+    """Ends the experiment when the session's StopRule says so and no trial is running."""
+
+    def __init__(self, run_id: str) -> None:
         self.run_id = run_id
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
         session = _SESSIONS[self.run_id]
         if session.finished():
             session.stopped = session.reason()
-            return Searcher.FINISHED
-        if not session.may_start():
-            return None  # wait for running trials
-        params = super().suggest(trial_id)
-        session.live += 1
-        return params
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        state = outcome(result, error)
-        ot_trial = self._ot_trials[trial_id]
-        try:
-            if state == "COMPLETE":
-                self._ot_study.tell(ot_trial, [result["accuracy"], result["latency_ms"]])
-            else:
-                self._ot_study.tell(ot_trial, state=TrialState.FAIL if state == "FAIL" else TrialState.PRUNED)
-        except (ValueError, RuntimeError) as exc:  # e.g. told already before a restore; the sampler goes on
-            logging.getLogger(__name__).warning("trial %s: Optuna refused its result: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+            return True
+        return False
 
 
-class ResumableSearchGenerator(SearchGenerator):
-    """Tune's wrapper of a searcher, minus its memory of having finished.
+class MedianScheduler(FIFOScheduler):
+    """Early stopping by the Optuna backend's rule (`core.MedianStopper`, peers in one FLOPs band):
+    a trial reporting an intermediate accuracy below the median of its band's earlier trained trials
+    at that checkpoint stops. Its peers are the session's trained rows; nothing else is kept."""
 
-    Tune restores the wrapper's `finished` flag with the experiment, so a search that once
-    reached its target (or timeout) could never take more trials. Whether another trial may
-    start is the session's decision at each `suggest`, so the flag is not restored.
-    """
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state({**state, "finished": False})
-
-
-class CostBandASHA(ASHAScheduler):
-    """ASHA whose rungs compare a network only with networks of comparable FLOPs.
-
-    Early stopping on the intermediate accuracy alone is sound because a network's cost is
-    fixed: its FLOPs and latency are known before training and do not change with it, so a
-    rung decision never has to forecast the second objective. But accuracy grows with cost,
-    so rungs shared by all networks would stop cheap networks for losing to expensive ones
-    and starve the cheap end of the front. Each FLOPs band (a factor of 2, like the Optuna
-    backend's MedianStopper) therefore gets its own ASHA brackets, and, like MedianStopper,
-    the first `min_peers` trials of a band are never stopped (they fill its rungs).
-    With reduction factor 2 a rung stops trials below the median of the band's earlier ones.
-    """
-
-    def __init__(self, settings: SearchSettings, min_peers: int = 4, **asha: Any) -> None:
-        super().__init__(**asha)
-        self._settings, self._asha, self._min_peers = settings, asha, min_peers
-        self._bands: dict[int, ASHAScheduler] = {}
-        self._band_sizes: dict[int, int] = {}  # band -> trials added to it
-        self._rank: dict[str, int] = {}  # trial id -> trials of its band added before it
-
-    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        ev = price(config_of(self._settings.sampled_space, trial.config), self._settings)
-        band = math.floor(math.log2(max(ev.cost.flops, 1)))
-        peers = self._bands.setdefault(band, ASHAScheduler(**self._asha))
-        self._rank[trial.trial_id] = self._band_sizes.get(band, 0)
-        if not ev.infeasible:  # infeasible trials never train, so they are nobody's peers
-            self._band_sizes[band] = self._rank[trial.trial_id] + 1
-        peers.on_trial_add(tune_controller, trial)
-        self._trial_info[trial.trial_id] = peers._trial_info.pop(trial.trial_id)
+    def __init__(self, run_id: str, checkpoints: int) -> None:
+        super().__init__()
+        self.run_id, self.checkpoints, self.stopper = run_id, checkpoints, MedianStopper()
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
-        action = super().on_trial_result(tune_controller, trial, result)  # records the rung value
-        if (action == self.STOP and self._rank.get(trial.trial_id, 0) < self._min_peers
-                and result.get(TIME_ATTR, 0) < self._max_t):
+        if result.get("final") or TIME_ATTR not in result or result.get("accuracy") is None:
             return self.CONTINUE
-        return action
-
-
-def make_scheduler(settings: SearchSettings) -> FIFOScheduler:
-    if not settings.early_stopping:
-        return FIFOScheduler()
-    checkpoints = settings.proxy.eval_every
-    # the first rung at half the training, as MedianStopper's min_progress
-    return CostBandASHA(settings, time_attr=TIME_ATTR, metric="accuracy", mode="max", max_t=checkpoints,
-                        grace_period=max(1, math.ceil(checkpoints / 2)), reduction_factor=2)
+        peers = _SESSIONS[self.run_id].peers()
+        stop = self.stopper.should_stop(result["flops"], result[TIME_ATTR] - 1, result["accuracy"], peers,
+                                        self.checkpoints)
+        return self.STOP if stop else self.CONTINUE
 
 
 class RunRecorder(tune.Callback):
@@ -415,30 +414,21 @@ class _Session:
 
     def __init__(self, run: Run, settings: SearchSettings, max_concurrent: int, progress: bool) -> None:
         self.run, self.settings, self.max_concurrent = run, settings, max_concurrent
-        self.deadline = None if settings.timeout_s is None else time.monotonic() + settings.timeout_s
+        self.rule = StopRule(settings)
         self.rows: dict[str, dict[str, Any]] = {}  # Tune trial id -> trials.csv row, finished trials only
         self.live = 0  # trials started and not finished
         self.failures = 0  # consecutive failed trials
         self.infeasible_streak = 0  # consecutive infeasible draws
         self.adopted = False  # trials restored from an earlier run recorded
         self.stopped: str | None = None  # why the searcher finished; None after an interrupt
-        self.bar = tqdm(total=settings.trials, desc=f"search {run.id}", unit="trial", disable=not progress,
-                        dynamic_ncols=True)
+        self.bar = progress_bar(run.id, settings, enabled=progress)
 
     def trained(self) -> int:
         return sum(row["state"] in TRAINED for row in self.rows.values())
 
     def reason(self) -> str | None:
         """Why no further trial may start, if so."""
-        if self.trained() >= self.settings.trials:
-            return "target"
-        if self.failures >= MAX_CONSECUTIVE_FAILURES:
-            return "failures"
-        if self.infeasible_streak >= MAX_INFEASIBLE_DRAWS:
-            return "infeasible"
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            return "timeout"
-        return None
+        return self.rule.reason(self.trained(), self.failures, self.infeasible_streak)
 
     def may_start(self) -> bool:
         # never more trials in flight than could still be needed (infeasible ones end at once)
@@ -483,17 +473,14 @@ class _Session:
                 self.finish(t, error=t.status == Trial.ERROR)
         self.live, self.adopted = live, True
 
-    def publish(self) -> None:
-        publish_trials(self.run, sorted(self.rows.values(), key=lambda row: row["trial"]))
-        self.bar.n = min(self.trained(), self.settings.trials)
-        self.bar.set_postfix_str(self.best_text(), refresh=True)
+    def peers(self) -> list[tuple[int, list[list[float]]]]:
+        """(FLOPs, curve) of the trained trials: the early-stopping rule's peers."""
+        return [(row["flops"], json.loads(row["curve"])) for row in self.rows.values() if row["state"] in TRAINED]
 
-    def best_text(self) -> str:
-        done = [r for r in self.rows.values() if r["state"] == "COMPLETE"]
-        if not done:
-            return "no complete trial yet"
-        best = max(done, key=lambda r: r["accuracy"])
-        return f"best acc {best['accuracy']:.3f} at {best['latency_ms']:.1f} ms"
+    def publish(self) -> None:
+        rows = sorted(self.rows.values(), key=lambda row: row["trial"])
+        publish_trials(self.run, rows)
+        show_progress(self.bar, rows, self.settings.trials)
 
 
 _SESSIONS: dict[str, _Session] = {}
@@ -560,10 +547,11 @@ class RaySearch:
                                      settings=dataclasses.replace(self.settings, threads=self.options.threads)),
                 {"cpu": self.options.cpus_per_trial, "gpu": self.options.gpus_per_trial})
             session = _SESSIONS[self.run.id] = _Session(self.run, self.settings, max_concurrent, self.progress)
+            checkpoints = len(self.settings.proxy.checkpoint_images(len(data.train_x)))
             with _quiet_tune():
                 tuner = (tune.Tuner.restore(str(self.ray_dir), trainable=trainable, resume_unfinished=True,
                                             resume_errored=False, restart_errored=False)
-                         if restoring else self._new_tuner(trainable))
+                         if restoring else self._new_tuner(trainable, max_concurrent, checkpoints))
                 tuner.fit()
             session.publish()
             self.reason = session.stopped
@@ -576,18 +564,17 @@ class RaySearch:
                 ray.shutdown()
         self._raise_for(self.reason)
 
-    def _new_tuner(self, trainable: Any) -> tune.Tuner:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    def _new_tuner(self, trainable: Any, max_concurrent: int, checkpoints: int) -> tune.Tuner:
+        scheduler = MedianScheduler(self.run.id, checkpoints) if self.settings.early_stopping else FIFOScheduler()
         return tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=ResumableSearchGenerator(FatnasOptunaSearch(self.run.id,
-                                                                                               self.settings)),
-                                        scheduler=make_scheduler(self.settings), num_samples=-1,
+            tune_config=tune.TuneConfig(search_alg=StudySearcher(self.run.id, self.settings, self.run.default_storage),
+                                        scheduler=scheduler, num_samples=-1, max_concurrent_trials=max_concurrent,
                                         reuse_actors=True, trial_name_creator=trial_name,
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(name=RAY_DIR, storage_path=str(self.ray_dir.parent), verbose=0,
-                                      callbacks=[RunRecorder(self.run.id)],
-                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
+                                      callbacks=[RunRecorder(self.run.id)], stop=SessionStopper(self.run.id),
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False)))
 
     def _start_ray(self) -> bool:
         """Join the given cluster, or start a local runtime sized to this machine; True if started here."""
@@ -601,7 +588,8 @@ class RaySearch:
         else:
             check_reachable(self.options.address)
             try:
-                ray.init(address=self.options.address, log_to_driver=False, logging_level=logging.ERROR)
+                ray.init(address=self.options.address, log_to_driver=False, logging_level=logging.ERROR,
+                         runtime_env=fatnas_runtime_env())
             except (ConnectionError, RuntimeError) as exc:
                 raise RayOptionsError(f"--ray-address {self.options.address}: cannot join a Ray cluster there "
                                       f"({str(exc).splitlines()[0]}); start one with `ray start --head`") from None
@@ -655,12 +643,7 @@ class RaySearch:
             print(f"search {self.run.id} interrupted; continue it with: python cli.py search --resume {self.run.id} "
                   "--backend ray", file=sys.stderr)
             raise KeyboardInterrupt
-        if reason == "failures":
-            raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed; see the `error` column of "
-                               "trials.csv")
-        if reason == "infeasible":
-            raise FatnasError(f"no candidate out of {MAX_INFEASIBLE_DRAWS} draws from space "
-                              f"{self.settings.space.name!r} fits the budget ({self.settings.budget.describe()})")
+        StopRule(self.settings).raise_for(reason)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,179 @@
+"""Where a search's Optuna study lives: the run's study.db, a database server, or a journal file.
+
+Accepted forms of `--storage`: `sqlite:///PATH`, `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB`,
+`mysql://USER[:PASSWORD]@HOST[:PORT]/DB` (any SQLAlchemy driver suffix such as `+psycopg2`), and
+a journal file for shared file systems, `journal:///ABSOLUTE/PATH.log` or any path ending in `.log`.
+Dead workers are found by heartbeats: each running trial records one every `heartbeat_s`, and a
+trial silent for `grace_s` is failed by whichever worker looks next. RDB storages keep Optuna's
+own heartbeats; a journal file (which has none) keeps a `heartbeat` user attribute instead.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import FatnasError
+
+STORAGE_FORMS = ("sqlite:///PATH, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
+                 "mysql://USER[:PASSWORD]@HOST[:PORT]/DB, journal:///PATH.log (or PATH.log)")
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+JOURNAL_PREFIX = "journal://"
+PASSWORD = re.compile(r"^(?P<head>[a-z0-9+]+://[^:/@]*):(?P<password>[^@]*)@")
+HEARTBEAT_ATTR = "heartbeat"  # journal storages: wall-clock time of the trial's last heartbeat
+# SQLAlchemy's default driver of each scheme (another is named in the URL, e.g. postgresql+psycopg2://)
+DRIVERS = dict(postgresql="psycopg (pip install 'psycopg[binary]')", mysql="mysqlclient (pip install mysqlclient)")
+
+
+class StorageError(FatnasError):
+    """A malformed or unreachable `--storage`."""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """How often a running trial says it is alive, and how long silence means its worker died."""
+
+    interval_s: int = 10
+    grace_s: int = 30
+
+    def __post_init__(self) -> None:
+        for name, value in (("heartbeat interval", self.interval_s), ("grace period", self.grace_s)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FatnasError(f"{name} {value!r}: must be a whole number of seconds, at least 1")
+        if self.grace_s <= self.interval_s:
+            raise FatnasError(f"grace period {self.grace_s} s: must be longer than the heartbeat interval "
+                              f"({self.interval_s} s), e.g. three times it")
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a journal storage (`journal:///PATH` or `PATH.log`), or None for other URLs."""
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url[len(JOURNAL_PREFIX):])
+    if "://" not in url and url.endswith(".log"):
+        return Path(url)
+    return None
+
+
+def normalize_storage(url: str) -> str:
+    """A checked storage URL; journal files and SQLite paths made absolute so any folder can join."""
+    journal = journal_path(url)
+    if journal is not None:
+        if not url.removeprefix(JOURNAL_PREFIX).strip("/"):
+            raise StorageError(f"--storage {url!r}: the journal needs a file path; accepted forms: {STORAGE_FORMS}")
+        return f"{JOURNAL_PREFIX}{journal.resolve()}"
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in RDB_SCHEMES:
+        raise StorageError(f"--storage {url!r}: unknown form; accepted forms: {STORAGE_FORMS}")
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if not path:
+            raise StorageError(f"--storage {url!r}: sqlite needs a file path; accepted forms: {STORAGE_FORMS}")
+        return f"sqlite:///{Path(path).resolve()}"
+    return url
+
+
+def mask_password(url: str) -> str:
+    """The URL with its password replaced by `***` (what run.yaml records)."""
+    return PASSWORD.sub(lambda m: f"{m['head']}:***@", url)
+
+
+def has_masked_password(url: str) -> bool:
+    match = PASSWORD.match(url)
+    return match is not None and match["password"] == "***"
+
+
+def open_storage(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage:
+    """Optuna's storage for a checked URL, with heartbeats where the storage keeps them (None: without)."""
+    journal = journal_path(url)
+    if journal is not None:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    # SQLite shared by several processes: wait for the file lock instead of failing at once
+    engine = dict(connect_args=dict(timeout=120)) if url.startswith("sqlite") else None
+    try:
+        with warnings.catch_warnings():  # heartbeats are experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            beats = dict(heartbeat_interval=heartbeat.interval_s, grace_period=heartbeat.grace_s) if heartbeat else {}
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beats)
+    except ImportError:
+        scheme = url.split("://", 1)[0]
+        driver = DRIVERS.get(scheme, f"the driver that {scheme!r} names")
+        raise StorageError(f"--storage {mask_password(url)}: its database driver is missing; "
+                           f"install {driver}") from None
+    except Exception as exc:  # sqlalchemy's OperationalError and the like: one line, no password
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"--storage {mask_password(url)}: cannot open it: {mask_password(reason)[:300]}") from None
+
+
+def keeps_optuna_heartbeats(storage: optuna.storages.BaseStorage) -> bool:
+    return isinstance(storage, optuna.storages.RDBStorage)
+
+
+class HeartbeatThread:
+    """Records a running trial's heartbeat every interval until stopped (a context manager)."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int, heartbeat: Heartbeat) -> None:
+        self.beat = self._beat_function(storage, trial_id)
+        self.interval_s = heartbeat.interval_s
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat-{trial_id}")
+
+    @staticmethod
+    def _beat_function(storage: optuna.storages.BaseStorage, trial_id: int) -> Callable[[], None]:
+        if keeps_optuna_heartbeats(storage):
+            return lambda: storage.record_heartbeat(trial_id)
+        return lambda: storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.interval_s):
+            try:
+                self.beat()
+            except (UpdateFinishedTrialError, RuntimeError):  # finished meanwhile
+                return
+
+    def __enter__(self) -> HeartbeatThread:
+        self.beat()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join()
+
+
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, heartbeat: Heartbeat) -> None:
+    """FAIL the running trials whose worker stopped beating for longer than the grace period."""
+    if keeps_optuna_heartbeats(storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        return
+    now = time.time()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        last = t.user_attrs.get(HEARTBEAT_ATTR)
+        if last is not None and now - last > heartbeat.grace_s:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            try:
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:  # another worker failed it first
+                pass
+
+
+def worker_name() -> str:
+    """host:pid of this process, as trials.csv's `worker` column shows it."""
+    return f"{os.uname().nodename}:{os.getpid()}"
+
+
+def is_lost(t: FrozenTrial) -> bool:
+    """A FAIL trial without an error of its own: its worker died and a heartbeat check failed it."""
+    return t.state == TrialState.FAIL and not t.user_attrs.get("error")
