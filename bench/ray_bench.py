@@ -42,7 +42,7 @@ from fatnas.cost import parse_budget  # noqa: E402
 from fatnas.data import load_dataset  # noqa: E402
 from fatnas.proxy import ProxySettings  # noqa: E402
 from fatnas.search import SearchSettings, record_run, run_search  # noqa: E402
-from fatnas.search.ray_backend import local_cpus  # noqa: E402
+from fatnas.search.ray_backend.options import local_cpus  # noqa: E402
 from fatnas.space import load_space  # noqa: E402
 from fatnas.store import create_run  # noqa: E402
 

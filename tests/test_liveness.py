@@ -236,7 +236,8 @@ def test_optuna_samplers_work_with_the_conditional_space(sampler, caplog):
 
 def test_ray_define_by_run_space_and_config_of_agree():
     pytest.importorskip("ray")
-    from fatnas.search.ray_backend import config_of, suggest_config
+    from fatnas.search.ray_backend.driver import suggest_config
+    from fatnas.search.ray_backend.trainable import config_of
 
     space = sampling_space(load_space("fat"), 28)
     study = optuna.create_study(sampler=make_sampler("tpe", 0), directions=["maximize", "minimize"])

@@ -183,3 +183,22 @@ def test_bad_ray_options_exit_2_before_any_run_folder(isolated_dirs, capsys, arg
     assert message in err and len(err.strip().splitlines()) == 1
     runs = isolated_dirs / "runs"
     assert not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.parametrize("name", ["StudySearcher", "MedianScheduler", "SessionStopper", "RunRecorder", "trial_name",
+                                  "trial_dirname"])
+def test_tune_pickles_of_runs_made_before_the_split_still_load(name):
+    """tuner.pkl of an older run names its searcher, scheduler, stopper and callbacks by the old module path."""
+    import pickle
+
+    from fatnas.search.ray_backend import driver
+
+    old_reference = f"cfatnas.search.ray_backend\n{name}\n.".encode()  # pickle's GLOBAL opcode, as an old run holds
+    assert pickle.loads(old_reference) is getattr(driver, name)
+
+
+def test_the_runtime_env_ships_the_fatnas_package():
+    from fatnas.search.ray_backend.driver import fatnas_runtime_env
+
+    (folder,) = fatnas_runtime_env()["py_modules"]
+    assert Path(folder).name == "fatnas" and (Path(folder) / "search" / "ray_backend" / "driver.py").is_file()

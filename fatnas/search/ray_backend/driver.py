@@ -1,8 +1,9 @@
-"""Search with Ray Tune: the run's Optuna study as searcher, the median rule among cost peers, trials as Ray actors.
+"""The Ray backend's driver: the runtime, the study as searcher, scheduler, stopper, Tuner, trials.csv rows.
 
 The same candidates, objectives (accuracy up, latency_ms down), budget check, proxy training
-and trials.csv rows as the Optuna backend, run as Tune trials on a local Ray runtime or a
-cluster. Tune's own results (experiment state, per-trial result.json) live in `runs/<id>/ray/`.
+and trials.csv rows as the Optuna backend, run as Tune trials (`trainable.run_trial`) on a local
+Ray runtime or a cluster. Tune's own results (experiment state, per-trial result.json) live in
+`runs/<id>/ray/`.
 
 - Sampling: `StudySearcher` asks the run's Optuna study (study.db) and calls
   `sampled_space.sample(suggest_categorical)`, so parameter names (`widths_0`, ...), the conditional
@@ -13,8 +14,6 @@ cluster. Tune's own results (experiment state, per-trial result.json) live in `r
 - Early stopping: the Optuna backend's rule (`core.MedianStopper`: below the median of the
   same FLOPs band's earlier trained trials at a checkpoint) on the intermediate accuracy (`MedianScheduler`).
 - Stopping the search: a `tune.Stopper` asks the session's `StopRule` (target, failures, timeout).
-- Data: the driver's DataSplit goes to Ray's object store once; each worker process fetches it
-  once and keeps it for the trials it runs.
 - Search control: Tune pickles its searcher, scheduler and callbacks into the experiment folder
   and brings those copies back on restore. What must follow the current invocation (trial
   target, deadline, concurrency, progress bar) therefore lives in a driver-side `_Session`,
@@ -26,42 +25,34 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
-import re
-import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
-import torch
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from ..config import FATConfig
-from ..data import DataSplit, load_dataset
-from ..errors import FatnasError
-from ..space import SearchSpace
-from ..store import Run, publish_trials
-from .core import TRAINED, MedianStopper, StopRule, progress_bar, show_progress
-from .evaluate import ESTIMATES, SearchSettings, price, time_candidate, train_candidate, trial_row
-from .optuna_backend import DIRECTIONS, make_sampler, study_names
-from .storage import open_storage
+from ...data import DataSplit, load_dataset
+from ...space import SearchSpace
+from ...store import Run, publish_trials
+from ..core import TRAINED, MedianStopper, StopRule, progress_bar, show_progress
+from ..evaluate import SearchSettings, price, trial_row
+from ..optuna_backend import DIRECTIONS, make_sampler, study_names
+from ..storage import open_storage
+from .options import RayOptions, RayOptionsError, check_reachable, local_cpus
+from .trainable import TIME_ATTR, SharedData, config_of, outcome, result_attrs, run_trial
 
 RAY_DIR = "ray"  # Tune's experiment folder inside the run
 TRIAL_RETRIES = 1  # a trial lost with its node (or that raised) runs once more before it counts as FAIL
 METRICS, MODES = ["accuracy", "latency_ms"], ["max", "min"]
-TIME_ATTR = "checkpoint"  # 1-based index of the validation checkpoint a result reports
-ADDRESS = re.compile(r"^(auto|[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:]+\]:\d{1,5})$")
 # Tune settings read from the environment when a Tuner runs; users' own values win.
 TUNE_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",  # the classic reporter, which honours verbose=0
@@ -71,213 +62,11 @@ TUNE_ENV = {
 }
 
 
-class RayOptionsError(FatnasError):
-    """A nonsensical Ray option (resources, concurrency, cluster address)."""
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Resources per trial, concurrency and where the Ray runtime is.
-
-    A trial runs with as many torch threads as its whole CPUs (`cpus_per_trial` None: the
-    settings' `threads`). `address` None starts a local runtime sized to this machine; `auto` or
-    HOST:PORT joins a running cluster (`ray start --head`). `max_concurrent` None means cluster
-    CPUs // cpus_per_trial (and GPUs // gpus_per_trial when trials take GPUs).
-    """
-
-    cpus_per_trial: float | None = None
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    address: str | None = None
-
-    def __post_init__(self) -> None:
-        cpus, gpus = _text(self.cpus_per_trial), _text(self.gpus_per_trial)
-        if self.cpus_per_trial is not None and (not _number(self.cpus_per_trial) or self.cpus_per_trial <= 0):
-            raise RayOptionsError(f"--cpus-per-trial {cpus}: must be a positive number of CPUs")
-        if not _number(self.gpus_per_trial) or self.gpus_per_trial < 0:
-            raise RayOptionsError(f"--gpus-per-trial {gpus}: must be 0 or a positive number "
-                                  "(fractions such as 0.5 share a GPU)")
-        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
-            raise RayOptionsError(f"--gpus-per-trial {gpus}: above 1 it must be a whole number")
-        if self.max_concurrent is not None and (isinstance(self.max_concurrent, bool)
-                                                or not isinstance(self.max_concurrent, int) or self.max_concurrent < 1):
-            raise RayOptionsError(f"--max-concurrent {self.max_concurrent}: must be a positive integer")
-        if self.address is not None:
-            if not ADDRESS.match(self.address) or (self.address != "auto"
-                                                   and not 0 < int(self.address.rsplit(":", 1)[1]) < 65536):
-                raise RayOptionsError(f"--ray-address {self.address!r}: accepted forms: auto, HOST:PORT "
-                                      "(the head node's `ray start --head --port=PORT`)")
-        elif (self.cpus_per_trial or 0) > local_cpus():
-            raise RayOptionsError(f"--cpus-per-trial {cpus}: this machine has {local_cpus()} CPUs")
-        elif self.gpus_per_trial > torch.cuda.device_count():
-            raise RayOptionsError(f"--gpus-per-trial {gpus}: this machine has {torch.cuda.device_count()} CUDA GPUs")
-
-    def resolve(self, threads: int) -> RayOptions:
-        """These options with `cpus_per_trial` given (default: `threads`)."""
-        return self if self.cpus_per_trial is not None else dataclasses.replace(self, cpus_per_trial=float(threads))
-
-    @property
-    def threads(self) -> int:
-        """Torch threads of one trial: its whole CPUs, at least one."""
-        return max(1, int(self.cpus_per_trial or 1))
-
-    def check_device(self, device: str) -> None:
-        """Trials see a GPU only when they ask Ray for one."""
-        if device.startswith("cuda") and self.gpus_per_trial == 0:
-            raise RayOptionsError("--device cuda with --backend ray needs --gpus-per-trial > 0 "
-                                  "(Ray hides GPUs from trials that ask for none)")
-        if device == "cpu" and self.gpus_per_trial > 0:
-            raise RayOptionsError(f"--gpus-per-trial {self.gpus_per_trial:g} with --device cpu would reserve GPUs "
-                                  "no trial uses; add --device cuda")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _text(value: Any) -> str:
-    return f"{value:g}" if _number(value) else repr(value)
-
-
-def local_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, which containers narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def check_ray_options(device: str | None = None, **options: Any) -> RayOptions:
-    """Validate the ray backend's keyword options (see `RaySearch`) before any run folder exists."""
-    unknown = sorted(set(options) - {"cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address"})
-    if unknown:
-        raise RayOptionsError(f"unknown ray backend option(s) {unknown}; accepted: cpus_per_trial, "
-                              "gpus_per_trial, max_concurrent, ray_address")
-    address = options.pop("ray_address", None)
-    result = RayOptions(address=address, **options)
-    if device is not None:
-        result.check_device(device)
-    check_reachable(result.address)
-    return result
-
-
 def fatnas_runtime_env() -> dict[str, Any]:
     """Ray's runtime_env that ships this fatnas package to every node: nodes need only the same Python packages."""
-    return {"py_modules": [str(Path(__file__).resolve().parent.parent)]}
+    return {"py_modules": [str(Path(__file__).resolve().parents[2])]}
 
 
-def auto_address() -> str:
-    """What Ray's `auto` finds: RAY_ADDRESS, else the cluster `ray start` last started on this machine."""
-    if os.environ.get("RAY_ADDRESS"):
-        return os.environ["RAY_ADDRESS"]
-    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-    return current.read_text().strip() if current.is_file() else ""
-
-
-def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A cluster must answer at the address (Ray itself would retry for minutes)."""
-    if address is None:
-        return
-    if address == "auto":
-        address = auto_address()
-        if ":" not in address:
-            raise RayOptionsError("--ray-address auto: no running Ray cluster found from this machine; start one "
-                                  "with `ray start --head`, or give HOST:PORT")
-    host, port = address.rsplit(":", 1)
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise RayOptionsError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); start the "
-                              f"head node with `ray start --head --port={port}`") from None
-
-
-# ---------------------------------------------------------------- one trial, in a Ray worker
-
-_WORKER_DATA: dict[str, DataSplit] = {}
-
-
-@dataclass(frozen=True)
-class SharedData:
-    """The driver's DataSplit in Ray's object store; each worker process fetches it once."""
-
-    ref: Any  # ray.ObjectRef of the DataSplit
-
-    def get(self) -> DataSplit:
-        key = self.ref.hex()
-        if key not in _WORKER_DATA:
-            _WORKER_DATA.clear()
-            _WORKER_DATA[key] = ray.get(self.ref)
-        return _WORKER_DATA[key]
-
-
-def config_of(space: SearchSpace, params: dict[str, Any]) -> FATConfig:
-    """The FATConfig of a Tune config: the space's own sampling, fed the sampled values by name."""
-    return space.sample(lambda name, _choices: params[name])
-
-
-def run_trial(params: dict[str, Any], *, data: SharedData, settings: SearchSettings) -> None:
-    """Tune trainable: price, budget check, latency, proxy training; reports via `tune.report`.
-
-    Trains and times with `settings.threads` torch threads (the trial's CPUs). Intermediate
-    results (checkpoint 1 .. eval_every-1) feed the MedianScheduler; the final result carries `final=True`.
-    A config over budget reports one final result flagged `infeasible` and never trains.
-    """
-    torch.set_num_threads(settings.threads)
-    ev = price(config_of(settings.sampled_space, params), settings)
-    if not ev.infeasible:
-        time_candidate(ev, settings)  # a latency budget is checked here
-    if ev.infeasible:
-        tune.report(_result(ev.attrs(), accuracy=None, final=True))
-        return
-    split = data.get()
-    images = settings.proxy.checkpoint_images(len(split.train_x))
-    last = len(images) - 1  # never stopped at its final checkpoint, as in the Optuna backend
-    curve: list[list[float]] = []
-    start = time.perf_counter()
-
-    def report(checkpoint: int, accuracy: float) -> bool:
-        curve.append([images[min(checkpoint, len(images) - 1)], accuracy])
-        if checkpoint < last:
-            attrs = dict(ev.attrs(), curve=curve, train_seconds=time.perf_counter() - start,
-                         images_seen=curve[-1][0])
-            tune.report(_result(attrs, accuracy=accuracy, final=False, checkpoint=checkpoint + 1))
-        return False  # stopping is the MedianScheduler's decision, taken in the driver
-
-    train_candidate(ev, split, settings, report)
-    tune.report(_result(ev.attrs(), accuracy=ev.accuracy, final=True, checkpoint=len(ev.curve)))
-
-
-def _result(attrs: dict[str, Any], *, accuracy: float | None, final: bool,
-            checkpoint: int | None = None) -> dict[str, Any]:
-    """A Tune result: both metrics (always present, None when unknown) and the trial's attrs.
-
-    The config and curve travel as JSON text (Tune reserves `config` and flattens dicts).
-    """
-    out = dict(accuracy=accuracy, latency_ms=attrs["latency_ms"], final=final, infeasible=attrs["infeasible"],
-               arch=json.dumps(attrs["config"]), curve=json.dumps(attrs["curve"]), params=attrs["params"],
-               flops=attrs["flops"], flops_conv=attrs["flops_conv"], train_seconds=attrs["train_seconds"],
-               images_seen=attrs["images_seen"], **{name: attrs.get(name) for name in ESTIMATES})
-    if checkpoint is not None:  # the MedianScheduler reads it; infeasible results have none and are never compared
-        out[TIME_ATTR] = checkpoint
-    return out
-
-
-def outcome(result: dict[str, Any] | None, error: bool) -> str:
-    """trials.csv state of a finished trial from its last result."""
-    if error or not result or "final" not in result:
-        return "FAIL"
-    if result.get("infeasible"):
-        return "INFEASIBLE"
-    return "COMPLETE" if result["final"] else "PRUNED"  # not final: the MedianScheduler stopped it
-
-
-def result_attrs(result: dict[str, Any]) -> dict[str, Any]:
-    """The Evaluation.attrs() view of a Tune result."""
-    return dict(config=json.loads(result["arch"]), params=result["params"], flops=result["flops"],
-                flops_conv=result["flops_conv"], latency_ms=result["latency_ms"],
-                infeasible=result.get("infeasible") or "", curve=json.loads(result["curve"]),
-                train_seconds=result["train_seconds"], images_seen=result["images_seen"],
-                **{name: result.get(name) for name in ESTIMATES})
-
-
-# ---------------------------------------------------------------- driver: searcher, scheduler, callback
 
 def suggest_config(space: SearchSpace, trial: optuna.Trial) -> dict[str, Any]:
     """A Tune config from an Optuna trial: the space's own sampling by name, and the trial number."""
@@ -666,4 +455,4 @@ def _quiet_tune() -> Iterator[None]:
                 os.environ[key] = value
 
 
-__all__ = ["RayOptions", "RayOptionsError", "RaySearch", "check_ray_options"]
+__all__ = ["RaySearch", "StudySearcher", "fatnas_runtime_env", "suggest_config"]
