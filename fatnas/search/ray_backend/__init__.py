@@ -1,4 +1,4 @@
-"""Search with Ray Tune, in three rooms: `options` (resources, concurrency, address; checked without Ray),
+"""Search with Ray Tune, in three rooms: `options` (resources, concurrency, address; checked up front),
 `trainable` (what runs inside a Tune trial) and `driver` (runtime, searcher, scheduler, stopper, Tuner, rows).
 
 This package is the only part of fatnas that imports Ray.

@@ -1,7 +1,7 @@
 """The Ray backend's options: resources per trial, concurrency and the cluster address, checked up front.
 
-Everything here is checked before any run folder exists, without importing Ray, so a bad option
-is a one-line error (exit 2 on the command line).
+Everything here is checked before any run folder exists (the cluster only by a socket to its
+address), so a bad option is a one-line error (exit 2 on the command line).
 """
 from __future__ import annotations
 
