@@ -1,12 +1,11 @@
 """Where fatnas keeps the files a user makes (runs, exported variants): the working directory or $FATNAS_HOME.
 
 Nothing is ever written beside the installed package; the package's own data (search spaces)
-is read through importlib.resources. Files are written whole or not at all (`atomic_write_bytes`).
+is read through importlib.resources.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -15,18 +14,4 @@ def home_dir() -> Path:
     return Path(os.environ.get("FATNAS_HOME") or ".")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all (temporary file, then rename), readable by everyone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; runs and exported models are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-__all__ = ["atomic_write_bytes", "home_dir"]
+__all__ = ["home_dir"]

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ import yaml
 from . import __version__ as fatnas_version
 from .config import FATConfig
 from .errors import FatnasError
-from .paths import atomic_write_bytes, home_dir
+from .paths import home_dir
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 OBJECTIVES = (("accuracy", "max"), ("latency_ms", "min"))
@@ -52,8 +53,17 @@ def check_run_id(run_id: str) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a UTF-8 text file whole or not at all (`paths.atomic_write_bytes`)."""
-    atomic_write_bytes(path, text.encode())
+    """Write a file whole or not at all (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; run files are for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
