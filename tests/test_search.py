@@ -226,6 +226,9 @@ def test_pareto_mask_keeps_non_dominated_rows():
     assert list(pareto_mask(table)) == [True, True, True, False]
 
 
+STDLIB_UNDERSCORE_API = {"_replace", "_asdict", "_fields", "_make", "_field_defaults"}  # namedtuple's public API
+
+
 def underscore_uses(source: str) -> list[str]:
     """Underscore attributes of Ray and Optuna objects, and imports of their private modules, in `source`.
 
@@ -257,7 +260,7 @@ def underscore_uses(source: str) -> list[str]:
                           and not n.attr.startswith("__") and n.attr not in own]
         elif (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
               and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
-              and ast.unparse(node) not in ("os._exit", "law._replace")):  # the standard library's
+              and node.attr not in STDLIB_UNDERSCORE_API and ast.unparse(node) != "os._exit"):
             found.append(f"{node.lineno}: {ast.unparse(node)}")
     return found
 
