@@ -220,16 +220,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         run = open_run(args.resume or args.join)
         settings = _resume_settings(run, args)
         storage = storage_of(run, args.storage)
-        data = _load_data(settings)
+        data = _load_data(settings, settings.classes)
     else:
         settings = _search_settings(args)
         storage = check_storage(args.storage, args.backend, settings.heartbeat)
-        data = _load_data(settings)  # a missing data set fails before any run folder exists
+        data = _load_data(settings, settings.classes)  # a missing data set fails before any run folder exists
         run = new_run(args.run_id, "search", lambda r: record_run(r, settings, args.backend, storage=storage))
     print(f"run {run.id}: {run.path}")
     print(f"budget: {settings.budget.describe()}; space {settings.space.name} "
           f"({settings.space.size():.3g} points); sampler {settings.sampler}; seed {settings.seed}")
-    print(f"proxy: {settings.dataset} at {settings.proxy.res}px, {settings.proxy.images_per_trial} images per trial "
+    classes = f" (classes {','.join(map(str, settings.classes))})" if settings.classes else ""
+    print(f"proxy: {settings.dataset}{classes} at {settings.proxy.res}px, "
+          f"{settings.proxy.images_per_trial} images per trial "
           f"on {settings.device} (proxy accuracy, not ImageNet accuracy)")
     print(_liveness_line(settings))
     print(_latency_line(run.read_meta().get("latency") or {}))
@@ -285,6 +287,7 @@ def _liveness_line(settings) -> str:
 
 def _search_settings(args: argparse.Namespace):
     from fatnas.cost import parse_budget
+    from fatnas.data import parse_classes
     from fatnas.proxy import ProxySettings
     from fatnas.search import SearchSettings, check_backend
     from fatnas.search.storage import Heartbeat
@@ -310,6 +313,7 @@ def _search_settings(args: argparse.Namespace):
                               early_stopping=not args.no_early_stopping, threads=threads,
                               prescreen=args.prescreen, collapse_inert=not args.keep_inert, heartbeat=heartbeat,
                               latency_model=_search_latency_model(args.latency_model, space),
+                              classes=parse_classes(args.classes) if args.classes else (),
                               **({} if args.prescreen_keep is None else dict(prescreen_keep=args.prescreen_keep)))
     check_backend(settings, args.backend)
     return settings
@@ -343,10 +347,10 @@ def _new_run(run_id: str | None, prefix: str, record: Callable[[Any], None]):
     return new_run(run_id, prefix, record)
 
 
-def _load_data(settings):
+def _load_data(settings, classes: tuple[int, ...] = ()):
     from fatnas.data import load_dataset
 
-    return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
+    return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed, classes=classes)
 
 
 RAY_OPTIONS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
@@ -569,14 +573,13 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 
 def _load_study_data(settings):
-    from fatnas.fidelity import select_classes
-
-    return select_classes(_load_data(settings), settings.classes)
+    return _load_data(settings, settings.classes)
 
 
 def _study_settings(args: argparse.Namespace):
     from fatnas.cost import parse_budget
-    from fatnas.fidelity import DEFAULT_HIGH, DEFAULT_LOW, StudySettings, parse_classes, parse_fidelity
+    from fatnas.data import parse_classes
+    from fatnas.fidelity import DEFAULT_HIGH, DEFAULT_LOW, StudySettings, parse_fidelity
     from fatnas.proxy import ProxySettings
     from fatnas.space import load_space
     from fatnas.zero_cost import PROXIES
@@ -840,6 +843,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="price latency from a table of `fatnas latency-profile` (made on the target device) instead of "
                         "measuring it here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--classes", default=None, metavar="C,C,...",
+                   help="train the proxy on these classes only, e.g. 0,2,4,6 (Fashion-MNIST's upper-body classes, "
+                        "the task of the fidelity study's reference)")
     p.add_argument("--keep-inert", action="store_true",
                    help="draw every value, also those that build the same network at the proxy resolution")
     p.add_argument("--cpus-per-trial", type=float, default=None,

@@ -8,6 +8,7 @@ apart (`test_x`, `test_y`) for references that no proxy sees.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 from dataclasses import dataclass
@@ -73,8 +74,11 @@ class DataSplit:
 
 
 def load_dataset(name: str = "fashion-mnist", data_dir: str | Path | None = None, *,
-                 val_images: int = 2000, seed: int = 0) -> DataSplit:
-    """Load a data set and split its training files into training and a seeded validation subset."""
+                 val_images: int = 2000, seed: int = 0, classes: tuple[int, ...] = ()) -> DataSplit:
+    """Load a data set and split its training files into training and a seeded validation subset.
+
+    `classes` keeps only those classes, relabelled 0, 1, ... (empty: all).
+    """
     test: tuple[torch.Tensor, torch.Tensor] | None = None
     if name == "fashion-mnist":
         folder = str(Path(data_dir or FASHION_MNIST_DIR).resolve())
@@ -91,7 +95,42 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | Path | None = None
     split = _split(name, images, labels, val_images, seed)
     if test is not None:
         split.test_x, split.test_y = test
-    return split
+    return select_classes(split, classes)
+
+
+def parse_classes(text: str) -> tuple[int, ...]:
+    """'0,2,4,6' -> (0, 2, 4, 6): at least two distinct class numbers."""
+    try:
+        classes = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise DataError(f"--classes {text!r}: expected class numbers such as 0,2,4,6") from None
+    check_classes(classes)
+    return classes
+
+
+def check_classes(classes: tuple[int, ...]) -> None:
+    """Refuse a class selection of fewer than two, repeated or negative class numbers (empty means all)."""
+    if classes and (len(classes) < 2 or len(set(classes)) != len(classes) or min(classes) < 0):
+        raise DataError(f"classes {list(classes)}: give at least two distinct class numbers >= 0")
+
+
+def select_classes(data: DataSplit, classes: tuple[int, ...]) -> DataSplit:
+    """`data` with only `classes`, relabelled 0, 1, ... in the order given, in every split (normalization kept)."""
+    if not classes:
+        return data
+    check_classes(classes)
+    if max(classes) >= data.num_classes:
+        raise DataError(f"classes {list(classes)}: {data.name} has classes 0 to {data.num_classes - 1}")
+    lookup = torch.full((data.num_classes,), -1, dtype=torch.int64)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+    train, val = lookup[data.train_y] >= 0, lookup[data.val_y] >= 0
+    changes = dict(train_x=data.train_x[train], train_y=lookup[data.train_y[train]], val_x=data.val_x[val],
+                   val_y=lookup[data.val_y[val]], train_indices=data.train_indices[train],
+                   val_indices=data.val_indices[val], num_classes=len(classes))
+    if data.test_x is not None:
+        test = lookup[data.test_y] >= 0
+        changes.update(test_x=data.test_x[test], test_y=lookup[data.test_y[test]])
+    return dataclasses.replace(data, **changes)
 
 
 def _required_dir(name: str, data_dir: str | Path | None) -> Path:
@@ -267,5 +306,5 @@ def proxy_images(images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
     return ProxyImages(pixels=pixels, labels=labels.to(device), fill=fill)
 
 
-__all__ = ["DATASETS", "EVAL_SPLITS", "DataError", "DataSplit", "ProxyImages", "load_dataset", "prepare_images",
-           "proxy_images"]
+__all__ = ["DATASETS", "EVAL_SPLITS", "DataError", "DataSplit", "ProxyImages", "check_classes", "load_dataset",
+           "parse_classes", "prepare_images", "proxy_images", "select_classes"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import FatnasError
+from .store import atomic_write_bytes
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-4
@@ -86,18 +86,6 @@ def onnx_session(model_bytes: bytes, threads: int | None = None, device: str = "
     return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return model.eval()(x).numpy()
@@ -115,7 +103,7 @@ def write_onnx(model: nn.Module, path: Path, *, res: int = 224, in_chans: int = 
     data = onnx_bytes(model, example)
     out = onnx_session(data).run(None, {INPUT_NAME: example.numpy()})[0]
     diff = _check(float(np.abs(out - _reference(model, example)).max()), path, "ONNX Runtime's output")
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
     return Deployed(path, "onnx", res, diff)
 
 
@@ -129,7 +117,7 @@ def write_pt2(model: nn.Module, path: Path, *, res: int = 224, in_chans: int = 3
         with torch.no_grad():
             out = torch.export.load(str(tmp)).module()(example).numpy()
         diff = _check(float(np.abs(out - _reference(model, example)).max()), path, "the reloaded program")
-        _atomic_write_bytes(path, tmp.read_bytes())
+        atomic_write_bytes(path, tmp.read_bytes())
     return Deployed(path, "pt2", res, diff)
 
 

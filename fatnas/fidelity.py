@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
-import dataclasses
 import html
 import json
 import math
@@ -38,11 +37,10 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .config import FATConfig
 from .cost import Budget, analytic_cost, flop_convention
-from .data import DataSplit, load_dataset
+from .data import DataSplit, check_classes, load_dataset
 from .errors import FatnasError
 from .proxy import ProxyResult, ProxySettings, configure_threads, train_proxy
 from .rank_stats import (
@@ -156,21 +154,6 @@ def fidelity_fields(settings: ProxySettings) -> dict[str, Any]:
     return {k: getattr(settings, k) for k in FIDELITY_KEYS}
 
 
-def parse_classes(text: str) -> tuple[int, ...]:
-    """'0,2,4,6' -> (0, 2, 4, 6): at least two distinct class numbers."""
-    try:
-        classes = tuple(int(item) for item in text.split(","))
-    except ValueError:
-        raise FidelityError(f"--classes {text!r}: expected class numbers such as 0,2,4,6") from None
-    _check_classes(classes)
-    return classes
-
-
-def _check_classes(classes: tuple[int, ...]) -> None:
-    if classes and (len(classes) < 2 or len(set(classes)) != len(classes) or min(classes) < 0):
-        raise FidelityError(f"classes {list(classes)}: give at least two distinct class numbers >= 0")
-
-
 @dataclass(frozen=True)
 class StudySettings:
     """Everything that defines a fidelity study, recorded in run.yaml."""
@@ -208,7 +191,7 @@ class StudySettings:
                 raise FidelityError(f"{field} = {getattr(self, field)}: must be a positive whole number (>= 1)")
         if self.reference_metric not in REFERENCE_CHOICES:
             raise FidelityError(f"reference metric {self.reference_metric!r}: expected {', '.join(REFERENCE_CHOICES)}")
-        _check_classes(self.classes)
+        check_classes(self.classes)
         if self.device != "cpu" and self.device != "cuda" and not self.device.startswith("cuda:"):
             raise FidelityError(f"device {self.device!r}: expected cpu, cuda or cuda:N")
 
@@ -280,25 +263,7 @@ def record_study(run: Run, settings: StudySettings, argv: list[str] | None = Non
 
 def study_data(settings: StudySettings) -> DataSplit:
     """The study's data set, narrowed to `settings.classes` when given."""
-    return select_classes(load_dataset(settings.dataset, settings.data_dir, seed=settings.seed), settings.classes)
-
-
-def select_classes(data: DataSplit, classes: tuple[int, ...]) -> DataSplit:
-    """`data` with only `classes`, relabelled 0, 1, ... in the order given, in every split (normalization kept)."""
-    if not classes:
-        return data
-    if max(classes) >= data.num_classes:
-        raise FidelityError(f"classes {list(classes)}: {data.name} has classes 0 to {data.num_classes - 1}")
-    lookup = torch.full((data.num_classes,), -1, dtype=torch.int64)
-    lookup[torch.tensor(classes)] = torch.arange(len(classes))
-    train, val = lookup[data.train_y] >= 0, lookup[data.val_y] >= 0
-    changes = dict(train_x=data.train_x[train], train_y=lookup[data.train_y[train]], val_x=data.val_x[val],
-                   val_y=lookup[data.val_y[val]], train_indices=data.train_indices[train],
-                   val_indices=data.val_indices[val], num_classes=len(classes))
-    if data.test_x is not None:
-        test = lookup[data.test_y] >= 0
-        changes.update(test_x=data.test_x[test], test_y=lookup[data.test_y[test]])
-    return dataclasses.replace(data, **changes)
+    return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed, classes=settings.classes)
 
 
 # ---------------------------------------------------------------- architectures and jobs
@@ -942,6 +907,6 @@ def write_report(run: Run) -> Path:
 __all__ = ["CSV_COLUMNS", "DEFAULT_HIGH", "DEFAULT_LOW", "FIDELITY_KEYS", "PREDICTOR", "REFERENCE", "Estimator",
            "FidelityError", "Job", "Reference", "StudySettings", "analyse", "choose_reference_metric",
            "correlations", "estimator_table", "estimators", "execute", "fidelity_label", "loo_predictions",
-           "parse_classes", "parse_fidelity", "plan_jobs", "read_rows", "read_study_table", "record_study",
-           "reference_line", "reliability", "run_study", "sample_architectures", "seed_spread", "select_classes",
+           "parse_fidelity", "plan_jobs", "read_rows", "read_study_table", "record_study",
+           "reference_line", "reliability", "run_study", "sample_architectures", "seed_spread",
            "study_architectures", "study_data", "study_reference", "top_k_overlap", "with_metric", "write_report"]

@@ -53,12 +53,17 @@ def check_run_id(run_id: str) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file whole or not at all (temporary file, then rename)."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file whole or not at all (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; run files are for sharing
         os.replace(tmp, path)
     except BaseException:

@@ -18,7 +18,7 @@ from scipy import stats
 from fatnas import fidelity, rank_stats
 from fatnas.cli import main
 from fatnas.cost import analytic_cost, parse_budget
-from fatnas.data import DataSplit
+from fatnas.data import DataError, DataSplit, parse_classes, select_classes
 from fatnas.errors import FatnasError
 from fatnas.fidelity import (
     PREDICTOR,
@@ -28,13 +28,11 @@ from fatnas.fidelity import (
     correlations,
     fidelity_label,
     loo_predictions,
-    parse_classes,
     parse_fidelity,
     plan_jobs,
     reliability,
     sample_architectures,
     seed_spread,
-    select_classes,
     study_architectures,
     top_k_overlap,
     with_metric,
@@ -132,8 +130,10 @@ def test_invalid_study_settings_are_refused():
         tiny_study(high_seeds=0)
     with pytest.raises(FidelityError, match="reference metric 'f1'"):
         tiny_study(reference_metric="f1")
-    with pytest.raises(FidelityError, match="two distinct"):
+    with pytest.raises(DataError, match="two distinct"):
         parse_classes("3,3")
+    with pytest.raises(DataError, match="two distinct"):
+        tiny_study(classes=(3, 3))
     with pytest.raises(FidelityError, match="device 'tpu'"):
         tiny_study(device="tpu")
 
@@ -164,7 +164,7 @@ def test_select_classes_keeps_and_relabels_the_chosen_classes_in_every_split():
     assert kept.num_classes == 2 and kept.train_y.tolist() == [1, 0, 1] and kept.train_x.flatten().tolist() == [2, 6, 7]
     assert kept.val_y.tolist() == [1] and kept.test_y.tolist() == [1, 0, 1] and kept.train_indices.tolist() == [2, 6, 7]
     assert select_classes(data, ()) is data
-    with pytest.raises(FidelityError, match="classes 0 to 9"):
+    with pytest.raises(DataError, match="classes 0 to 9"):
         select_classes(data, (0, 10))
 
 

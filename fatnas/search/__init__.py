@@ -37,7 +37,7 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                 proxy=settings.proxy.to_dict(), trials=settings.trials, timeout_s=settings.timeout_s,
                 sampler=settings.sampler, seeds=dict(sampler=settings.seed, proxy=settings.proxy.seed,
                                                      data_split=settings.seed),
-                dataset=settings.dataset, data_dir=settings.data_dir,
+                dataset=settings.dataset, data_dir=settings.data_dir, classes=list(settings.classes) or None,
                 latency=dict(warmup=settings.latency_warmup, repeats=settings.latency_repeats,
                              # then device, resolution, batch_size: of the latency's source
                              model=settings.latency_model,
@@ -61,7 +61,7 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
                   latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
                   references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
                   threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False),
-                  latency_model=meta["latency"].get("model"))
+                  latency_model=meta["latency"].get("model"), classes=tuple(meta.get("classes") or ()))
     prescreen = meta.get("prescreen") or {}
     values.update(prescreen=prescreen.get("proxy"), prescreen_keep=prescreen.get("keep", 0.25))
     if meta.get("heartbeat"):
@@ -212,7 +212,8 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
     """
     check_backend(settings, backend)
     configure_threads(settings.threads)
-    data = data if data is not None else load_dataset(settings.dataset, settings.data_dir, seed=settings.seed)
+    data = data if data is not None else load_dataset(settings.dataset, settings.data_dir, seed=settings.seed,
+                                                      classes=settings.classes)
     if settings.references and not joining:
         evaluate_references(run, settings, data)
     if backend == "optuna":

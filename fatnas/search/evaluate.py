@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ..config import NUM_STAGES, STAGE_FIELDS, FATConfig
 from ..cost import Budget, Cost, analytic_cost
-from ..data import DataSplit
+from ..data import DataSplit, check_classes
 from ..errors import FatnasError, check_positive
 from ..liveness import sampling_space
 from ..proxy import ProxySettings, train_proxy
@@ -55,9 +55,11 @@ class SearchSettings:
     collapse_inert: bool = True  # draw one value of each class of choices the proxy cannot tell apart
     latency_model: str | None = None  # a latency table (fatnas.latency): latency priced from it, not measured
     heartbeat: Heartbeat = Heartbeat()  # how workers sharing the study find a dead one
+    classes: tuple[int, ...] = ()  # train and validate on these classes of the data set only (empty: all)
 
     def __post_init__(self) -> None:
         check_positive(trials=self.trials, timeout=self.timeout_s, threads=self.threads)
+        check_classes(self.classes)
         if self.sampler not in SAMPLERS:
             raise FatnasError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")
         if self.prescreen is not None:

@@ -325,7 +325,8 @@ class RaySearch:
         if restoring and meta.get("finished") and self._target_reached():
             return  # nothing to add; a larger --trials or a new --timeout goes on below
         data = self.data if self.data is not None else load_dataset(self.settings.dataset, self.settings.data_dir,
-                                                                     seed=self.settings.seed)
+                                                                     seed=self.settings.seed,
+                                                                     classes=self.settings.classes)
         started = self._start_ray()
         session: _Session | None = None
         try:
