@@ -97,3 +97,14 @@ def test_fatnas_home_holds_runs_and_variants_when_set(tmp_path, monkeypatch):
     assert (runs_root(), variants_dir()) == (Path("runs"), Path("variants"))  # the working directory
     monkeypatch.setenv("FATNAS_HOME", str(tmp_path))
     assert (runs_root(), variants_dir()) == (tmp_path / "runs", tmp_path / "variants")
+
+
+def test_files_are_written_whole_or_not_at_all_and_readable_by_everyone(tmp_path):
+    from fatnas.store import atomic_write_bytes
+
+    path = tmp_path / "new" / "model.onnx"
+    atomic_write_bytes(path, b"first")
+    assert path.read_bytes() == b"first" and path.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(TypeError):  # the write fails after the temporary file exists
+        atomic_write_bytes(path, "text, not bytes")
+    assert path.read_bytes() == b"first" and [p.name for p in path.parent.iterdir()] == ["model.onnx"]
