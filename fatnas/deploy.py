@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .errors import FatnasError
-from .store import atomic_write_bytes
+from .paths import atomic_write_bytes
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-4

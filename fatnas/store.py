@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ import yaml
 from . import __version__ as fatnas_version
 from .config import FATConfig
 from .errors import FatnasError
-from .paths import home_dir
+from .paths import atomic_write_text, home_dir
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 OBJECTIVES = (("accuracy", "max"), ("latency_ms", "min"))
@@ -50,25 +49,6 @@ def check_run_id(run_id: str) -> str:
     if not RUN_ID_PATTERN.match(run_id):
         raise RunError(f"run id {run_id!r} is malformed; use letters, digits, '_', '-', '.' (at most 100)")
     return run_id
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file whole or not at all (temporary file, then rename)."""
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; run files are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

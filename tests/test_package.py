@@ -100,7 +100,7 @@ def test_fatnas_home_holds_runs_and_variants_when_set(tmp_path, monkeypatch):
 
 
 def test_files_are_written_whole_or_not_at_all_and_readable_by_everyone(tmp_path):
-    from fatnas.store import atomic_write_bytes
+    from fatnas.paths import atomic_write_bytes
 
     path = tmp_path / "new" / "model.onnx"
     atomic_write_bytes(path, b"first")
