@@ -81,6 +81,7 @@ def test_infeasible_draws_are_never_trained(isolated_dirs):
     assert len(trained) == 3 and (trained["flops"] <= budget.max_flops).all()
 
 
+@pytest.mark.slow  # several whole searches in process: the fast tier's two longest tests
 @needs_fashion_mnist
 def test_same_seed_same_configs_and_another_seed_differs(isolated_dirs):
     def configs(run_id: str, seed: int) -> list[str]:
@@ -92,6 +93,7 @@ def test_same_seed_same_configs_and_another_seed_differs(isolated_dirs):
     assert configs("a2", 3) != configs("c", 4)
 
 
+@pytest.mark.slow  # several whole searches in process: the fast tier's two longest tests
 @needs_fashion_mnist
 def test_tpe_start_up_draws_repeat_with_the_seed(isolated_dirs):
     def configs(run_id: str) -> list[str]:
