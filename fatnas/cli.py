@@ -374,8 +374,10 @@ def _print_front(run, front, settings) -> None:
     from fatnas.cost import format_flops
 
     columns = ["trial", "accuracy", "latency_ms", "params", "flops"]
+    latency = (f"latency modelled from {settings.latency_model}" if settings.latency_model
+               else f"latency measured on {settings.device}")
     print(f"\nPareto front ({len(front)} trials; accuracy = proxy accuracy on {settings.dataset}, "
-          f"latency on {settings.device} at {settings.space.resolution}px, FLOPs = fvcore total at "
+          f"{latency} at {settings.space.resolution}px, FLOPs = fvcore total at "
           f"{settings.space.resolution}px):")
     table = front[columns].copy() if not front.empty else front
     refs = run.references()

@@ -148,6 +148,7 @@ def test_a_search_with_a_latency_model_records_modelled_latency(tiny_table, isol
                                   "--latency-model", str(tiny_table), *TINY_PROXY, capsys=capsys)
     assert status == 0, err
     assert f"latency: modelled from {tiny_table.resolve()}" in out
+    assert "fashion-mnist, latency modelled from " in out.split("Pareto front")[1]
     run = open_run("lm")
     latency = run.read_meta()["latency"]
     assert latency["source"] == "modelled" and latency["table"] == str(tiny_table.resolve())
