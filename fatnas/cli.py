@@ -301,12 +301,10 @@ def _search_settings(args: argparse.Namespace):
     _check_device(device)
     _check_positive(trials=args.trials, proxy_res=args.proxy_res, proxy_images=args.proxy_images,
                     proxy_epochs=args.proxy_epochs, batch_size=args.batch_size, threads=args.threads)
-    proxy_values = dict(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
-                        batch_size=args.batch_size)
     proxy = ProxySettings(seed=args.seed, device=device,
-                          **{k: v for k, v in proxy_values.items() if v is not None})
-    heartbeat = Heartbeat(**{k: v for k, v in dict(interval_s=args.heartbeat_interval,
-                                                   grace_s=args.grace_period).items() if v is not None})
+                          **_given(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
+                                   batch_size=args.batch_size))
+    heartbeat = Heartbeat(**_given(interval_s=args.heartbeat_interval, grace_s=args.grace_period))
     settings = SearchSettings(space=space, budget=budget, proxy=proxy, trials=args.trials or 20,
                               timeout_s=args.timeout, sampler=args.sampler, seed=args.seed, dataset=args.dataset,
                               data_dir=args.data_dir, references=not args.no_references,
