@@ -6,12 +6,13 @@ and the head. The paper's FLOPs column counts convolutions only.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -192,19 +193,26 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `threads` (None: as they are) inside the block, restored after it."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def measure_latency(model: nn.Module, *, res: int = 224, in_chans: int = 3, batch_size: int = 1,
                     device: str = "cpu", threads: int | None = None, warmup: int = 5,
                     repeats: int = 20, channels_last: bool = False, runtime: str = "torch") -> LatencyStats:
     """Time the forward pass (under inference_mode, or in ONNX Runtime); see `pass_timer`."""
     dev = torch.device(device)
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         times = _forward_times(model, dev, res, in_chans, batch_size, warmup, repeats, channels_last, runtime)
         used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous_threads)
     return latency_stats(times, device=str(dev), batch_size=batch_size, res=res, threads=used_threads)
 
 
@@ -341,24 +349,18 @@ class ReferenceClock:
     def measure(self, model: nn.Module) -> RelativeLatency:
         """Interleaved rounds of reference and `model` after warm-up; see the class docstring."""
         candidate = self.timer(model)
-        previous_threads = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                for _ in range(self.warmup):
-                    self.reference(), candidate()
-                ref_times, cand_times = [], []
-                for i in range(self.repeats):
-                    if i % 2:
-                        cand_times.append(candidate())
-                        ref_times.append(self.reference())
-                    else:
-                        ref_times.append(self.reference())
-                        cand_times.append(candidate())
+        with torch_threads(self.threads), torch.inference_mode():
+            for _ in range(self.warmup):
+                self.reference(), candidate()
+            ref_times, cand_times = [], []
+            for i in range(self.repeats):
+                if i % 2:
+                    cand_times.append(candidate())
+                    ref_times.append(self.reference())
+                else:
+                    ref_times.append(self.reference())
+                    cand_times.append(candidate())
             used_threads = torch.get_num_threads()
-        finally:
-            torch.set_num_threads(previous_threads)
         self.reference_samples += ref_times
         ratios = [c / r for c, r in zip(cand_times, ref_times)]
         settings = dict(device=str(self.dev), batch_size=self.batch_size, res=self.res, threads=used_threads)

@@ -37,7 +37,7 @@ from torch import nn
 
 from . import __version__
 from .config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
-from .cost import RUNTIMES, ReferenceClock, pass_timer
+from .cost import RUNTIMES, ReferenceClock, pass_timer, torch_threads
 from .errors import FatnasError
 from .model import FAT, FATBlock, Head, Stem
 from .space import SearchSpace, snap_heads, stage_value
@@ -309,7 +309,8 @@ class RelativeTimer:
 
     The reference pass between two passes of a part stands in for the rest of a network: it
     evicts the part's weights from the caches as a whole network would, and host drift hits
-    both alike. Every reference pass is kept: `reference_ms` is their median.
+    both alike. Every reference pass is kept: `reference_ms` is their median. torch passes run on
+    the settings' threads, whatever torch's are outside.
     """
 
     def __init__(self, settings: ProfileSettings, res: int, in_chans: int) -> None:
@@ -318,7 +319,7 @@ class RelativeTimer:
         reference = FAT(FATConfig.from_dict(dict(REFERENCE_CONFIG, in_chans=in_chans)))
         self.reference = self._timer(reference, (in_chans, res, res))
         self.samples: list[float] = []
-        with torch.inference_mode():
+        with torch_threads(settings.threads), torch.inference_mode():
             for _ in range(settings.warmup):
                 self.reference()
 
@@ -336,7 +337,7 @@ class RelativeTimer:
         """`typical` (the median) over rounds of (module's pass / the reference's pass just before it)."""
         one_pass = self._timer(module, shape)
         ratios = []
-        with torch.inference_mode():
+        with torch_threads(self.settings.threads), torch.inference_mode():
             for _ in range(self.settings.warmup):
                 one_pass()
             for _ in range(repeats or self.settings.repeats):
@@ -363,17 +364,13 @@ def profile_space(space: SearchSpace, settings: ProfileSettings, *, in_chans: in
     settings.check()
     res = settings.res or space.resolution
     start = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
-    try:
+    with torch_threads(settings.threads):
         timer = RelativeTimer(settings, res, in_chans)
         if settings.runtime == "torch":
             table = _profile_in_context(space, timer, res, in_chans, num_classes, progress)
         else:
             table = _profile_alone(space, timer, res, in_chans, num_classes, progress)
         calibration = _calibrate(space, timer, table, res, in_chans, num_classes)
-    finally:
-        torch.set_num_threads(previous_threads)
     factor = statistics.median(c["measured"] / c["summed"] for c in calibration)
     meta = dict(versions=library_versions(settings.runtime), device_name=device_name(settings.device),
                 created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -6,12 +6,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from fatnas.cli import main
+from fatnas.cost import torch_threads
 from fatnas.latency import (
     LatencyModelError,
     ProfileSettings,
+    RelativeTimer,
     config_parts,
     file_fingerprint,
     load_table,
@@ -181,3 +184,18 @@ def test_latency_module_imports_without_optuna_ray_plotly_or_fvcore():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_relative_timer_times_torch_on_the_settings_threads_whatever_torchs_are():
+    seen = []
+
+    class ThreadProbe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return x
+
+    with torch_threads(2):
+        timer = RelativeTimer(ProfileSettings(threads=1, warmup=1, repeats=2), res=32, in_chans=3)
+        timer.ratio(ThreadProbe(), (3, 32, 32))
+        assert torch.get_num_threads() == 2
+    assert seen == [1, 1, 1]
