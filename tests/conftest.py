@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from fatnas.search.ray_backend.options import keep_ray_on_loopback
+
+# Every Ray runtime the tests start, in this process or in the CLI processes it starts, listens on 127.0.0.1 only.
+keep_ray_on_loopback(None)
 # OpenMP threads that spin while waiting stall badly when other processes share the cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

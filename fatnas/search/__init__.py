@@ -232,6 +232,9 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
         finally:
             stop_workers(others)
     else:
+        from .ray_backend import keep_ray_on_loopback
+
+        keep_ray_on_loopback(backend_options.get("ray_address"))
         from .ray_backend import RaySearch
 
         RaySearch(run, settings, data, progress=progress, **backend_options).optimize()

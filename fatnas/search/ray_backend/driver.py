@@ -209,6 +209,7 @@ class _Session:
         self.failures = 0  # consecutive failed trials
         self.infeasible_streak = 0  # consecutive infeasible draws
         self.adopted = False  # trials restored from an earlier run recorded
+        self.retried: set[str] = set()  # trials that failed once (e.g. lost with their node) and ran again
         self.stopped: str | None = None  # why the searcher finished; None after an interrupt
         self.bar = progress_bar(run.id, settings, enabled=progress)
 
@@ -231,6 +232,8 @@ class _Session:
         """Record a trial that just finished (Tune still shows it RUNNING during on_trial_complete)."""
         if trial.trial_id in self.rows:
             return
+        if trial.num_failures:
+            self.retried.add(trial.trial_id)
         result = trial.last_result or {}
         state = outcome(result, error)
         if "arch" in result:
@@ -345,7 +348,7 @@ class RaySearch:
                 tuner.fit()
             session.publish()
             self.reason = session.stopped
-            self._record(max_concurrent, finished=self.reason)
+            self._record(max_concurrent, finished=self.reason, retried=len(session.retried))
         finally:
             if session is not None:
                 session.bar.close()
@@ -412,16 +415,18 @@ class RaySearch:
             slots = min(slots, int(total.get("GPU", 0) // self.options.gpus_per_trial))
         return max(1, slots)
 
-    def _record(self, max_concurrent: int, finished: str | None) -> None:
-        """The Ray section of run.yaml: options, cluster, start-up time, and whether the search finished."""
+    def _record(self, max_concurrent: int, finished: str | None, retried: int = 0) -> None:
+        """The Ray section of run.yaml: options, cluster, start-up time, whether the search finished, and how
+        many of this session's trials failed once (a node lost, an exception) and ran again."""
         total = ray.cluster_resources()
         self.run.update_meta(ray=dict(
             version=ray.__version__, address=self.options.address or "local",
             cpus_per_trial=self.options.cpus_per_trial, gpus_per_trial=self.options.gpus_per_trial,
             max_concurrent=max_concurrent, torch_threads_per_trial=self.options.threads,
             cluster=dict(nodes=sum(bool(n.get("Alive")) for n in ray.nodes()), cpus=total.get("CPU", 0),
-                         gpus=total.get("GPU", 0)),
-            init_seconds=round(self.init_seconds, 3), results=f"{RAY_DIR}/", finished=finished,
+                         gpus=total.get("GPU", 0),
+                         node_addresses=sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})),
+            init_seconds=round(self.init_seconds, 3), results=f"{RAY_DIR}/", finished=finished, retried_trials=retried,
             latency_note="latency is timed inside each trial with its torch threads, while other trials may run"))
 
     def _target_reached(self) -> bool:

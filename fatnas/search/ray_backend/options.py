@@ -10,7 +10,9 @@ import math
 import os
 import re
 import socket
+import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,10 @@ import torch
 
 from ...errors import FatnasError
 
+# Ray reads this once, at import: "0" makes a node's address 127.0.0.1 (as on macOS), so its servers
+# listen on loopback only; otherwise Linux nodes, and any 127.0.0.1 Ray is handed, take the machine's address.
+RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 ADDRESS = re.compile(r"^(auto|[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:]+\]:\d{1,5})$")
 
 
@@ -95,6 +101,28 @@ def local_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def on_loopback(address: str | None) -> bool:
+    """True for a runtime fatnas starts itself (no address) and for a cluster at a loopback address."""
+    if address == "auto":
+        address = auto_address()
+    return address is None or address.rsplit(":", 1)[0] in LOOPBACK_HOSTS
+
+
+def keep_ray_on_loopback(address: str | None) -> None:
+    """Make the Ray runtime this process starts, or joins on loopback, listen on 127.0.0.1 only.
+
+    Call it before Ray is imported (the CLI does); a user's own RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER wins.
+    A cluster at another address is left alone: its nodes must reach each other.
+    """
+    if not on_loopback(address) or RAY_CLUSTER_ENV in os.environ:
+        return
+    if "ray" in sys.modules:
+        warnings.warn(f"Ray was imported before fatnas could keep its runtime on 127.0.0.1; set {RAY_CLUSTER_ENV}=0 "
+                      "before importing ray", RuntimeWarning, stacklevel=2)
+        return
+    os.environ[RAY_CLUSTER_ENV] = "0"
+
+
 def check_ray_options(device: str | None = None, **options: Any) -> RayOptions:
     """Validate the ray backend's keyword options (see `RaySearch`) before any run folder exists."""
     unknown = sorted(set(options) - {"cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address"})
@@ -106,6 +134,7 @@ def check_ray_options(device: str | None = None, **options: Any) -> RayOptions:
     if device is not None:
         result.check_device(device)
     check_reachable(result.address)
+    keep_ray_on_loopback(result.address)
     return result
 
 
@@ -134,4 +163,5 @@ def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
                               f"head node with `ray start --head --port={port}`") from None
 
 
-__all__ = ["RayOptions", "RayOptionsError", "check_ray_options", "check_reachable", "local_cpus"]
+__all__ = ["RayOptions", "RayOptionsError", "check_ray_options", "check_reachable", "keep_ray_on_loopback",
+           "local_cpus", "on_loopback"]

@@ -19,6 +19,7 @@ from ...config import FATConfig
 from ...data import DataSplit
 from ...space import SearchSpace
 from ..evaluate import ESTIMATES, SearchSettings, price, time_candidate, train_candidate
+from ..storage import worker_name
 
 TIME_ATTR = "checkpoint"  # 1-based index of the validation checkpoint a result reports
 
@@ -85,7 +86,7 @@ def _result(attrs: dict[str, Any], *, accuracy: float | None, final: bool,
     out = dict(accuracy=accuracy, latency_ms=attrs["latency_ms"], final=final, infeasible=attrs["infeasible"],
                arch=json.dumps(attrs["config"]), curve=json.dumps(attrs["curve"]), params=attrs["params"],
                flops=attrs["flops"], flops_conv=attrs["flops_conv"], train_seconds=attrs["train_seconds"],
-               images_seen=attrs["images_seen"], **{name: attrs.get(name) for name in ESTIMATES})
+               images_seen=attrs["images_seen"], worker=worker_name(), **{name: attrs.get(name) for name in ESTIMATES})
     if checkpoint is not None:  # the MedianScheduler reads it; infeasible results have none and are never compared
         out[TIME_ATTR] = checkpoint
     return out
@@ -105,7 +106,7 @@ def result_attrs(result: dict[str, Any]) -> dict[str, Any]:
     return dict(config=json.loads(result["arch"]), params=result["params"], flops=result["flops"],
                 flops_conv=result["flops_conv"], latency_ms=result["latency_ms"],
                 infeasible=result.get("infeasible") or "", curve=json.loads(result["curve"]),
-                train_seconds=result["train_seconds"], images_seen=result["images_seen"],
+                train_seconds=result["train_seconds"], images_seen=result["images_seen"], worker=result.get("worker"),
                 **{name: result.get(name) for name in ESTIMATES})
 
 
