@@ -224,15 +224,32 @@ def optuna_importances(study: Any) -> pd.DataFrame:
     return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def load_study(data: RunData) -> Any | None:
-    """The run's Optuna study from study.db (named after the run), or None when there is none."""
+def readable_storage(data: RunData) -> str | None:
+    """A storage holding the run's study that is a file on this machine: run.yaml's `storage` when it is a
+    SQLite or journal file found here, else study.db when present. Database servers are not contacted."""
+    from .search.storage import journal_path
+
+    recorded = data.meta.get("storage") or ""
+    journal = journal_path(recorded)
+    if journal is not None and journal.is_file():
+        return recorded
+    if recorded.startswith("sqlite:///") and Path(recorded.split(":///", 1)[1]).is_file():
+        return recorded
     db = data.path / "study.db"
-    if not db.is_file():
+    return f"sqlite:///{db.resolve()}" if db.is_file() else None
+
+
+def load_study(data: RunData) -> Any | None:
+    """The run's Optuna study (named after the run) from `readable_storage`, or None when there is none."""
+    url = readable_storage(data)
+    if url is None:
         return None
     import optuna
 
+    from .search.storage import open_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{db.resolve()}"
+    storage = open_storage(url, None)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if not names:
         return None

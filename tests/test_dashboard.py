@@ -19,6 +19,7 @@ from fatnas.dashboard import (
     hypervolume_info,
     importance_info,
     load_run_data,
+    load_study,
     optuna_importances,
     parcoords_table,
     pareto_figure,
@@ -230,3 +231,19 @@ def test_a_run_without_trials_still_gets_a_page(run, tmp_path):
     assert (row["trials"], row["front"], row["COMPLETE"]) == (0, 0, 0) and math.isnan(row["best_accuracy"])
     page = dashboard_html([data])
     assert all(f'id="{plot_id}"' in page for plot_id in PLOT_IDS)
+
+
+def test_the_study_is_read_from_the_runs_journal_file_when_it_has_no_study_db(run, tmp_path):
+    copy = copy_run(run, tmp_path / "elsewhere")
+    journal = tmp_path / "shared" / "study.log"
+    journal.parent.mkdir()
+    target = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    optuna.copy_study(from_study_name=copy.id, from_storage=f"sqlite:///{copy.path / 'study.db'}",
+                      to_storage=target)
+    (copy.path / "study.db").unlink()
+    assert load_study(load_run_data(copy)) is None  # run.yaml names study.db, which is gone
+
+    copy.update_meta(storage=f"journal:///{journal}")
+    study = load_study(load_run_data(copy))
+    assert study is not None and len(study.trials) == len(optuna.load_study(
+        study_name=run.id, storage=f"sqlite:///{run.path / 'study.db'}").trials)
