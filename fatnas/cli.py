@@ -211,6 +211,7 @@ def _cost_all(args: argparse.Namespace) -> int:
 
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
+    from fatnas.data import settings_data
     from fatnas.search import check_storage, record_run, run_search, storage_of
     from fatnas.store import new_run, open_run
 
@@ -220,11 +221,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         run = open_run(args.resume or args.join)
         settings = _resume_settings(run, args)
         storage = storage_of(run, args.storage)
-        data = _load_data(settings, settings.classes)
+        data = settings_data(settings)
     else:
         settings = _search_settings(args)
         storage = check_storage(args.storage, args.backend, settings.heartbeat)
-        data = _load_data(settings, settings.classes)  # a missing data set fails before any run folder exists
+        data = settings_data(settings)  # a missing data set fails before any run folder exists
         run = new_run(args.run_id, "search", lambda r: record_run(r, settings, args.backend, storage=storage))
     print(f"run {run.id}: {run.path}")
     print(f"budget: {settings.budget.describe()}; space {settings.space.name} "
@@ -343,12 +344,6 @@ def _new_run(run_id: str | None, prefix: str, record: Callable[[Any], None]):
     from fatnas.store import new_run
 
     return new_run(run_id, prefix, record)
-
-
-def _load_data(settings, classes: tuple[int, ...] = ()):
-    from fatnas.data import load_dataset
-
-    return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed, classes=classes)
 
 
 RAY_OPTIONS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
@@ -549,6 +544,7 @@ def _check_device(device: str) -> None:
 
 @command("fidelity")
 def cmd_fidelity(args: argparse.Namespace) -> int:
+    from fatnas.data import settings_data
     from fatnas.fidelity import record_study, run_study
     from fatnas.store import open_run
 
@@ -558,7 +554,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     else:
         settings = _study_settings(args)
     _check_device(settings.device)
-    data = _load_study_data(settings)  # a missing data set fails before any run folder exists
+    data = settings_data(settings)  # a missing data set fails before any run folder exists
     if not args.resume:
         run = _new_run(args.run_id, "fidelity", lambda r: record_study(r, settings))
     print(f"run {run.id}: {run.path}")
@@ -570,10 +566,6 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     summary = run_study(run, settings, data=data, progress=not args.quiet)
     _print_study(run, summary, settings)
     return 0
-
-
-def _load_study_data(settings):
-    return _load_data(settings, settings.classes)
 
 
 def _study_settings(args: argparse.Namespace):
@@ -666,10 +658,11 @@ def cmd_scale(args: argparse.Namespace) -> int:
         return _scale_to(args, base, coeffs)
     if args.export or args.force:
         raise FatnasError("scale: --export NAME and --force go with --to BUDGET")
+    from fatnas.data import settings_data
     from fatnas.scaling import accuracy_fits, best_direction, cost_fits, explore, record_scaling_run
 
     settings = _scale_settings(args, coeffs)
-    data = _load_data(settings) if settings.train else None  # a missing data set fails before any run folder
+    data = settings_data(settings) if settings.train else None  # a missing data set fails before any run folder
     run = _new_run(args.run_id, "scale", lambda r: record_scaling_run(r, args.base, base, settings))
     print(f"run {run.id}: {run.path}")
     print(f"base {args.base}; budget: {settings.budget.describe()}; "

@@ -13,6 +13,7 @@ import functools
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -306,5 +307,11 @@ def proxy_images(images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
     return ProxyImages(pixels=pixels, labels=labels.to(device), fill=fill)
 
 
+def settings_data(settings: Any) -> DataSplit:
+    """The data set that search, study or scaling settings name: their dataset, data_dir, seed and classes."""
+    return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed,
+                        classes=getattr(settings, "classes", ()))
+
+
 __all__ = ["DATASETS", "EVAL_SPLITS", "DataError", "DataSplit", "ProxyImages", "check_classes", "load_dataset",
-           "parse_classes", "prepare_images", "proxy_images", "select_classes"]
+           "parse_classes", "prepare_images", "proxy_images", "select_classes", "settings_data"]

@@ -40,7 +40,7 @@ import pandas as pd
 
 from .config import FATConfig
 from .cost import Budget, analytic_cost, flop_convention
-from .data import DataSplit, check_classes, load_dataset
+from .data import DataSplit, check_classes, settings_data
 from .errors import FatnasError
 from .proxy import ProxyResult, ProxySettings, configure_threads, train_proxy
 from .rank_stats import (
@@ -259,13 +259,6 @@ def record_study(run: Run, settings: StudySettings, argv: list[str] | None = Non
                flop_convention=flop_convention(settings.space.resolution), argv=argv)
 
 
-# ---------------------------------------------------------------- data
-
-def study_data(settings: StudySettings) -> DataSplit:
-    """The study's data set, narrowed to `settings.classes` when given."""
-    return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed, classes=settings.classes)
-
-
 # ---------------------------------------------------------------- architectures and jobs
 
 def sample_architectures(space: SearchSpace, budget: Budget, count: int, seed: int) -> dict[str, FATConfig]:
@@ -384,7 +377,7 @@ def _end_with_parent() -> None:
 def _start_worker(settings: StudySettings) -> None:
     _end_with_parent()
     configure_threads(settings.threads)
-    _WORKER["data"] = study_data(settings)
+    _WORKER["data"] = settings_data(settings)
     _WORKER["settings"] = settings
 
 
@@ -448,7 +441,7 @@ def run_study(run: Run, settings: StudySettings, *, data: DataSplit | None = Non
     from tqdm.auto import tqdm
 
     configure_threads(settings.threads)
-    data = data if data is not None else study_data(settings)
+    data = data if data is not None else settings_data(settings)
     archs = study_architectures(settings)
     for name, cfg in archs.items():
         if not (run.path / "configs" / f"{name}.yaml").is_file():
@@ -909,4 +902,4 @@ __all__ = ["CSV_COLUMNS", "DEFAULT_HIGH", "DEFAULT_LOW", "FIDELITY_KEYS", "PREDI
            "correlations", "estimator_table", "estimators", "execute", "fidelity_label", "loo_predictions",
            "parse_fidelity", "plan_jobs", "read_rows", "read_study_table", "record_study",
            "reference_line", "reliability", "run_study", "sample_architectures", "seed_spread",
-           "study_architectures", "study_data", "study_reference", "top_k_overlap", "with_metric", "write_report"]
+           "study_architectures", "study_reference", "top_k_overlap", "with_metric", "write_report"]

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..cost import Budget, flop_convention
-from ..data import DataSplit, load_dataset
+from ..data import DataSplit, settings_data
 from ..errors import FatnasError
 from ..latency import latency_source
 from ..liveness import space_liveness
@@ -212,8 +212,7 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
     """
     check_backend(settings, backend)
     configure_threads(settings.threads)
-    data = data if data is not None else load_dataset(settings.dataset, settings.data_dir, seed=settings.seed,
-                                                      classes=settings.classes)
+    data = data if data is not None else settings_data(settings)
     if settings.references and not joining:
         evaluate_references(run, settings, data)
     if backend == "optuna":

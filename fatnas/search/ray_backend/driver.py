@@ -40,7 +40,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from ...data import DataSplit, load_dataset
+from ...data import DataSplit, settings_data
 from ...space import SearchSpace
 from ...store import Run, publish_trials
 from ..core import TRAINED, MedianStopper, StopRule, progress_bar, show_progress
@@ -327,9 +327,7 @@ class RaySearch:
         restoring = self.ray_dir.is_dir() and tune.Tuner.can_restore(str(self.ray_dir))
         if restoring and meta.get("finished") and self._target_reached():
             return  # nothing to add; a larger --trials or a new --timeout goes on below
-        data = self.data if self.data is not None else load_dataset(self.settings.dataset, self.settings.data_dir,
-                                                                     seed=self.settings.seed,
-                                                                     classes=self.settings.classes)
+        data = self.data if self.data is not None else settings_data(self.settings)
         started = self._start_ray()
         session: _Session | None = None
         try:
