@@ -151,3 +151,22 @@ def test_a_two_node_cluster_runs_a_search_and_survives_losing_a_node(isolated_di
         assert set(trials["state"]) <= {*TRAINED, "FAIL"}
         # the trial lost with its node ran again on the head, or (lost twice) is recorded FAIL
         assert open_run("lost").read_meta()["ray"]["retried_trials"] + (trials["state"] == "FAIL").sum() >= 1
+
+
+@pytest.mark.parametrize("address, before, after", [
+    (None, None, "0"),  # a runtime fatnas starts itself
+    ("127.0.0.1:6379", None, "0"),
+    ("localhost:6379", None, "0"),
+    ("10.1.2.3:6379", None, None),  # a real cluster: its nodes must reach each other
+    (None, "1", "1"),  # the user's own choice wins
+])
+def test_ray_is_kept_on_loopback_only_where_fatnas_owns_the_runtime(monkeypatch, address, before, after):
+    from fatnas.search.ray_backend.options import RAY_CLUSTER_ENV, keep_ray_on_loopback
+
+    monkeypatch.delitem(sys.modules, "ray")  # as in a fresh CLI process (restored afterwards)
+    if before is None:
+        monkeypatch.delenv(RAY_CLUSTER_ENV, raising=False)
+    else:
+        monkeypatch.setenv(RAY_CLUSTER_ENV, before)
+    keep_ray_on_loopback(address)
+    assert os.environ.get(RAY_CLUSTER_ENV) == after
