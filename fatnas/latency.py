@@ -37,7 +37,7 @@ from torch import nn
 
 from . import __version__
 from .config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
-from .cost import RUNTIMES, ReferenceClock, pass_timer, torch_threads
+from .cost import RUNTIMES, ReferenceClock, torch_threads
 from .errors import FatnasError
 from .model import FAT, FATBlock, Head, Stem
 from .space import SearchSpace, snap_heads, stage_value
@@ -304,38 +304,45 @@ class ProfileSettings:
                 raise LatencyModelError(f"--{name} {getattr(self, name)}: must be an integer >= 1")
 
 
+def reference_network(in_chans: int = 3) -> FAT:
+    """The network every latency here is timed against: fat_b0 with seed-0 weights (the global RNG untouched)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return FAT(FATConfig.from_dict(dict(REFERENCE_CONFIG, in_chans=in_chans)))
+
+
 class RelativeTimer:
-    """Times pieces in rounds alternating with a fixed reference network (fat_b0), in units of it.
+    """Times pieces in rounds alternating with the reference network (fat_b0), in units of it.
 
     The reference pass between two passes of a part stands in for the rest of a network: it
     evicts the part's weights from the caches as a whole network would, and host drift hits
-    both alike. Every reference pass is kept: `reference_ms` is their median. torch passes run on
-    the settings' threads, whatever torch's are outside.
+    both alike. The reference and its passes are a `ReferenceClock`'s: `samples` keeps every one,
+    `reference_ms` is their median. torch passes run on the settings' threads, whatever torch's are outside.
     """
 
     def __init__(self, settings: ProfileSettings, res: int, in_chans: int) -> None:
         self.settings = settings
-        torch.manual_seed(0)
-        reference = FAT(FATConfig.from_dict(dict(REFERENCE_CONFIG, in_chans=in_chans)))
-        self.reference = self._timer(reference, (in_chans, res, res))
-        self.samples: list[float] = []
+        self.clock = ReferenceClock(reference_network(in_chans), res=res, in_chans=in_chans,
+                                    batch_size=settings.batch, device=settings.device, threads=settings.threads,
+                                    warmup=settings.warmup, repeats=settings.repeats, runtime=settings.runtime)
+        self.reference = self.clock.reference
         with torch_threads(settings.threads), torch.inference_mode():
             for _ in range(settings.warmup):
                 self.reference()
 
-    def _timer(self, module: nn.Module, shape: tuple[int, ...]) -> Callable[[], float]:
-        s = self.settings
-        example = torch.randn(s.batch, *shape)
-        return pass_timer(module, example, s.device, runtime=s.runtime, threads=s.threads)
+    @property
+    def samples(self) -> list[float]:
+        """Every reference pass so far, in ms."""
+        return self.clock.reference_samples
 
     @property
     def reference_ms(self) -> float:
-        return statistics.median(self.samples)
+        return self.clock.reference_ms
 
     def ratio(self, module: nn.Module, shape: tuple[int, ...], repeats: int | None = None,
               typical: Callable[[list[float]], float] = statistics.median) -> float:
         """`typical` (the median) over rounds of (module's pass / the reference's pass just before it)."""
-        one_pass = self._timer(module, shape)
+        one_pass = self.clock.timer(module, torch.randn(self.settings.batch, *shape))
         ratios = []
         with torch_threads(self.settings.threads), torch.inference_mode():
             for _ in range(self.settings.warmup):
@@ -569,11 +576,8 @@ def measured_latency_ms(cfg: FATConfig, *, res: int, device: str = "cpu", thread
     """A candidate timed against this process's reference clock (fat_b0 at the same settings): ms on this host."""
     key = (res, cfg.in_chans, device, threads, warmup, repeats)
     if key not in _CLOCKS:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            reference = FAT(FATConfig.from_dict(dict(REFERENCE_CONFIG, in_chans=cfg.in_chans)))
-        _CLOCKS[key] = ReferenceClock(reference, res=res, in_chans=cfg.in_chans, device=device, threads=threads,
-                                      warmup=warmup, repeats=repeats)
+        _CLOCKS[key] = ReferenceClock(reference_network(cfg.in_chans), res=res, in_chans=cfg.in_chans, device=device,
+                                      threads=threads, warmup=warmup, repeats=repeats)
     return _CLOCKS[key].measure(FAT(cfg)).latency_ms
 
 
