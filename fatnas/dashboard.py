@@ -246,11 +246,12 @@ def load_study(data: RunData) -> Any | None:
         return None
     import optuna
 
+    from .search.optuna_backend import study_names
     from .search.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, None)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    names = study_names(storage)
     if not names:
         return None
     return optuna.load_study(study_name=data.run_id if data.run_id in names else names[0], storage=storage)

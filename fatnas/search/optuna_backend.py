@@ -90,14 +90,14 @@ def load_study(storage: optuna.storages.BaseStorage, run_id: str, sampler: optun
     return optuna.load_study(study_name=run_id, storage=storage, sampler=sampler)
 
 
-def open_study(run: Run, settings: SearchSettings, storage: optuna.storages.BaseStorage, *,
+def open_study(run_id: str, settings: SearchSettings, storage: optuna.storages.BaseStorage, *,
                joining: bool = False) -> optuna.Study:
     """Create or load the run's study; the sampler seed moves on past the trials made (and, for a
     joining worker, by its process id, so that workers do not draw the same candidates)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    made = len(load_study(storage, run.id).trials) if run.id in study_names(storage) else 0
+    made = len(load_study(storage, run_id).trials) if run_id in study_names(storage) else 0
     seed = settings.seed + made + (os.getpid() if joining else 0)
-    return optuna.create_study(storage=storage, study_name=run.id, directions=list(DIRECTIONS),
+    return optuna.create_study(storage=storage, study_name=run_id, directions=list(DIRECTIONS),
                                sampler=make_sampler(settings.sampler, seed), load_if_exists=True)
 
 
@@ -162,7 +162,7 @@ class OptunaSearch:
         self.run, self.settings, self.data, self.progress = run, settings, data, progress
         self.space = settings.sampled_space
         self.storage = open_storage(storage_url or run.storage_url, settings.heartbeat)
-        self.study = open_study(run, settings, self.storage, joining=joining)
+        self.study = open_study(run.id, settings, self.storage, joining=joining)
         self.study_id = self.storage.get_study_id_from_name(run.id)
         self.worker = worker_name()
         fail_legacy_running(self.study, self.storage, settings.heartbeat.grace_s)

@@ -45,7 +45,7 @@ from ...space import SearchSpace
 from ...store import Run, publish_trials
 from ..core import TRAINED, MedianStopper, StopRule, progress_bar, show_progress
 from ..evaluate import SearchSettings, price, trial_row
-from ..optuna_backend import DIRECTIONS, make_sampler, study_names
+from ..optuna_backend import open_study
 from ..storage import open_storage
 from .options import RayOptions, RayOptionsError, check_reachable, local_cpus
 from .trainable import TIME_ATTR, SharedData, config_of, outcome, result_attrs, run_trial
@@ -91,13 +91,8 @@ class StudySearcher(Searcher):
 
     def open_study(self) -> optuna.Study:
         if self.study is None:
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            storage = open_storage(self.storage_url, None)  # Tune finds lost trials itself
-            made = len(optuna.load_study(study_name=self.run_id, storage=storage).trials) \
-                if self.run_id in study_names(storage) else 0
-            self.study = optuna.create_study(storage=storage, study_name=self.run_id, directions=list(DIRECTIONS),
-                                             sampler=make_sampler(self.settings.sampler, self.settings.seed + made),
-                                             load_if_exists=True)
+            # no heartbeats: Tune finds lost trials itself
+            self.study = open_study(self.run_id, self.settings, open_storage(self.storage_url, None))
         return self.study
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
