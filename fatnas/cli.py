@@ -16,7 +16,7 @@ from typing import Any, Callable
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fatnas import __version__  # noqa: E402
-from fatnas.errors import FatnasError  # noqa: E402
+from fatnas.errors import FatnasError, check_positive  # noqa: E402
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -300,7 +300,7 @@ def _search_settings(args: argparse.Namespace):
         raise FatnasError("--prescreen-keep goes with --prescreen PROXY")
     device, threads = args.device or "cpu", args.threads or 1
     _check_device(device)
-    _check_positive(trials=args.trials, proxy_res=args.proxy_res, proxy_images=args.proxy_images,
+    check_positive(trials=args.trials, proxy_res=args.proxy_res, proxy_images=args.proxy_images,
                     proxy_epochs=args.proxy_epochs, batch_size=args.batch_size, threads=args.threads)
     proxy = ProxySettings(seed=args.seed, device=device,
                           **_given(res=args.proxy_res, train_images=args.proxy_images, epochs=args.proxy_epochs,
@@ -337,13 +337,6 @@ def _resume_settings(run, args: argparse.Namespace):
         _check_device(args.device)
     return resume_settings(run, args.backend, trials=args.trials, timeout_s=args.timeout, device=args.device,
                            threads=args.threads)
-
-
-def _new_run(run_id: str | None, prefix: str, record: Callable[[Any], None]):
-    """A new run folder with its run.yaml written by `record(run)`; removed again if that fails."""
-    from fatnas.store import new_run
-
-    return new_run(run_id, prefix, record)
 
 
 RAY_OPTIONS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
@@ -512,22 +505,18 @@ def _export_model(args: argparse.Namespace) -> int:
         raise FatnasError("export --model NAME takes no RUN, --trial, --pareto, --name or --prefix")
     if args.format == "yaml":
         raise FatnasError("export --model NAME needs --format onnx or pt2 (a registered variant is already YAML)")
-    _check_positive(res=args.res)
+    check_positive(res=args.res)
     _print_deployed(args.model, export_deployed(args.model, args.format, args.output, args.res))
     return 0
 
 
 def _print_deployed(name: str, done) -> None:
+    from fatnas.export import DEPLOY_SEED
+
     checker = "ONNX Runtime" if done.format == "onnx" else "the reloaded program"
     print(f"{name}: {done.format} at {done.res}x{done.res} (batch dynamic) -> {done.path}; {checker} matches "
           f"PyTorch within {done.max_abs_diff:.1e} (max abs difference, tolerance 1e-4); untrained weights "
-          "initialised with torch.manual_seed(0)")
-
-
-def _check_positive(**values: Any) -> None:
-    from fatnas.errors import check_positive
-
-    check_positive(**values)
+          f"initialised with torch.manual_seed({DEPLOY_SEED})")
 
 
 def _check_device(device: str) -> None:
@@ -546,7 +535,7 @@ def _check_device(device: str) -> None:
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from fatnas.data import settings_data
     from fatnas.fidelity import record_study, run_study
-    from fatnas.store import open_run
+    from fatnas.store import new_run, open_run
 
     if args.resume:
         run = open_run(args.resume)
@@ -556,7 +545,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     _check_device(settings.device)
     data = settings_data(settings)  # a missing data set fails before any run folder exists
     if not args.resume:
-        run = _new_run(args.run_id, "fidelity", lambda r: record_study(r, settings))
+        run = new_run(args.run_id, "fidelity", lambda r: record_study(r, settings))
     print(f"run {run.id}: {run.path}")
     classes = f" (classes {','.join(map(str, settings.classes))})" if settings.classes else ""
     print(f"{settings.archs} architectures from space {settings.space.name} within {settings.budget.describe()} "
@@ -660,10 +649,11 @@ def cmd_scale(args: argparse.Namespace) -> int:
         raise FatnasError("scale: --export NAME and --force go with --to BUDGET")
     from fatnas.data import settings_data
     from fatnas.scaling import accuracy_fits, best_direction, cost_fits, explore, record_scaling_run
+    from fatnas.store import new_run
 
     settings = _scale_settings(args, coeffs)
     data = settings_data(settings) if settings.train else None  # a missing data set fails before any run folder
-    run = _new_run(args.run_id, "scale", lambda r: record_scaling_run(r, args.base, base, settings))
+    run = new_run(args.run_id, "scale", lambda r: record_scaling_run(r, args.base, base, settings))
     print(f"run {run.id}: {run.path}")
     print(f"base {args.base}; budget: {settings.budget.describe()}; "
           f"{settings.train} proxy-trained points per direction" +

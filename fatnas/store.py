@@ -69,8 +69,7 @@ class Run:
     @property
     def storage_url(self) -> str:
         """Where the run's study lives: run.yaml's `storage` (its password masked), else study.db."""
-        meta_path = self.path / "run.yaml"
-        recorded = (yaml.safe_load(meta_path.read_text()) or {}).get("storage") if meta_path.is_file() else None
+        recorded = self.read_meta().get("storage") if (self.path / "run.yaml").is_file() else None
         return recorded or self.default_storage
 
     @contextlib.contextmanager
