@@ -6,6 +6,7 @@ and bad options refused before any run folder exists.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -101,6 +102,26 @@ def test_ray_search_writes_the_optuna_backends_files_and_a_front_within_budget(i
     expected = settings.proxy.checkpoint_images(len(data.train_x))
     for _, row in trials[trials["state"] == "COMPLETE"].iterrows():
         assert [x for x, _ in json.loads(row["curve"])] == expected
+
+
+@needs_fashion_mnist
+def test_a_finished_search_goes_on_to_a_raised_target_keeping_its_rows(isolated_dirs, ray_cluster):
+    """Tune keeps an ended experiment ended; a raised --trials goes on in a new one beside it."""
+    settings = tiny_settings(trials=2, seed=3)
+    run = ray_run("more", settings, max_concurrent=2, cpus_per_trial=1)
+    before = run.trials()
+    assert run.read_meta()["ray"]["finished"] == "target"
+
+    run_search(run, dataclasses.replace(settings, trials=3), backend="ray", progress=False, max_concurrent=2,
+               cpus_per_trial=1)
+    after = run.trials()
+    assert after["trial"].is_unique and after["state"].isin(["COMPLETE", "PRUNED"]).sum() == 3
+    kept = after.merge(before[["trial", "config", "accuracy"]], on="trial", suffixes=("", "_before"))
+    assert len(kept) == len(before)
+    assert (kept["config"] == kept["config_before"]).all()
+    assert kept["accuracy"].equals(kept["accuracy_before"].rename("accuracy"))  # NaN (infeasible) as NaN
+    assert run.read_meta()["ray"]["finished"] == "target"
+    assert (run.path / "ray.1" / "tuner.pkl").is_file() and (run.path / "ray" / "tuner.pkl").is_file()
 
 
 def windowed_space(tmp_path: Path) -> Path:

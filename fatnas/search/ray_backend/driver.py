@@ -199,7 +199,10 @@ class _Session:
     def __init__(self, run: Run, settings: SearchSettings, max_concurrent: int, progress: bool) -> None:
         self.run, self.settings, self.max_concurrent = run, settings, max_concurrent
         self.rule = StopRule(settings)
-        self.rows: dict[str, dict[str, Any]] = {}  # Tune trial id -> trials.csv row, finished trials only
+        # trial number -> trials.csv row: the run's earlier rows (earlier Tune experiments too), then this one's
+        earlier = run.trials()
+        self.rows: dict[int, dict[str, Any]] = {int(row["trial"]): row for row in earlier.to_dict("records")}
+        self.done: set[str] = set()  # Tune trial ids recorded by this session
         self.live = 0  # trials started and not finished
         self.failures = 0  # consecutive failed trials
         self.infeasible_streak = 0  # consecutive infeasible draws
@@ -225,8 +228,9 @@ class _Session:
 
     def finish(self, trial: Trial, error: bool) -> None:
         """Record a trial that just finished (Tune still shows it RUNNING during on_trial_complete)."""
-        if trial.trial_id in self.rows:
+        if trial.trial_id in self.done:
             return
+        self.done.add(trial.trial_id)
         if trial.num_failures:
             self.retried.add(trial.trial_id)
         result = trial.last_result or {}
@@ -237,8 +241,9 @@ class _Session:
             attrs = price(config_of(self.settings.sampled_space, trial.config), self.settings).attrs()
         curve = attrs["curve"]
         accuracy = result.get("accuracy") if state == "COMPLETE" else (curve[-1][1] if curve else None)
-        self.rows[trial.trial_id] = trial_row(int(trial.config["trial"]), state, attrs, accuracy,
-                                              attrs["latency_ms"], error_text(trial) if state == "FAIL" else "")
+        number = int(trial.config["trial"])
+        self.rows[number] = trial_row(number, state, attrs, accuracy, attrs["latency_ms"],
+                                      error_text(trial) if state == "FAIL" else "")
         if state in TRAINED:
             self.failures = self.infeasible_streak = 0
         elif state == "INFEASIBLE":
@@ -252,7 +257,7 @@ class _Session:
         later ones finish only through `finish`, so trials Tune stops on an interrupt are not recorded."""
         live = 0
         for t in trials:
-            if t.trial_id in self.rows:
+            if t.trial_id in self.done:
                 continue
             if t.status not in (Trial.TERMINATED, Trial.ERROR):
                 live += 1
@@ -265,7 +270,7 @@ class _Session:
         return [(row["flops"], json.loads(row["curve"])) for row in self.rows.values() if row["state"] in TRAINED]
 
     def publish(self) -> None:
-        rows = sorted(self.rows.values(), key=lambda row: row["trial"])
+        rows = [self.rows[number] for number in sorted(self.rows)]
         publish_trials(self.run, rows)
         show_progress(self.bar, rows, self.settings.trials)
 
@@ -320,8 +325,13 @@ class RaySearch:
         """Run Tune trials until `settings.trials` have trained, the timeout passes, or too many fail."""
         meta = self.run.read_meta().get("ray") or {}
         restoring = self.ray_dir.is_dir() and tune.Tuner.can_restore(str(self.ray_dir))
-        if restoring and meta.get("finished") and self._target_reached():
-            return  # nothing to add; a larger --trials or a new --timeout goes on below
+        if restoring and meta.get("finished"):
+            if self._target_reached():
+                return  # nothing to add
+            # a larger --trials or a new --timeout: Tune keeps an ended experiment ended (its search
+            # algorithm stays finished), so the search goes on in a new one, its rows kept by the session
+            self._set_aside_experiment()
+            restoring = False
         data = self.data if self.data is not None else settings_data(self.settings)
         started = self._start_ray()
         session: _Session | None = None
@@ -349,6 +359,13 @@ class RaySearch:
             if started:
                 ray.shutdown()
         self._raise_for(self.reason)
+
+    def _set_aside_experiment(self) -> Path:
+        """Move the ended Tune experiment to `ray.N` (the first free N), where its results stay readable."""
+        n = 1
+        while self.ray_dir.with_name(f"{RAY_DIR}.{n}").exists():
+            n += 1
+        return self.ray_dir.rename(self.ray_dir.with_name(f"{RAY_DIR}.{n}"))
 
     def _new_tuner(self, trainable: Any, max_concurrent: int, checkpoints: int) -> tune.Tuner:
         scheduler = MedianScheduler(self.run.id, checkpoints) if self.settings.early_stopping else FIFOScheduler()
