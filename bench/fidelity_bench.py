@@ -132,7 +132,9 @@ def main() -> None:
     if args.analyse:
         analyse_so_far(args.root, run_id)
     else:
-        subprocess.run(study_command(args, run_id), check=True, cwd=ROOT, env=env)
+        study = subprocess.run(study_command(args, run_id), cwd=ROOT, env=env)
+        if study.returncode:  # the CLI has said why in one line (e.g. the phase's folder exists: --resume)
+            sys.exit(study.returncode)
     folder = args.root / run_id
     reliable = pd.read_csv(folder / "reliability.csv")
     summary = pd.read_csv(folder / "correlations.csv")
