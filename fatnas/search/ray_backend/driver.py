@@ -395,7 +395,9 @@ class RaySearch:
                          runtime_env=fatnas_runtime_env())
             except (ConnectionError, RuntimeError) as exc:
                 raise RayOptionsError(f"--ray-address {self.options.address}: cannot join a Ray cluster there "
-                                      f"({str(exc).splitlines()[0]}); start one with `ray start --head`") from None
+                                      f"({str(exc).splitlines()[0]}); start one with `ray start --head`, and where "
+                                      "it uses token authentication (Ray's default) set RAY_AUTH_MODE=token and "
+                                      "RAY_AUTH_TOKEN to its ~/.ray/auth_token") from None
             started = True
         self.init_seconds = time.perf_counter() - start
         try:
