@@ -739,6 +739,46 @@ def _scale_to(args: argparse.Namespace, base, coeffs) -> int:
 
 # ---------------------------------------------------------------- parser
 
+# ---------------------------------------------------------------- supernet
+
+@command("supernet")
+def cmd_supernet(args: argparse.Namespace) -> int:
+    from fatnas.supernet.run import SupernetTask, resume_supernet, train_supernet
+    from fatnas.supernet.train import TrainSettings
+
+    if args.resume:
+        run = resume_supernet(args.resume, threads=args.threads, progress=not args.quiet)
+    else:
+        task = _supernet_task(args, SupernetTask)
+        settings = TrainSettings(**{k: v for k, v in _supernet_recipe(args).items() if v is not None})
+        task.data()  # a missing data set fails before any run folder exists
+        run = train_supernet(task, settings, run_id=args.run_id, threads=args.threads, progress=not args.quiet)
+    meta = run.read_meta()
+    print(f"supernet {run.id}: {run.path} ({meta.get('state')}, weights sha256 {meta.get('weights_sha256', '')[:12]})")
+    return 0
+
+
+def _supernet_task(args: argparse.Namespace, task_type: type) -> Any:
+    from fatnas.cost import parse_budget
+    from fatnas.data import parse_classes
+    from fatnas.space import load_space
+
+    space = load_space(args.space)
+    budget = parse_budget(args.budget, space.resolution) if args.budget else None
+    classes = parse_classes(args.classes) if args.classes else ()
+    return task_type(space=space, dataset=args.dataset, data_dir=args.data_dir, classes=classes, budget=budget,
+                     data_seed=args.seed)
+
+
+def _supernet_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    check_positive(epochs=args.epochs, threads=args.threads)
+    return dict(res=args.res, epochs=args.epochs, train_images=args.train_images, batch_size=args.batch_size,
+                sampling=args.sampling,
+                distill=False if args.no_distill else None, budget_only=True if args.budget_only else None,
+                recal_images=args.recal_images, seed=args.seed, device=args.device,
+                checkpoint_minutes=args.checkpoint_minutes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="fatnas", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fatnas {__version__}")
@@ -946,6 +986,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=int, default=None, help="validation images (default 1000)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for timing and training (default 1)")
     p.add_argument("--quiet", action="store_true", help="no line per timed or trained point")
+    p = sub.add_parser("supernet", help="train a weight-sharing supernet of a space once, to score its configs "
+                                        "in seconds (search --supernet ID)")
+    p.add_argument("action", choices=("train",), help="train (or --resume) a supernet")
+    p.add_argument("--space", default=None, help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path")
+    p.add_argument("--budget", action="append", metavar="B",
+                   help="with --budget-only: draw random sub-networks inside B (2GFLOPs: fvcore total at the space's "
+                        "resolution, 5Mparams)")
+    p.add_argument("--budget-only", action="store_true", help="random sub-networks only inside --budget")
+    p.add_argument("--classes", default=None, metavar="C,C,...", help="train on these classes only, e.g. 0,2,4,6")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), cifar10 or imagefolder")
+    p.add_argument("--data-dir", default=None, help="folder of the data set (CIFAR-10 or ImageFolder)")
+    p.add_argument("--res", type=int, default=None, help="training resolution (default 56, the proxy's)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the training images (default 4)")
+    p.add_argument("--train-images", type=int, default=None, help="train on this many of the images (default all)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--sampling", default=None, help="sandwich (default: largest, smallest, 2 random) or uniform")
+    p.add_argument("--no-distill", action="store_true", help="every sub-network learns from the labels")
+    p.add_argument("--recal-images", type=int, default=None,
+                   help="BatchNorm recalibration images per scored sub-network (default 512)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None, help="minutes between checkpoints (default 3)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--resume", default=None, metavar="ID", help="go on with an interrupted training")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

@@ -1,0 +1,195 @@
+"""The weight-sharing supernet: exact extraction, the slicing rules, training, resume and refusals."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fatnas.config import FATConfig
+from fatnas.cost import analytic_cost, fvcore_cost
+from fatnas.errors import FatnasError
+from fatnas.space import load_space, shipped_spaces
+from fatnas.store import RunError
+from fatnas.supernet import Supernet, SupernetError
+from fatnas.supernet.run import CHECKPOINT, WEIGHTS, SupernetTask, check_task, load_supernet, train_supernet
+from fatnas.supernet.score import recalibrate_batchnorm
+from fatnas.supernet.train import TrainSettings
+
+from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist
+
+
+def _random_statistics(supernet: Supernet) -> None:
+    """BatchNorm statistics unlike the defaults, so that a wrong slice of them shows."""
+    gen = torch.Generator().manual_seed(1)
+    for name, buffer in supernet.full.named_buffers():
+        if name.endswith("running_mean"):
+            buffer.copy_(torch.randn(buffer.shape, generator=gen))
+        elif name.endswith("running_var"):
+            buffer.copy_(torch.rand(buffer.shape, generator=gen) + 0.5)
+
+
+def _sample(space, rng: random.Random) -> FATConfig:
+    return space.sample(lambda name, options: rng.choice(options))
+
+
+@pytest.mark.parametrize("name", sorted(shipped_spaces()))
+def test_extracted_networks_compute_the_supernets_active_path(name):
+    space = load_space(name)
+    supernet = Supernet(space, in_chans=3, num_classes=7).eval()
+    _random_statistics(supernet)
+    rng = random.Random(name)
+    x = torch.randn(2, 3, 48, 48)
+    for cfg in [supernet.largest, supernet.smallest] + [_sample(space, rng) for _ in range(4)]:
+        supernet.set_active(cfg)
+        network = supernet.extract(cfg).eval()
+        assert type(network).__name__ == "FAT" and network.cfg == supernet.fit(cfg)
+        torch.testing.assert_close(network(x), supernet(x), atol=1e-5, rtol=0)
+        assert sum(p.numel() for p in network.parameters()) == analytic_cost(network.cfg, 224).params
+
+
+def test_an_extracted_networks_flops_equal_the_analytic_cost():
+    space = load_space(TINY_SPACE)
+    supernet = Supernet(space, in_chans=1, num_classes=4)
+    cfg = supernet.fit(_sample(space, random.Random(3)))
+    network = supernet.extract(cfg).eval()
+    assert fvcore_cost(network, 1, 64).flops == analytic_cost(cfg, 64).flops
+
+
+def test_slices_follow_the_depth_width_kernel_and_head_rules():
+    space = load_space("fat")
+    supernet = Supernet(space, in_chans=1, num_classes=4)
+    big = supernet.full
+    cfg = supernet.fit(supernet.smallest.replace(depths=(2, 1, 3, 1), kernels=(3, 3, 5, 7), heads=(2, 4, 8, 16)))
+    net = supernet.extract(cfg)
+    # depth: the first d - 1 blocks, then the stage's last (strided) block
+    assert torch.equal(net.stages[2][1].pos.weight, big.stages[2][1].pos.weight[:128, :, 2:7, 2:7])
+    last = len(big.stages[2]) - 1
+    assert torch.equal(net.stages[2][2].ffn.fc2.weight, big.stages[2][last].ffn.fc2.weight[:256, :256])
+    assert torch.equal(net.stages[0][1].pos.weight, big.stages[0][2].pos.weight[:32, :, 1:4, 1:4])
+    # kv: K and V halves sliced apart (heads only regroup the same channels)
+    kv, full_kv = net.stages[1][0].mixer.kv.weight, big.stages[1][2].mixer.kv.weight
+    assert torch.equal(kv[:64], full_kv[:64, :64]) and torch.equal(kv[64:], full_kv[128:192, :64])
+    # head: a prefix of the input features
+    assert torch.equal(net.head.fc.weight, big.head.fc.weight[:, :256])
+
+
+def test_training_a_sub_network_updates_only_its_slice_of_the_shared_weights():
+    space = load_space(TINY_SPACE)
+    supernet = Supernet(space, in_chans=1, num_classes=3)
+    cfg = supernet.smallest
+    supernet.set_active(cfg)
+    supernet(torch.randn(4, 1, 32, 32)).sum().backward()
+    grad = supernet.full.stages[0][0].ffn.fc1.weight.grad
+    hidden, width = int(16 * 1), 16
+    assert grad[:hidden, :width].abs().sum() > 0
+    assert grad[hidden:].abs().sum() == 0 and grad[:, width:].abs().sum() == 0
+
+
+def test_a_config_the_supernet_cannot_hold_is_refused():
+    supernet = Supernet(load_space(TINY_SPACE), in_chans=1, num_classes=3)
+    too_wide = supernet.smallest.replace(widths=(16, 32, 32, 128))
+    with pytest.raises(SupernetError, match=r"widths\[3\] = 128 is above the supernet's largest choice 64"):
+        supernet.set_active(too_wide)
+    assert isinstance(SupernetError("x"), FatnasError)
+
+
+def test_recalibration_measures_the_statistics_of_the_images():
+    from fatnas.data import ProxyImages
+
+    space = load_space(TINY_SPACE)
+    network = Supernet(space, in_chans=1, num_classes=3).extract(space.sample(lambda n, o: o[0]))
+    pixels = torch.randn(64, 32, 32, 1) * 3 + 2
+    images = ProxyImages(pixels=pixels, labels=torch.zeros(64, dtype=torch.int64), fill=torch.zeros(1))
+    recalibrate_batchnorm(network, images, batch=16)
+    bn = network.stem.layers[1]
+    conv = network.stem.layers[0]
+    out = conv(pixels.permute(0, 3, 1, 2))
+    torch.testing.assert_close(bn.running_mean, out.mean(dim=(0, 2, 3)).detach(), atol=1e-4, rtol=1e-4)
+    assert not network.training
+
+
+def _tiny_task(**changes) -> SupernetTask:
+    return SupernetTask(space=load_space(TINY_SPACE), classes=(0, 2, 4, 6), **changes)
+
+
+TINY_RECIPE = TrainSettings(res=32, epochs=1, train_images=192, batch_size=32, eval_points=2, recal_images=64,
+                            val_images=128)
+
+
+@needs_fashion_mnist
+def test_a_supernet_trains_records_its_recipe_and_curves_and_scores():
+    run = train_supernet(_tiny_task(), TINY_RECIPE, run_id="sn", progress=False, argv=["fatnas", "supernet"])
+    meta = run.read_meta()
+    assert meta["kind"] == "supernet" and meta["state"] == "finished"
+    assert meta["train"]["sampling"] == "sandwich" and meta["train"]["distill"] is True
+    assert meta["task"]["classes"] == [0, 2, 4, 6] and meta["task"]["space"]["name"] == "tiny"
+    assert meta["weights_sha256"] == hashlib.sha256((run.path / WEIGHTS).read_bytes()).hexdigest()
+    curves = run.read_table("curves.csv")
+    assert sorted(curves.subnet.unique()) == ["largest", "smallest"] and sorted(curves.step.unique()) == [3, 6]
+    trained = load_supernet("sn")
+    assert trained.provenance == f"supernet:sn@{meta['weights_sha256'][:12]}"
+    score = trained.scorer().score(trained.supernet.smallest)
+    assert 0 <= score.accuracy <= 1 and score.val_loss > 0
+
+
+def _train_cli(run_id: str, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "cli.py"), "supernet", "train", "--space", str(TINY_SPACE), "--classes", "0,2",
+            "--res", "32", "--epochs", "4", "--train-images", "256", "--batch-size", "32", "--recal-images", "64",
+            "--threads", "1", "--quiet", "--run-id", run_id, *extra]
+
+
+@needs_fashion_mnist
+def test_a_training_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_one(isolated_dirs):
+    runs = isolated_dirs / "runs"
+    env = dict(os.environ)
+    subprocess.run(_train_cli("whole"), check=True, capture_output=True, timeout=300, env=env)
+    proc = subprocess.Popen(_train_cli("killed", "--checkpoint-minutes", "0.0001"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = runs / "killed" / CHECKPOINT
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["step"] >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (runs / "killed" / WEIGHTS).exists()
+    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "supernet", "train", "--resume", "killed", "--quiet"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    a = torch.load(runs / "whole" / WEIGHTS, weights_only=True)["state_dict"]
+    b = torch.load(runs / "killed" / WEIGHTS, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+@needs_fashion_mnist
+def test_a_damaged_missing_or_foreign_supernet_is_refused():
+    train_supernet(_tiny_task(), TINY_RECIPE, run_id="sn", progress=False)
+    trained = load_supernet("sn")
+    space = load_space(TINY_SPACE)
+    check_task(trained, space=space, dataset="fashion-mnist", classes=(0, 2, 4, 6), res=32)
+    with pytest.raises(FatnasError, match="trained for classes"):
+        check_task(trained, space=space, dataset="fashion-mnist", classes=(), res=32)
+    with pytest.raises(FatnasError, match="trained for resolution 32"):
+        check_task(trained, space=space, dataset="fashion-mnist", classes=(0, 2, 4, 6), res=56)
+    with pytest.raises(FatnasError, match="trained for space 'tiny'"):
+        check_task(trained, space=load_space("fat"), dataset="fashion-mnist", classes=(0, 2, 4, 6), res=32)
+    weights = trained.run.path / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(RunError, match="sha256 does not match"):
+        load_supernet("sn")
+    weights.unlink()
+    with pytest.raises(RunError, match="has not finished training"):
+        load_supernet("sn")
+    with pytest.raises(RunError, match="not found"):
+        load_supernet("nothing-here")
