@@ -1016,6 +1016,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fatnas.proxy import retain_freed_memory
+
+    retain_freed_memory()
     try:
         args = build_parser().parse_args(argv)
         _check_resolution(args)

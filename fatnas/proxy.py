@@ -10,6 +10,7 @@ thread count.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import math
 import os
@@ -128,6 +129,23 @@ def configure_threads(threads: int | None = None) -> int:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
+
+
+def retain_freed_memory() -> bool:
+    """Keep freed tensor memory in this process for reuse instead of handing it back to the OS (glibc only).
+
+    Training frees and reallocates the same large activation buffers every step; by default glibc
+    unmaps each one and the next step faults its pages in again, which on small shared VMs costs
+    more than the arithmetic (see bench/results/malloc_bench.csv). Returns whether it took effect.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def train_proxy(cfg: FATConfig, data: DataSplit, settings: ProxySettings,
@@ -346,4 +364,5 @@ def _amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-__all__ = ["ProxyResult", "ProxySettings", "configure_threads", "crop_oversized_kernels", "train_proxy"]
+__all__ = ["ProxyResult", "ProxySettings", "configure_threads", "crop_oversized_kernels", "retain_freed_memory",
+           "train_proxy"]
