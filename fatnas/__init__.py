@@ -1,13 +1,9 @@
 """fatnas: neural architecture search and scaling explorer for FAT."""
-from importlib.metadata import PackageNotFoundError, version
+from . import _moved
+from ._version import __version__
 
-try:
-    __version__ = version("fatnas")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0.1.0+source"
+_moved.install()  # old module paths (fatnas.cost, fatnas.proxy, ...) keep working for one release
 
-from .config import ConfigError, FATConfig, plan
-from .model import FAT
-from .variants import create_model, get_config, list_models
+from .model import FAT, ConfigError, FATConfig, create_model, get_config, list_models, plan  # noqa: E402
 
 __all__ = ["__version__", "ConfigError", "FAT", "FATConfig", "create_model", "get_config", "list_models", "plan"]

@@ -10,11 +10,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import FATConfig
-from ..cost import Budget, Cost, analytic_cost, measure_latency
-from ..data import DataSplit
-from ..proxy import ProxySettings, configure_threads, train_proxy
-from ..store import Run
+from ..estimate.cost import Budget, Cost, analytic_cost, measure_latency
+from ..estimate.data import DataSplit
+from ..estimate.proxy import ProxySettings, configure_threads, train_proxy
+from ..model.config import FATConfig
+from ..runs.store import Run
 from .report import write_report
 from .transforms import BASE_RES, Point, ScalingError, ScalingGrid, grid_points, round_half_up
 
@@ -140,7 +140,7 @@ def explore(run: Run, base: FATConfig, settings: ScalingSettings, *, data: DataS
 
 
 def _latency_ms(cfg: FATConfig, res: int, settings: ScalingSettings) -> float:
-    from ..model import FAT
+    from ..model.network import FAT
 
     return measure_latency(FAT(cfg), res=res, in_chans=cfg.in_chans, device=settings.device, threads=settings.threads,
                            warmup=settings.latency_warmup, repeats=settings.latency_repeats).median_ms

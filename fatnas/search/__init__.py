@@ -15,15 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from ..cost import Budget, flop_convention
-from ..data import DataSplit, settings_data
 from ..errors import FatnasError
-from ..latency import latency_source
-from ..liveness import space_liveness
-from ..proxy import ProxySettings, configure_threads
-from ..space import space_from_dict
-from ..store import Run, RunError, create_run, open_run
-from ..variants import PUBLISHED, get_config
+from ..estimate.cost import Budget, flop_convention
+from ..estimate.data import DataSplit, settings_data
+from ..estimate.latency import latency_source
+from ..estimate.liveness import space_liveness
+from ..estimate.proxy import ProxySettings, configure_threads
+from ..model.space import space_from_dict
+from ..model.variants import PUBLISHED, get_config
+from ..runs.store import Run, RunError, create_run, open_run
 from .evaluate import OBJECTIVES, SearchSettings, price, time_candidate, train_candidate, trial_row
 from .storage import Heartbeat, has_masked_password, mask_password, normalize_storage, open_storage
 

@@ -11,14 +11,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..config import NUM_STAGES, STAGE_FIELDS, FATConfig
-from ..cost import Budget, Cost, analytic_cost
-from ..data import DataSplit, check_classes
 from ..errors import FatnasError, check_positive
-from ..liveness import sampling_space
-from ..proxy import ProxySettings, train_proxy
-from ..space import SearchSpace
-from ..zero_cost import check_proxy
+from ..estimate.cost import Budget, Cost, analytic_cost
+from ..estimate.data import DataSplit, check_classes
+from ..estimate.liveness import sampling_space
+from ..estimate.proxy import ProxySettings, train_proxy
+from ..estimate.zero_cost import check_proxy
+from ..model.config import NUM_STAGES, STAGE_FIELDS, FATConfig
+from ..model.space import SearchSpace
 from .storage import Heartbeat
 
 Report = Callable[[int, float], bool]
@@ -124,7 +124,7 @@ def budget_excess(ev: Evaluation, budget: Budget) -> dict[str, float]:
 
 def time_candidate(ev: Evaluation, settings: SearchSettings) -> Evaluation:
     """Latency at the target resolution, from a table or measured against a reference; checks a latency budget."""
-    from ..latency import cached_table, measured_latency_ms
+    from ..estimate.latency import cached_table, measured_latency_ms
 
     if settings.latency_model:
         ev.latency_ms = cached_table(settings.latency_model).predict_ms(ev.config, res=settings.space.resolution)

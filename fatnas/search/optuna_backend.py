@@ -27,10 +27,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..data import DataSplit
 from ..errors import FatnasError
-from ..store import Run, publish_trials
-from ..zero_cost import minibatch, score_config
+from ..estimate.data import DataSplit
+from ..estimate.zero_cost import minibatch, score_config
+from ..runs.store import Run, publish_trials
 from .core import MAX_INFEASIBLE_DRAWS, MedianStopper, StopRule, progress_bar, show_progress
 from .evaluate import (
     SAMPLERS,

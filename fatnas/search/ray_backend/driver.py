@@ -40,9 +40,9 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from ...data import DataSplit, settings_data
-from ...space import SearchSpace
-from ...store import Run, publish_trials
+from ...estimate.data import DataSplit, settings_data
+from ...model.space import SearchSpace
+from ...runs.store import Run, publish_trials
 from ..core import TRAINED, MedianStopper, StopRule, progress_bar, show_progress
 from ..evaluate import SearchSettings, price, trial_row
 from ..optuna_backend import open_study

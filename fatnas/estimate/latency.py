@@ -35,12 +35,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import __version__
-from .config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
+from .._version import __version__
+from ..errors import FatnasError
+from ..model.config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
+from ..model.network import FAT, FATBlock, Head, Stem
+from ..model.space import SearchSpace, snap_heads, stage_value
 from .cost import RUNTIMES, ReferenceClock, torch_threads
-from .errors import FatnasError
-from .model import FAT, FATBlock, Head, Stem
-from .space import SearchSpace, snap_heads, stage_value
 
 TABLE_FORMAT = "fatnas-latency-table/1"
 REFERENCE_CONFIG = dict(widths=[32, 80, 160, 256], depths=[2, 2, 6, 2], heads=[2, 5, 10, 16],

@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from ..paths import home_dir
+from ..runs.store import Run, list_runs, runs_root
+from ..search.evaluate import OBJECTIVES
 from .fidelity import FIDELITY_KEYS, read_study_table
-from .paths import home_dir
-from .search.evaluate import OBJECTIVES
-from .store import Run, list_runs, runs_root
 
 OBJECTIVE = OBJECTIVES["accuracy"]
 

@@ -25,11 +25,11 @@ from typing import Any, NamedTuple, Sequence
 
 import pandas as pd
 
-from .config import NUM_STAGES, STAGE_FIELDS, FATConfig, describe
-from .cost import Budget, format_flops
-from .report import html_table, layout, log_axis, page_html, palette_color, proxy_accuracy_label
-from .store import Run, atomic_write_text, hypervolume, pareto_front
-from .trust import ProxyTrust, find_proxy_trust
+from ..estimate.cost import Budget, format_flops
+from ..model.config import NUM_STAGES, STAGE_FIELDS, FATConfig, describe
+from ..runs.store import Run, atomic_write_text, hypervolume, pareto_front
+from ..study.trust import ProxyTrust, find_proxy_trust
+from .page import html_table, layout, log_axis, page_html, palette_color, proxy_accuracy_label
 
 PLOT_IDS = ("pareto", "acc-flops", "acc-params", "hypervolume", "best-accuracy", "importance", "parcoords")
 HV_LATENCY_MARGIN = 1.1
@@ -227,7 +227,7 @@ def optuna_importances(study: Any) -> pd.DataFrame:
 def readable_storage(data: RunData) -> str | None:
     """A storage holding the run's study that is a file on this machine: run.yaml's `storage` when it is a
     SQLite or journal file found here, else study.db when present. Database servers are not contacted."""
-    from .search.storage import journal_path
+    from ..search.storage import journal_path
 
     recorded = data.meta.get("storage") or ""
     journal = journal_path(recorded)
@@ -246,8 +246,8 @@ def load_study(data: RunData) -> Any | None:
         return None
     import optuna
 
-    from .search.optuna_backend import study_names
-    from .search.storage import open_storage
+    from ..search.optuna_backend import study_names
+    from ..search.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, None)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import FatnasError
-from .paths import atomic_write_bytes
+from ..errors import FatnasError
+from ..paths import atomic_write_bytes
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-4

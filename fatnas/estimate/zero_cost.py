@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FATConfig
+from ..errors import FatnasError
+from ..model.config import FATConfig
+from ..model.network import FAT
 from .cost import analytic_cost
 from .data import DataSplit, prepare_images
-from .errors import FatnasError
-from .model import FAT
 from .proxy import crop_oversized_kernels
 
 ZERO_COST_PROXIES = ("synflow", "grad_norm", "snip", "naswot")

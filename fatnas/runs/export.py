@@ -22,11 +22,11 @@ from typing import Any, NamedTuple
 import pandas as pd
 import yaml
 
-from .config import FATConfig
-from .cost import flop_convention
-from .errors import FatnasError
+from ..model.config import FATConfig
+from ..estimate.cost import flop_convention
+from ..errors import FatnasError
 from .store import Run, atomic_write_text
-from .variants import NAME_PATTERN, PUBLISHED, create_model, list_models, resolve_config, variant_metadata, variants_dir
+from ..model.variants import NAME_PATTERN, PUBLISHED, create_model, list_models, resolve_config, variant_metadata, variants_dir
 
 NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 64 characters"
 TIMM_MODULE = "fatnas.timm_models"  # the module timm files the registered entry points under
@@ -144,7 +144,7 @@ def export_deployed(spec: str, fmt: str, path: str | Path | None = None, res: in
     """
     import torch
 
-    from .deploy import write_deployed
+    from ..model.deploy import write_deployed
 
     cfg = resolve_config(spec)
     stem = Path(str(spec)).stem

@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
+from ..errors import FatnasError
+from ..paths import home_dir
 from .config import ConfigError, FATConfig
-from .errors import FatnasError
-from .model import FAT
-from .paths import home_dir
+from .network import FAT
 
 _FAMILY = dict(kernels=[3, 5, 7, 9], windows=[8, 4, 2, 1], ffn_ratios=4.0, ffn_kernels=5)
 

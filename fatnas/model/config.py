@@ -13,7 +13,7 @@ from typing import Any, Iterable, NamedTuple
 
 import yaml
 
-from .errors import FatnasError
+from ..errors import FatnasError
 
 NUM_STAGES = 4
 STAGE_FIELDS = ("widths", "depths", "heads", "kernels", "windows", "ffn_ratios", "ffn_kernels")

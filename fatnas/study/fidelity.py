@@ -38,11 +38,16 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from .config import FATConfig
-from .cost import Budget, analytic_cost, flop_convention
-from .data import DataSplit, check_classes, settings_data
-from .errors import FatnasError
-from .proxy import ProxyResult, ProxySettings, configure_threads, train_proxy
+from ..errors import FatnasError
+from ..estimate.cost import Budget, analytic_cost, flop_convention
+from ..estimate.data import DataSplit, check_classes, settings_data
+from ..estimate.proxy import ProxyResult, ProxySettings, configure_threads, train_proxy
+from ..estimate.zero_cost import BASELINES, PROXIES, check_proxy, minibatch, score_config
+from ..model.config import FATConfig
+from ..model.space import SearchSpace, space_from_dict
+from ..model.variants import PUBLISHED, get_config
+from ..report.page import html_table, layout, log_axis, page_html, proxy_accuracy_label
+from ..runs.store import Run
 from .rank_stats import (
     band_tau,
     bootstrap_indices,
@@ -60,11 +65,6 @@ from .rank_stats import (
     tau_interval,
     tau_to_r,
 )
-from .report import html_table, layout, log_axis, page_html, proxy_accuracy_label
-from .space import SearchSpace, space_from_dict
-from .store import Run
-from .variants import PUBLISHED, get_config
-from .zero_cost import BASELINES, PROXIES, check_proxy, minibatch, score_config
 
 FIDELITY_KEYS = ("res", "train_images", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing",
                  "eval_every", "val_images", "augment", "eval_split")
@@ -884,7 +884,7 @@ def _columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 
 def write_report(run: Run) -> Path:
     """Write fidelity.html in the run folder from run.yaml and the study's tables."""
-    from .store import atomic_write_text
+    from ..runs.store import atomic_write_text
 
     meta = run.read_meta()
     settings = StudySettings.from_meta(meta)

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FATConfig
+from ..errors import FatnasError
+from ..model.config import FATConfig
+from ..model.network import FAT
 from .data import EVAL_SPLITS, DataSplit, proxy_images
-from .errors import FatnasError
 from .liveness import proxy_config
-from .model import FAT
 
 Report = Callable[[int, float], bool]
 EVAL_BATCH = 500

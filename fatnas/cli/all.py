@@ -42,8 +42,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _model_spec_cost_lines(spec: str, res: int) -> tuple[Any, Any]:
-    from fatnas.cost import analytic_cost
-    from fatnas.variants import resolve_config
+    from fatnas.estimate.cost import analytic_cost
+    from fatnas.model.variants import resolve_config
 
     cfg = resolve_config(spec)
     return cfg, analytic_cost(cfg, res)
@@ -53,8 +53,8 @@ def _model_spec_cost_lines(spec: str, res: int) -> tuple[Any, Any]:
 
 @command("models")
 def cmd_models(args: argparse.Namespace) -> int:
-    from fatnas.cost import analytic_cost, format_flops
-    from fatnas.variants import get_config, list_models, variant_metadata
+    from fatnas.estimate.cost import analytic_cost, format_flops
+    from fatnas.model.variants import get_config, list_models, variant_metadata
 
     rows = []
     for name in list_models():
@@ -77,8 +77,8 @@ def _origin(source: dict[str, Any]) -> str:
 
 @command("show")
 def cmd_show(args: argparse.Namespace) -> int:
-    from fatnas.config import describe
-    from fatnas.cost import format_flops, stage_rows
+    from fatnas.estimate.cost import format_flops, stage_rows
+    from fatnas.model.config import describe
 
     cfg, cost = _model_spec_cost_lines(args.model, args.res)
     print(f"{args.model}: {describe(cfg)}")
@@ -96,8 +96,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
         return _cost_all(args)
     if not args.model:
         raise FatnasError("cost: give a model name or CONFIG.yaml, or --all")
-    from fatnas.cost import FLOP_CONVENTION, format_flops, fvcore_cost, measure_latency, peak_memory_bytes
-    from fatnas.model import FAT
+    from fatnas.estimate.cost import FLOP_CONVENTION, format_flops, fvcore_cost, measure_latency, peak_memory_bytes
+    from fatnas.model.network import FAT
 
     cfg, cost = _model_spec_cost_lines(args.model, args.res)
     _check_device(args.device)
@@ -145,7 +145,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _modelled_latency(cfg, args: argparse.Namespace) -> dict[str, Any]:
-    from fatnas.latency import load_table
+    from fatnas.estimate.latency import load_table
 
     table = load_table(args.latency_model)
     return dict(latency_ms=table.predict_ms(cfg, res=args.res, batch=args.batch_size), **table.describe())
@@ -153,15 +153,15 @@ def _modelled_latency(cfg, args: argparse.Namespace) -> dict[str, Any]:
 
 @command("latency-profile")
 def cmd_latency_profile(args: argparse.Namespace) -> int:
-    from fatnas.latency import ProfileSettings, profile_space
-    from fatnas.space import load_space
+    from fatnas.estimate.latency import ProfileSettings, profile_space
+    from fatnas.model.space import load_space
 
     space = load_space(args.space)
     settings = ProfileSettings(device=args.device, runtime=args.runtime, threads=args.threads, batch=args.batch,
                                res=args.res, repeats=args.repeats)
     settings.check()
     if args.runtime == "onnxruntime":
-        from fatnas.deploy import require_onnx
+        from fatnas.model.deploy import require_onnx
 
         require_onnx()
     print(f"profiling space {space.name} at {args.res or space.resolution} px, batch {args.batch}: {args.runtime} on "
@@ -185,8 +185,8 @@ def _progress_line(done: int, total: int) -> None:
 
 
 def _cost_all(args: argparse.Namespace) -> int:
-    from fatnas.cost import analytic_cost
-    from fatnas.variants import PAPER_FIGURES, get_config
+    from fatnas.estimate.cost import analytic_cost
+    from fatnas.model.variants import PAPER_FIGURES, get_config
 
     rows = []
     for name, paper in PAPER_FIGURES.items():
@@ -211,9 +211,9 @@ def _cost_all(args: argparse.Namespace) -> int:
 
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
-    from fatnas.data import settings_data
+    from fatnas.estimate.data import settings_data
+    from fatnas.runs.store import new_run, open_run
     from fatnas.search import check_storage, record_run, run_search, storage_of
-    from fatnas.store import new_run, open_run
 
     backend_options = _backend_options(args)  # checked before any run folder exists
     _check_workers(args)
@@ -276,7 +276,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def _liveness_line(settings) -> str:
     """What the proxy can tell apart at its resolution, and whether trials draw one value per class."""
-    from fatnas.liveness import space_liveness
+    from fatnas.estimate.liveness import space_liveness
 
     lv = space_liveness(settings.space, settings.proxy.res)
     if not lv.inert_dimensions():
@@ -287,12 +287,12 @@ def _liveness_line(settings) -> str:
 
 
 def _search_settings(args: argparse.Namespace):
-    from fatnas.cost import parse_budget
-    from fatnas.data import parse_classes
-    from fatnas.proxy import ProxySettings
+    from fatnas.estimate.cost import parse_budget
+    from fatnas.estimate.data import parse_classes
+    from fatnas.estimate.proxy import ProxySettings
+    from fatnas.model.space import load_space
     from fatnas.search import SearchSettings, check_backend
     from fatnas.search.storage import Heartbeat
-    from fatnas.space import load_space
 
     space = load_space(args.space)
     budget = parse_budget(args.budget or [], res=space.resolution)
@@ -324,7 +324,7 @@ def _search_latency_model(path: str | None, space) -> str | None:
         return None
     from pathlib import Path
 
-    from fatnas.latency import load_table
+    from fatnas.estimate.latency import load_table
 
     load_table(path).check_fits(res=space.resolution, batch=1, space=space)
     return str(Path(path).resolve())
@@ -357,7 +357,7 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_front(run, front, settings) -> None:
-    from fatnas.cost import format_flops
+    from fatnas.estimate.cost import format_flops
 
     columns = ["trial", "accuracy", "latency_ms", "params", "flops"]
     latency = (f"latency modelled from {settings.latency_model}" if settings.latency_model
@@ -387,9 +387,9 @@ def pd_concat(*frames):
 
 @command("space")
 def cmd_space(args: argparse.Namespace) -> int:
-    from fatnas.liveness import check_res, percent, space_liveness
-    from fatnas.proxy import ProxySettings
-    from fatnas.space import load_space
+    from fatnas.estimate.liveness import check_res, percent, space_liveness
+    from fatnas.estimate.proxy import ProxySettings
+    from fatnas.model.space import load_space
 
     resolutions = [check_res(text) for text in args.resolutions or [ProxySettings().res]]
     space = load_space(args.name)
@@ -406,7 +406,7 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def _print_liveness(space, lv) -> None:
-    from fatnas.liveness import percent, table_rows
+    from fatnas.estimate.liveness import percent, table_rows
 
     maps = ", ".join(f"{side}x{side}" for side in lv.stage_maps)
     print(f"space {space.name} (costs at {space.resolution} px), proxy at {lv.res} px: stage maps {maps}")
@@ -428,7 +428,7 @@ def _left_table(rows: list[dict[str, str]]) -> str:
 
 @command("runs")
 def cmd_runs(args: argparse.Namespace) -> int:
-    from fatnas.store import list_runs
+    from fatnas.runs.store import list_runs
 
     rows = []
     for run in list_runs():
@@ -449,8 +449,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 @command("dashboard")
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from fatnas.dashboard import write_dashboard
-    from fatnas.store import open_run
+    from fatnas.report.dashboard import write_dashboard
+    from fatnas.runs.store import open_run
 
     runs = [open_run(r) for r in args.runs]
     path = write_dashboard(runs, args.output)
@@ -460,8 +460,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    from fatnas.export import export_deployed, export_pareto, export_trial
-    from fatnas.store import open_run
+    from fatnas.runs.export import export_deployed, export_pareto, export_trial
+    from fatnas.runs.store import open_run
 
     if args.format not in ("yaml", "onnx", "pt2"):
         raise FatnasError(f"export --format {args.format!r}: accepted yaml (a variant), onnx or pt2")
@@ -479,7 +479,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.trial is not None and (not args.name or args.prefix):
         raise FatnasError("export --trial N needs --name NAME (and takes no --prefix)")
     if args.format == "onnx":
-        from fatnas.deploy import require_onnx
+        from fatnas.model.deploy import require_onnx
 
         require_onnx()  # before any variant is written
     run = open_run(args.run)
@@ -499,7 +499,7 @@ def _given(**values: Any) -> dict[str, Any]:
 
 
 def _export_model(args: argparse.Namespace) -> int:
-    from fatnas.export import export_deployed
+    from fatnas.runs.export import export_deployed
 
     if args.run or args.trial is not None or args.pareto or args.name or args.prefix:
         raise FatnasError("export --model NAME takes no RUN, --trial, --pareto, --name or --prefix")
@@ -511,7 +511,7 @@ def _export_model(args: argparse.Namespace) -> int:
 
 
 def _print_deployed(name: str, done) -> None:
-    from fatnas.export import DEPLOY_SEED
+    from fatnas.runs.export import DEPLOY_SEED
 
     checker = "ONNX Runtime" if done.format == "onnx" else "the reloaded program"
     print(f"{name}: {done.format} at {done.res}x{done.res} (batch dynamic) -> {done.path}; {checker} matches "
@@ -533,9 +533,9 @@ def _check_device(device: str) -> None:
 
 @command("fidelity")
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from fatnas.data import settings_data
-    from fatnas.fidelity import record_study, run_study
-    from fatnas.store import new_run, open_run
+    from fatnas.estimate.data import settings_data
+    from fatnas.runs.store import new_run, open_run
+    from fatnas.study.fidelity import record_study, run_study
 
     if args.resume:
         run = open_run(args.resume)
@@ -558,12 +558,12 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 
 def _study_settings(args: argparse.Namespace):
-    from fatnas.cost import parse_budget
-    from fatnas.data import parse_classes
-    from fatnas.fidelity import DEFAULT_HIGH, DEFAULT_LOW, StudySettings, parse_fidelity
-    from fatnas.proxy import ProxySettings
-    from fatnas.space import load_space
-    from fatnas.zero_cost import PROXIES
+    from fatnas.estimate.cost import parse_budget
+    from fatnas.estimate.data import parse_classes
+    from fatnas.estimate.proxy import ProxySettings
+    from fatnas.estimate.zero_cost import PROXIES
+    from fatnas.model.space import load_space
+    from fatnas.study.fidelity import DEFAULT_HIGH, DEFAULT_LOW, StudySettings, parse_fidelity
 
     space = load_space(args.space)
     budget = parse_budget(args.budget or ["2GFLOPs"], res=space.resolution)
@@ -584,7 +584,7 @@ def _resume_study_settings(run, args: argparse.Namespace):
     """The recorded settings; `--low` adds low fidelities; `--high-seeds`, `--reference-metric`, `--workers` change."""
     import dataclasses
 
-    from fatnas.fidelity import StudySettings, parse_fidelity
+    from fatnas.study.fidelity import StudySettings, parse_fidelity
 
     meta = run.read_meta()
     if meta.get("kind") != "fidelity":
@@ -606,7 +606,7 @@ def _resume_study_settings(run, args: argparse.Namespace):
 
 
 def _print_study(run, summary, settings) -> None:
-    from fatnas.fidelity import read_study_table, reference_line
+    from fatnas.study.fidelity import read_study_table, reference_line
 
     reliable = read_study_table(run, "reliability.csv")
     print(f"\n{reference_line(reliable)}")
@@ -638,8 +638,8 @@ _GRID_ONLY = ("widths", "depths", "resolutions", "compound", "gamma", "budget", 
 
 @command("scale")
 def cmd_scale(args: argparse.Namespace) -> int:
+    from fatnas.model.variants import resolve_config
     from fatnas.scaling import Compound
-    from fatnas.variants import resolve_config
 
     base = resolve_config(args.base)
     coeffs = Compound(**_given(alpha=args.alpha, beta=args.beta, gamma=args.gamma))
@@ -647,9 +647,9 @@ def cmd_scale(args: argparse.Namespace) -> int:
         return _scale_to(args, base, coeffs)
     if args.export or args.force:
         raise FatnasError("scale: --export NAME and --force go with --to BUDGET")
-    from fatnas.data import settings_data
+    from fatnas.estimate.data import settings_data
+    from fatnas.runs.store import new_run
     from fatnas.scaling import accuracy_fits, best_direction, cost_fits, explore, record_scaling_run
-    from fatnas.store import new_run
 
     settings = _scale_settings(args, coeffs)
     data = settings_data(settings) if settings.train else None  # a missing data set fails before any run folder
@@ -667,8 +667,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def _scale_settings(args: argparse.Namespace, coeffs):
-    from fatnas.cost import parse_budget
-    from fatnas.proxy import ProxySettings
+    from fatnas.estimate.cost import parse_budget
+    from fatnas.estimate.proxy import ProxySettings
     from fatnas.scaling import DEFAULT_TRAIN, ScalingGrid, ScalingSettings
 
     budget = parse_budget(args.budget or [], res=224)
@@ -685,8 +685,8 @@ def _scale_settings(args: argparse.Namespace, coeffs):
 
 
 def _print_scaling(table, fits, acc) -> None:
-    from fatnas.config import FATConfig, describe
-    from fatnas.cost import format_flops
+    from fatnas.estimate.cost import format_flops
+    from fatnas.model.config import FATConfig, describe
 
     rows = [dict(direction=r["direction"], multiplier=f"{'phi=' if r['direction'] == 'compound' else 'x'}"
                  f"{r['multiplier']:g}", res=int(r["res"]),
@@ -710,8 +710,8 @@ def _print_scaling(table, fits, acc) -> None:
 
 
 def _scale_to(args: argparse.Namespace, base, coeffs) -> int:
-    from fatnas.config import describe
-    from fatnas.cost import format_flops, parse_budget
+    from fatnas.estimate.cost import format_flops, parse_budget
+    from fatnas.model.config import describe
     from fatnas.scaling import export_budget_fit, fit_budget
 
     extra = [f"--{name.replace('_', '-')}" for name in _GRID_ONLY if getattr(args, name) not in (None, False)]

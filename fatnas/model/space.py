@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from ..errors import FatnasError
 from .config import NUM_STAGES, ConfigError, FATConfig, attention_keys, stage_output_sizes
-from .errors import FatnasError
 
 DEFAULT_SPACE = "fat"
 # space key -> FATConfig field it feeds (head_dims/heads both feed `heads`)
@@ -140,8 +140,8 @@ def nearest_divisor(n: int, target: float) -> int:
 
 
 def shipped_spaces() -> dict[str, Traversable]:
-    """The spaces packaged with fatnas (fatnas/search_spaces/*.yaml), by name."""
-    folder = files("fatnas").joinpath("search_spaces")
+    """The spaces packaged with fatnas (fatnas/model/search_spaces/*.yaml), by name."""
+    folder = files("fatnas.model").joinpath("search_spaces")
     return {f.name.removesuffix(".yaml"): f for f in sorted(folder.iterdir(), key=lambda f: f.name)
             if f.name.endswith(".yaml")}
 

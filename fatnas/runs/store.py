@@ -23,10 +23,10 @@ from typing import Any, Callable, Iterable, Iterator
 import pandas as pd
 import yaml
 
-from . import __version__ as fatnas_version
-from .config import FATConfig
-from .errors import FatnasError
-from .paths import atomic_write_text, home_dir
+from .._version import __version__ as fatnas_version
+from ..model.config import FATConfig
+from ..errors import FatnasError
+from ..paths import atomic_write_text, home_dir
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 OBJECTIVES = (("accuracy", "max"), ("latency_ms", "min"))

@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from .config import NUM_STAGES, FATConfig, stage_output_sizes
-from .counting import OPERATORS
-from .errors import FatnasError
-from .model import FASA, FAT
+from ..errors import FatnasError
+from ..model.config import NUM_STAGES, FATConfig, stage_output_sizes
+from ..model.counting import OPERATORS
+from ..model.network import FASA, FAT
 
 FLOP_CONVENTION = "fvcore total: 1 multiply-add = 1 FLOP; conv + matmul + norms + head"
 
@@ -268,7 +268,7 @@ def pass_timer(model: nn.Module, example: torch.Tensor, dev: torch.device | str 
 
 def _onnxruntime_timer(model: nn.Module, example: torch.Tensor, dev: torch.device,
                        threads: int | None) -> Callable[[], float]:
-    from .deploy import INPUT_NAME, onnx_bytes, onnx_session
+    from ..model.deploy import INPUT_NAME, onnx_bytes, onnx_session
 
     session = onnx_session(onnx_bytes(model.eval().cpu(), example.cpu(), fast=True),
                            threads=threads if threads is not None else torch.get_num_threads(), device=dev.type)

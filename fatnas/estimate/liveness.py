@@ -21,9 +21,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .config import NUM_STAGES, FATConfig, attention_keys, effective_kernel, stage_output_sizes
-from .errors import FatnasError
-from .space import HEAD_KEYS, PARAM_ORDER, SearchSpace, param_name, snap_heads, stage_value
+from ..errors import FatnasError
+from ..model.config import NUM_STAGES, FATConfig, attention_keys, effective_kernel, stage_output_sizes
+from ..model.space import HEAD_KEYS, PARAM_ORDER, SearchSpace, param_name, snap_heads, stage_value
 
 KERNEL_KEYS = ("kernels", "ffn_kernels")
 DEFAULTED_KEYS = ("kernels", "windows", "ffn_ratios", "ffn_kernels")  # keys a space may leave out

@@ -1,0 +1,80 @@
+"""Old module paths of fatnas 0.1 (before the layer packages), kept importable for one release.
+
+`import fatnas.cost` (or `from fatnas.cost import analytic_cost`, or a pickle naming
+`fatnas.proxy.ProxySettings`) still works: a finder on `sys.meta_path` answers each old name
+with a small module that forwards every attribute to the new home, after a DeprecationWarning.
+Base layer: imports nothing of fatnas until an old name is imported.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+import warnings
+from typing import Any
+
+MOVED = {
+    "fatnas.config": "fatnas.model.config",
+    "fatnas.counting": "fatnas.model.counting",
+    "fatnas.variants": "fatnas.model.variants",
+    "fatnas.space": "fatnas.model.space",
+    "fatnas.deploy": "fatnas.model.deploy",
+    "fatnas.cost": "fatnas.estimate.cost",
+    "fatnas.latency": "fatnas.estimate.latency",
+    "fatnas.data": "fatnas.estimate.data",
+    "fatnas.proxy": "fatnas.estimate.proxy",
+    "fatnas.zero_cost": "fatnas.estimate.zero_cost",
+    "fatnas.liveness": "fatnas.estimate.liveness",
+    "fatnas.store": "fatnas.runs.store",
+    "fatnas.export": "fatnas.runs.export",
+    "fatnas.rank_stats": "fatnas.study.rank_stats",
+    "fatnas.trust": "fatnas.study.trust",
+    "fatnas.fidelity": "fatnas.study.fidelity",
+    "fatnas.dashboard": "fatnas.report.dashboard",
+}
+
+
+class MovedModule(types.ModuleType):
+    """An old module path: every attribute is read from (and written to) the module at its new home."""
+
+    def __init__(self, name: str, target: types.ModuleType) -> None:
+        super().__init__(name, target.__doc__)
+        object.__setattr__(self, "_target", target)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_target"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("__"):
+            object.__setattr__(self, name, value)
+        else:  # monkeypatching an old path patches the real module
+            setattr(object.__getattribute__(self, "_target"), name, value)
+
+    def __dir__(self) -> list[str]:
+        return dir(object.__getattribute__(self, "_target"))
+
+
+class MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds the old names of `MOVED`; loading one warns and returns a `MovedModule`."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        new = MOVED[spec.name]
+        warnings.warn(f"{spec.name} moved to {new}; the old path goes away in the next release",
+                      DeprecationWarning, stacklevel=2)
+        return MovedModule(spec.name, importlib.import_module(new))
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+def install() -> None:
+    """Put the finder on `sys.meta_path` once (the first fatnas import does)."""
+    if not any(isinstance(f, MovedFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, MovedFinder())  # before any finder of an older install

@@ -1,0 +1,2 @@
+"""Estimate layer: what a config costs and how good it is (cost, budgets, latency, data, proxy training,
+zero-cost scores, liveness, the predictor) behind one Estimator shape; imports model, errors and paths."""
