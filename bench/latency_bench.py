@@ -18,7 +18,7 @@ from common import RESULTS, save_table  # first: it sets the OpenMP wait policy 
 import pandas as pd
 from tqdm import tqdm
 
-from fatnas.estimate.cost import measure_latency
+from fatnas.estimate.latency import measure_latency
 from fatnas.model.variants import create_model
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from fatnas.estimate.cost import ReferenceClock
+from fatnas.estimate.latency import ReferenceClock
 from fatnas.model.variants import create_model
 
 

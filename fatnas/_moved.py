@@ -15,13 +15,13 @@ import types
 import warnings
 from typing import Any
 
-MOVED = {
+MOVED = {  # old name -> new module (and where the rest of a split module went)
     "fatnas.config": "fatnas.model.config",
     "fatnas.counting": "fatnas.model.counting",
     "fatnas.variants": "fatnas.model.variants",
     "fatnas.space": "fatnas.model.space",
     "fatnas.deploy": "fatnas.model.deploy",
-    "fatnas.cost": "fatnas.estimate.cost",
+    "fatnas.cost": "fatnas.estimate.cost fatnas.estimate.latency.measure",
     "fatnas.latency": "fatnas.estimate.latency",
     "fatnas.data": "fatnas.estimate.data",
     "fatnas.proxy": "fatnas.estimate.proxy",
@@ -39,12 +39,16 @@ MOVED = {
 class MovedModule(types.ModuleType):
     """An old module path: every attribute is read from (and written to) the module at its new home."""
 
-    def __init__(self, name: str, target: types.ModuleType) -> None:
+    def __init__(self, name: str, target: types.ModuleType, *more: types.ModuleType) -> None:
         super().__init__(name, target.__doc__)
         object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_more", more)  # where the rest of a module that was split went
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_target"), name)
+        for module in (object.__getattribute__(self, "_target"), *object.__getattribute__(self, "_more")):
+            if hasattr(module, name):
+                return getattr(module, name)
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("__"):
@@ -53,7 +57,8 @@ class MovedModule(types.ModuleType):
             setattr(object.__getattribute__(self, "_target"), name, value)
 
     def __dir__(self) -> list[str]:
-        return dir(object.__getattribute__(self, "_target"))
+        modules = (object.__getattribute__(self, "_target"), *object.__getattribute__(self, "_more"))
+        return sorted({name for module in modules for name in dir(module)})
 
 
 class MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -65,10 +70,10 @@ class MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.machinery.ModuleSpec(fullname, self)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; the old path goes away in the next release",
+        new = MOVED[spec.name].split()
+        warnings.warn(f"{spec.name} moved to {' and '.join(new)}; the old path goes away in the next release",
                       DeprecationWarning, stacklevel=2)
-        return MovedModule(spec.name, importlib.import_module(new))
+        return MovedModule(spec.name, *(importlib.import_module(name) for name in new))
 
     def exec_module(self, module: types.ModuleType) -> None:
         pass

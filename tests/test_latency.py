@@ -10,7 +10,6 @@ import torch
 import yaml
 
 from fatnas.cli import main
-from fatnas.estimate.cost import torch_threads
 from fatnas.estimate.latency import (
     LatencyModelError,
     ProfileSettings,
@@ -22,6 +21,7 @@ from fatnas.estimate.latency import (
     sample_configs,
     space_fingerprint,
     space_parts,
+    torch_threads,
 )
 from fatnas.model.space import load_space, shipped_spaces
 from fatnas.runs.store import open_run

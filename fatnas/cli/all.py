@@ -96,7 +96,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
         return _cost_all(args)
     if not args.model:
         raise FatnasError("cost: give a model name or CONFIG.yaml, or --all")
-    from fatnas.estimate.cost import FLOP_CONVENTION, format_flops, fvcore_cost, measure_latency, peak_memory_bytes
+    from fatnas.estimate.cost import FLOP_CONVENTION, format_flops, fvcore_cost
+    from fatnas.estimate.latency import measure_latency, peak_memory_bytes
     from fatnas.model.network import FAT
 
     cfg, cost = _model_spec_cost_lines(args.model, args.res)

@@ -10,8 +10,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..estimate.cost import Budget, Cost, analytic_cost, measure_latency
+from ..estimate.cost import Budget, Cost, analytic_cost
 from ..estimate.data import DataSplit
+from ..estimate.latency import measure_latency
 from ..estimate.proxy import ProxySettings, configure_threads, train_proxy
 from ..model.config import FATConfig
 from ..runs.store import Run
