@@ -35,6 +35,9 @@ MOVED = {  # old name -> new module (and where the rest of a split module went)
     "fatnas.dashboard": "fatnas.report.dashboard",
 }
 
+# an old module name that is also a function of the API: calling the old module calls it
+CALLABLE = {"fatnas.cost": ("fatnas.api", "cost")}
+
 
 class MovedModule(types.ModuleType):
     """An old module path: every attribute is read from (and written to) the module at its new home."""
@@ -55,6 +58,12 @@ class MovedModule(types.ModuleType):
             object.__setattr__(self, name, value)
         else:  # monkeypatching an old path patches the real module
             setattr(object.__getattribute__(self, "_target"), name, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.__name__ not in CALLABLE:
+            raise TypeError(f"module {self.__name__!r} is not callable")
+        module, name = CALLABLE[self.__name__]
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
     def __dir__(self) -> list[str]:
         modules = (object.__getattribute__(self, "_target"), *object.__getattribute__(self, "_more"))

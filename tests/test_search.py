@@ -106,7 +106,7 @@ def test_tpe_start_up_draws_repeat_with_the_seed(isolated_dirs):
 
 @needs_fashion_mnist
 def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(isolated_dirs, monkeypatch):
-    import fatnas.search.evaluate as evaluate
+    import fatnas.estimate.proxy as evaluate  # the proxy estimator trains through it
 
     real_train, calls = evaluate.train_proxy, []
 

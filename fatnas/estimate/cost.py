@@ -157,6 +157,21 @@ def _parse_one(text: str) -> tuple[str, Any]:
     return ("max_flops" if m["unit"].lower().startswith("flop") else "max_params"), value
 
 
+def paper_comparison(res: int = 224) -> list[dict[str, Any]]:
+    """fat_b0..b3 priced here beside the paper's figures: params, fvcore-total GFLOPs, conv-only GFLOPs (the
+    paper's convention), the paper's GFLOPs and ImageNet top-1 (which fatnas never measures)."""
+    from ..model.variants import PAPER_FIGURES, get_config
+
+    rows = []
+    for name, paper in PAPER_FIGURES.items():
+        cost = analytic_cost(get_config(name), res)
+        rows.append(dict(name=name, params_M=round(cost.params / 1e6, 2), paper_params_M=paper["params_m"],
+                         GFLOPs_total=round(cost.flops / 1e9, 3),
+                         GFLOPs_conv_only=round(cost.flops_by_operator["conv"] / 1e9, 3),
+                         paper_GFLOPs=paper["flops_g"], paper_top1_imagenet=paper["top1"]))
+    return rows
+
+
 def format_flops(n: float) -> str:
     return f"{n / 1e9:.3f} GFLOPs" if n >= 1e8 else f"{n / 1e6:.2f} MFLOPs"
 

@@ -239,6 +239,15 @@ def sampling_space(space: SearchSpace, res: int) -> SearchSpace:
     return dataclasses.replace(collapse(space, res), proxy_res=check_res(res))
 
 
+def liveness_line(space: SearchSpace, res: int, collapse_inert: bool) -> str:
+    """What a proxy at `res` px can tell apart in `space`, and whether trials draw one value per class."""
+    lv = space_liveness(space, res)
+    if not lv.inert_dimensions():
+        return lv.summary()
+    sampling = "trials draw one value per class" if collapse_inert else "trials draw every value (--keep-inert)"
+    return f"{lv.summary()}; {sampling}"
+
+
 def table_rows(lv: Liveness) -> list[dict[str, str]]:
     """One row per space key, one column per stage: live values, `{a,b}->k` classes, `[1 key: wN]` windows."""
     rows = []

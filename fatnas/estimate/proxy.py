@@ -24,10 +24,10 @@ from torch import nn
 from ..errors import FatnasError
 from ..model.config import FATConfig
 from ..model.network import FAT
+from .base import Estimate, Report, register_estimator
 from .data import EVAL_SPLITS, DataSplit, proxy_images
 from .liveness import proxy_config
 
-Report = Callable[[int, float], bool]
 EVAL_BATCH = 500
 WARMUP_FRACTION = 0.1
 LR_REFERENCE_BATCH = 32  # `lr` is the rate at this batch size; others scale it by sqrt(batch / 32)
@@ -346,4 +346,38 @@ def _amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-__all__ = ["ProxyResult", "ProxySettings", "configure_threads", "crop_oversized_kernels", "train_proxy"]
+class ProxyEstimator:
+    """The `proxy` estimator: train briefly (`train_proxy`) and score the final validation accuracy."""
+
+    name = "proxy"
+
+    def __init__(self, settings: ProxySettings, data: DataSplit) -> None:
+        self.settings, self.data = settings, data
+
+    @classmethod
+    def from_spec(cls, argument: str = "", *, proxy: ProxySettings | None = None, data: DataSplit,
+                  **context: Any) -> "ProxyEstimator":
+        if argument:
+            raise ProxyError(f"estimator 'proxy:{argument}': the proxy takes its settings from the context, "
+                             "not from the spec")
+        return cls(proxy if proxy is not None else ProxySettings(), data)
+
+    @property
+    def provenance(self) -> str:
+        s = self.settings
+        return f"proxy:res={s.res},train_images={s.train_images},epochs={s.epochs},seed={s.seed}"
+
+    def estimate(self, cfg: FATConfig, report: Report | None = None) -> Estimate:
+        start = time.perf_counter()
+        result = train_proxy(cfg, self.data, self.settings, report)
+        metrics = dict(accuracy=result.accuracy, val_loss=result.val_loss, sotl_e=result.sotl_e,
+                       curve_slope=result.curve_slope, images_seen=float(result.images_seen))
+        return Estimate(score=result.accuracy, metrics=metrics, seconds=time.perf_counter() - start,
+                        provenance=self.provenance, curve=tuple(result.curve), stopped=result.pruned)
+
+
+register_estimator("proxy", ProxyEstimator.from_spec)
+
+
+__all__ = ["ProxyError", "ProxyEstimator", "ProxyResult", "ProxySettings", "configure_threads",
+           "crop_oversized_kernels", "train_proxy"]

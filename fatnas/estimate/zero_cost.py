@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import FatnasError
 from ..model.config import FATConfig
 from ..model.network import FAT
+from .base import Estimate, Report, register_estimator
 from .cost import analytic_cost
 from .data import DataSplit, prepare_images
 from .proxy import crop_oversized_kernels
@@ -138,5 +139,32 @@ def score_config(proxy: str, cfg: FATConfig, batch: tuple[torch.Tensor, torch.Te
     return ProxyScore(proxy, value, time.perf_counter() - start)
 
 
+class ZeroCostEstimator:
+    """The `zero-cost:NAME` estimator: one proxy's score of a freshly initialized network on one seeded minibatch
+    (or, for the `params` and `flops` baselines, the analytic size at `cost_res`)."""
+
+    def __init__(self, proxy: str, batch: tuple[torch.Tensor, torch.Tensor], *, num_classes: int, seed: int = 0,
+                 cost_res: int = 224) -> None:
+        self.name, self.batch = check_proxy(proxy), batch
+        self.num_classes, self.seed, self.cost_res = num_classes, seed, cost_res
+
+    @classmethod
+    def from_spec(cls, argument: str, *, data: DataSplit, res: int, batch_size: int = DEFAULT_BATCH, seed: int = 0,
+                  cost_res: int = 224, batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  **context: Any) -> "ZeroCostEstimator":
+        """`res`, `batch_size` and `seed` draw the minibatch from `data` (unless `batch` is given)."""
+        batch = batch if batch is not None else minibatch(data, res=res, batch_size=batch_size, seed=seed)
+        return cls(argument, batch, num_classes=data.num_classes, seed=seed, cost_res=cost_res)
+
+    def estimate(self, cfg: FATConfig, report: Report | None = None) -> Estimate:
+        scored = score_config(self.name, cfg, self.batch, num_classes=self.num_classes, seed=self.seed,
+                              cost_res=self.cost_res)
+        return Estimate(score=scored.value, metrics=dict(score=scored.value), seconds=scored.seconds,
+                        provenance=f"zero-cost:{self.name}")
+
+
+register_estimator("zero-cost", ZeroCostEstimator.from_spec)
+
+
 __all__ = ["BASELINES", "NETWORK_SCORES", "PROXIES", "ProxyScore", "ZERO_COST_PROXIES", "check_proxy",
-           "grad_norm", "minibatch", "naswot", "score_config", "snip", "synflow"]
+           "ZeroCostEstimator", "grad_norm", "minibatch", "naswot", "score_config", "snip", "synflow"]

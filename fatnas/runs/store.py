@@ -117,6 +117,10 @@ class Run:
     def trials(self) -> pd.DataFrame:
         return self.read_table("trials.csv")
 
+    def state_counts(self) -> dict[str, int]:
+        """Trials of trials.csv by state, e.g. {'COMPLETE': 17, 'PRUNED': 3}."""
+        return state_counts(self.trials())
+
     def pareto(self) -> pd.DataFrame:
         return self.read_table("pareto.csv")
 
@@ -164,6 +168,11 @@ def list_runs(root: Path | None = None) -> list[Run]:
     if not root.is_dir():
         return []
     return [Run(p) for p in sorted(root.iterdir()) if (p / "run.yaml").is_file()]
+
+
+def state_counts(trials: pd.DataFrame) -> dict[str, int]:
+    """Rows of a trials table by state (empty table: none)."""
+    return trials["state"].value_counts().to_dict() if not trials.empty else {}
 
 
 def pareto_mask(table: pd.DataFrame, objectives: Iterable[tuple[str, str]] = OBJECTIVES) -> pd.Series:

@@ -11,9 +11,10 @@ import math
 import numpy as np
 from scipy import stats
 
+from ..estimate.predictor import RIDGE_ALPHA, loo_ridge  # the ridge lives with the predictor estimator
+
 BOOTSTRAP_SAMPLES = 1000
 LEVEL = 0.9  # two-sided coverage of every interval
-RIDGE_ALPHA = 1.0  # on standardized features and target
 BAND_FACTOR = 2.0  # FLOPs bands: networks within a factor of 2 of each other
 MIN_BAND = 3  # networks a band needs to count
 _CHUNK_CELLS = 4_000_000  # sign-matrix cells per batch of kendall_tau
@@ -187,21 +188,6 @@ def seed_tau(values: np.ndarray) -> np.ndarray | float:
     return np.mean(taus, axis=0) if values.ndim == 3 else float(np.mean(taus))
 
 
-def loo_ridge(features: np.ndarray, target: np.ndarray, alpha: float = RIDGE_ALPHA) -> np.ndarray:
-    """Leave-one-out predictions of `target`: each network's from a ridge fit on the others (standardized)."""
-    x, y = np.asarray(features, dtype=float), np.asarray(target, dtype=float)
-    predictions = np.empty(len(y))
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        mean, std = x[keep].mean(axis=0), x[keep].std(axis=0)
-        std[std == 0] = 1.0
-        z = (x[keep] - mean) / std
-        y_mean, y_std = y[keep].mean(), y[keep].std() or 1.0
-        weights = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ ((y[keep] - y_mean) / y_std))
-        predictions[i] = y_mean + y_std * (((x[i] - mean) / std) @ weights)
-    return predictions
-
-
 __all__ = ["BOOTSTRAP_SAMPLES", "band_tau", "bootstrap_indices", "flops_bands", "icc1", "interval", "kendall_tau",
-           "loo_ridge", "paired_difference", "partial_interval", "partial_tau", "ranks", "seed_tau", "spearman_brown",
-           "spearman_rho", "tau_ceiling", "tau_interval", "tau_to_r"]
+           "RIDGE_ALPHA", "loo_ridge", "paired_difference", "partial_interval", "partial_tau", "ranks",
+           "seed_tau", "spearman_brown", "spearman_rho", "tau_ceiling", "tau_interval", "tau_to_r"]

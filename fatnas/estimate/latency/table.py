@@ -260,6 +260,14 @@ def load_table(path: str | Path) -> LatencyTable:
 _TABLES: dict[tuple[str, float], LatencyTable] = {}
 
 
+def checked_table_path(path: str | Path | None, space: SearchSpace) -> str | None:
+    """The table's absolute path (Ray workers may run elsewhere), once it is known to fit the space (None: none)."""
+    if path is None:
+        return None
+    load_table(path).check_fits(res=space.resolution, batch=1, space=space)
+    return str(Path(path).resolve())
+
+
 def cached_table(path: str | Path) -> LatencyTable:
     """`load_table`, read once per process and file version."""
     path = Path(path)

@@ -75,6 +75,7 @@ from .report import (
 from .settings import (
     StudySettings,
     record_study,
+    resume_study_settings,
 )
 from .specs import (
     CSV_COLUMNS,
@@ -115,8 +116,8 @@ __all__ = ["BAR_MEASURES", "CSV_COLUMNS", "DEFAULT_ARCHS", "DEFAULT_HIGH", "DEFA
            "cost_table", "estimator_table", "estimators", "execute", "fidelity_fields", "fidelity_label",
            "finished_networks", "job_seconds", "kind_of", "loo_predictions", "low_vs_reference",
            "noise_ceiling", "parse_fidelity", "plan_jobs", "predictor_features", "rank_statistics",
-           "read_rows", "read_study_table", "record_study", "reference_line", "reference_name",
-           "reference_seeds_table", "reliability", "report_html", "run_job", "run_study",
+           "read_rows", "read_study_table", "record_study", "resume_study_settings", "reference_line",
+           "reference_name", "reference_seeds_table", "reliability", "report_html", "run_job", "run_study",
            "sample_architectures", "scatter_figure", "seed_spread", "spread_architecture",
            "study_architectures", "study_reference", "top_k_overlap", "training_metrics", "with_metric",
            "write_report"]

@@ -17,10 +17,11 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from ...estimate.base import make_estimator
 from ...estimate.cost import Budget, analytic_cost
 from ...estimate.data import DataSplit, settings_data
-from ...estimate.proxy import ProxyResult, ProxySettings, configure_threads, train_proxy
-from ...estimate.zero_cost import BASELINES, PROXIES, minibatch, score_config
+from ...estimate.proxy import ProxyResult, ProxySettings, configure_threads
+from ...estimate.zero_cost import BASELINES, PROXIES
 from ...model.config import FATConfig
 from ...model.space import SearchSpace
 from ...model.variants import PUBLISHED, get_config
@@ -78,6 +79,11 @@ class Job:
     def key(self) -> tuple[str, str, int]:
         return self.arch, self.measure, self.seed
 
+    @property
+    def estimator(self) -> str:
+        """The spec of the estimator that carries the job out (`fatnas.estimate.make_estimator`)."""
+        return "proxy" if self.kind == TRAIN else f"zero-cost:{self.measure}"
+
 
 def plan_jobs(settings: StudySettings, archs: dict[str, FATConfig]) -> list[Job]:
     """Per architecture: proxies, low fidelities, the high one with each reference seed; then the seed spread."""
@@ -111,12 +117,11 @@ def run_job(job: Job, data: DataSplit, settings: StudySettings) -> list[dict[str
     """Carry out one job; returns its fidelity.csv rows, one per metric."""
     cfg = FATConfig.from_dict(job.config)
     start = time.perf_counter()
-    if job.kind == TRAIN:
-        values = training_metrics(train_proxy(cfg, data, ProxySettings(**job.proxy).replace(device=settings.device)))
-    else:
-        batch = minibatch(data, res=settings.lows[0].res, batch_size=settings.proxy_batch, seed=job.seed)
-        values = {SCORE: score_config(job.measure, cfg, batch, num_classes=data.num_classes, seed=job.seed,
-                                      cost_res=settings.space.resolution).value}
+    proxy = ProxySettings(**job.proxy).replace(device=settings.device) if job.proxy else None
+    estimator = make_estimator(job.estimator, proxy=proxy, data=data, res=settings.lows[0].res,
+                               batch_size=settings.proxy_batch, seed=job.seed, cost_res=settings.space.resolution)
+    metrics = estimator.estimate(cfg).metrics
+    values = {name: metrics[key] for key, name in STUDY_METRICS.items() if key in metrics}
     seconds = time.perf_counter() - start
     cost = analytic_cost(cfg, settings.space.resolution)
     return [dict(arch=job.arch, kind=job.kind, measure=job.measure, metric=metric, seed=job.seed, value=value,
@@ -124,6 +129,9 @@ def run_job(job: Job, data: DataSplit, settings: StudySettings) -> list[dict[str
             for metric, value in values.items()]
 
 
+# an estimate's metrics as fidelity.csv names them, in its order (a training's four, or a score)
+STUDY_METRICS = {"accuracy": "accuracy", "val_loss": "loss", "sotl_e": "sotl_e", "curve_slope": "slope",
+                 "score": SCORE}
 _WORKER: dict[str, Any] = {}
 _PR_SET_PDEATHSIG = 1
 

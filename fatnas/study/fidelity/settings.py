@@ -2,8 +2,9 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ...estimate.cost import Budget, flop_convention
 from ...estimate.data import check_classes
@@ -127,3 +128,28 @@ def record_study(run: Run, settings: StudySettings, argv: list[str] | None = Non
     """Write run.yaml: command, settings, seeds, versions and hardware."""
     run.record("fidelity", settings.to_meta(), dataset=settings.dataset,
                flop_convention=flop_convention(settings.space.resolution), argv=argv)
+
+
+def resume_study_settings(run: Run, *, lows: Sequence[str] = (), device: str | None = None,
+                          workers: int | None = None, high_seeds: int | None = None,
+                          reference_metric: str | None = None) -> StudySettings:
+    """The recorded settings of a study to continue: `lows` (fidelity texts) add low fidelities, `workers`,
+    `high_seeds` and `reference_metric` change (None keeps the recorded value); run.yaml follows the changes.
+
+    A study keeps one device: a `device` other than the recorded one is an error."""
+    meta = run.read_meta()
+    if meta.get("kind") != "fidelity":
+        raise FidelityError(f"run {run.id!r} is not a fidelity run; --resume takes a fidelity run id")
+    if device and device != meta.get("device", "cpu"):
+        raise FidelityError(f"--device {device}: study {run.id!r} trains on {meta.get('device', 'cpu')}; "
+                            f"a study keeps one device (leave --device out, or start a new study)")
+    settings = StudySettings.from_meta(meta, workers=workers, high_seeds=high_seeds, reference_metric=reference_metric)
+    added = [parse_fidelity(text) for text in lows]
+    added = [s for s in added if s not in settings.lows]
+    if added:  # a finished study takes more low fidelities; its other measurements are kept
+        settings = dataclasses.replace(settings, lows=settings.lows + tuple(added))
+        run.update_meta(**settings.fidelity_meta())
+    recorded = (meta.get("high_seeds", 1), meta.get("reference_metric", "accuracy"))
+    if (settings.high_seeds, settings.reference_metric) != recorded:
+        run.update_meta(high_seeds=settings.high_seeds, reference_metric=settings.reference_metric)
+    return settings
