@@ -13,6 +13,7 @@ import pandas as pd
 from ...estimate.cost import Budget
 from ...model.config import NUM_STAGES, STAGE_FIELDS
 from ...runs.store import Run, hypervolume, pareto_front
+from ...runs.store import state_counts as count_states
 from ...study.trust import ProxyTrust, find_proxy_trust
 
 PLOT_IDS = ("pareto", "acc-flops", "acc-params", "hypervolume", "best-accuracy", "importance", "parcoords")
@@ -100,7 +101,8 @@ def evaluated_references(data: RunData) -> pd.DataFrame:
 
 
 def state_counts(data: RunData) -> dict[str, int]:
-    counts = data.trials["state"].value_counts().to_dict() if not data.trials.empty else {}
+    """Trials by state, every state of `STATES` present (0 where none)."""
+    counts = count_states(data.trials)
     return {s: int(counts.get(s, 0)) for s in STATES}
 
 

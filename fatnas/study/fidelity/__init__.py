@@ -23,6 +23,7 @@ totals at the space's resolution (1 multiply-add = 1 FLOP).
 
 from .analysis import (
     Estimator,
+    EstimatorColumn,
     Reference,
     arch_sizes,
     choose_reference_metric,
@@ -108,16 +109,16 @@ from .study import (
 )
 
 __all__ = ["BAR_MEASURES", "CSV_COLUMNS", "DEFAULT_ARCHS", "DEFAULT_HIGH", "DEFAULT_LOW", "DEFAULT_TOP_K", "Estimator",
-           "FIDELITY_KEYS", "FidelityError", "Job", "MAX_DRAWS_PER_ARCH", "MIN_PREDICTOR_ARCHS", "ORIENTED",
-           "PLOT_IDS", "PREDICTOR", "PRESETS", "REFERENCE", "REFERENCE_CHOICES", "REFERENCE_METRICS",
-           "RELIABILITY_COLUMNS", "Reference", "SCORE", "SIGNS", "SUMMARY_COLUMNS", "StudySettings",
-           "TARGET_PARAMS_TAU", "TARGET_SEED_TAU", "TRAIN_METRICS", "analyse", "arch_sizes", "bars_figure",
-           "choose_reference_metric", "chosen_reference", "correlation_bars", "correlations", "cost_figure",
-           "cost_table", "estimator_table", "estimators", "execute", "fidelity_fields", "fidelity_label",
-           "finished_networks", "job_seconds", "kind_of", "loo_predictions", "low_vs_reference",
-           "noise_ceiling", "parse_fidelity", "plan_jobs", "predictor_features", "rank_statistics",
-           "read_rows", "read_study_table", "record_study", "resume_study_settings", "reference_line",
-           "reference_name", "reference_seeds_table", "reliability", "report_html", "run_job", "run_study",
-           "sample_architectures", "scatter_figure", "seed_spread", "spread_architecture",
-           "study_architectures", "study_reference", "top_k_overlap", "training_metrics", "with_metric",
-           "write_report"]
+           "EstimatorColumn", "FIDELITY_KEYS", "FidelityError", "Job", "MAX_DRAWS_PER_ARCH",
+           "MIN_PREDICTOR_ARCHS", "ORIENTED", "PLOT_IDS", "PREDICTOR", "PRESETS", "REFERENCE",
+           "REFERENCE_CHOICES", "REFERENCE_METRICS", "RELIABILITY_COLUMNS", "Reference", "SCORE", "SIGNS",
+           "SUMMARY_COLUMNS", "StudySettings", "TARGET_PARAMS_TAU", "TARGET_SEED_TAU", "TRAIN_METRICS",
+           "analyse", "arch_sizes", "bars_figure", "choose_reference_metric", "chosen_reference",
+           "correlation_bars", "correlations", "cost_figure", "cost_table", "estimator_table", "estimators",
+           "execute", "fidelity_fields", "fidelity_label", "finished_networks", "job_seconds", "kind_of",
+           "loo_predictions", "low_vs_reference", "noise_ceiling", "parse_fidelity", "plan_jobs",
+           "predictor_features", "rank_statistics", "read_rows", "read_study_table", "record_study",
+           "resume_study_settings", "reference_line", "reference_name", "reference_seeds_table",
+           "reliability", "report_html", "run_job", "run_study", "sample_architectures", "scatter_figure",
+           "seed_spread", "spread_architecture", "study_architectures", "study_reference", "top_k_overlap",
+           "training_metrics", "with_metric", "write_report"]

@@ -148,7 +148,7 @@ def study_reference(table: pd.DataFrame, settings: StudySettings, reliable: pd.D
 
 
 @dataclass(frozen=True)
-class Estimator:
+class EstimatorColumn:
     """One way to predict the reference: a measure's metric times `sign` (higher = predicted better)."""
 
     name: str
@@ -158,12 +158,15 @@ class Estimator:
     sign: int = 1
 
 
-def estimators(settings: StudySettings) -> list[Estimator]:
+Estimator = EstimatorColumn  # its name before `fatnas.estimate.Estimator`, the interface every estimator implements
+
+
+def estimators(settings: StudySettings) -> list[EstimatorColumn]:
     """Each low fidelity's four metrics, the zero-cost proxies, the baselines (the predictor comes last, apart)."""
-    specs = [Estimator(f"{settings.label(low)}:{ORIENTED[m]}", settings.label(low), m, TRAIN, SIGNS[m])
+    specs = [EstimatorColumn(f"{settings.label(low)}:{ORIENTED[m]}", settings.label(low), m, TRAIN, SIGNS[m])
              for low in settings.lows for m in TRAIN_METRICS]
     zero = [p for p in settings.proxies if p not in BASELINES] + [p for p in settings.proxies if p in BASELINES]
-    return specs + [Estimator(p, p, SCORE, kind_of(p)) for p in zero]
+    return specs + [EstimatorColumn(p, p, SCORE, kind_of(p)) for p in zero]
 
 
 def estimator_table(table: pd.DataFrame, settings: StudySettings, reference: Reference) -> pd.DataFrame:
@@ -210,7 +213,7 @@ def correlations(table: pd.DataFrame, settings: StudySettings, reliable: pd.Data
     frame, sizes, seconds = estimator_table(table, settings, reference), arch_sizes(table), job_seconds(table)
     specs = [e for e in estimators(settings) if e.name in frame]
     if PREDICTOR in frame and frame[PREDICTOR].notna().any():
-        specs.append(Estimator(PREDICTOR, PREDICTOR, SCORE, PREDICTOR_KIND))
+        specs.append(EstimatorColumn(PREDICTOR, PREDICTOR, SCORE, PREDICTOR_KIND))
     others = _comparisons(frame, reference, sizes, settings)
     rows = []
     for spec in specs:
@@ -261,7 +264,7 @@ def rank_statistics(scores: pd.Series, truth: pd.Series, sizes: pd.DataFrame, ot
     return out
 
 
-def _estimator_seconds(spec: Estimator, seconds: pd.Series, settings: StudySettings) -> float:
+def _estimator_seconds(spec: EstimatorColumn, seconds: pd.Series, settings: StudySettings) -> float:
     """Seconds per architecture; the predictor costs the main low's training plus every proxy it read."""
     if spec.kind != PREDICTOR_KIND:
         return float(seconds.get(spec.measure, np.nan))
