@@ -13,7 +13,7 @@ import pytest
 import fatnas
 from fatnas.cli import build_parser
 from fatnas.errors import FatnasError
-from fatnas.estimate.base import ESTIMATORS, Estimate, make_estimator, register_estimator
+from fatnas.estimate.base import ESTIMATOR_MODULES, ESTIMATORS, Estimate, make_estimator, register_estimator
 from fatnas.estimate.cost import parse_budget
 from fatnas.estimate.proxy import ProxySettings
 from fatnas.model.space import load_space
@@ -143,3 +143,18 @@ def test_the_python_api():
     assert fatnas.cost(get_config("fat_b2")).flops == 2_150_371_712
     assert callable(fatnas.search) and fatnas.search.run_search is run_search
     assert [row["name"] for row in fatnas.paper_comparison()] == ["fat_b0", "fat_b1", "fat_b2", "fat_b3"]
+
+
+def test_a_kind_is_imported_where_it_is_first_named(tmp_path, monkeypatch):
+    """A Ray trial or a --join worker is a fresh process: naming the kind imports the module that registers it."""
+    (tmp_path / "fatnas_lazy_kind.py").write_text(
+        "from fatnas.estimate.base import register_estimator\n"
+        "from tests.test_house import FixedEstimator\n"
+        "register_estimator('lazy', lambda argument, **context: FixedEstimator(float(argument)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(ESTIMATOR_MODULES, "lazy", "fatnas_lazy_kind")
+    monkeypatch.delitem(ESTIMATORS, "lazy", raising=False)
+    try:
+        assert make_estimator("lazy:0.75").estimate(get_config("fat_b0")).score == 0.75
+    finally:
+        ESTIMATORS.pop("lazy", None)
