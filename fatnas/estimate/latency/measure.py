@@ -291,8 +291,8 @@ def reference_network(in_chans: int = 3) -> FAT:
 
 def device_name(device: str) -> str:
     """The GPU's name, or the CPU's model and logical core count."""
-    if device == "cuda":
-        return torch.cuda.get_device_name()
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import platform
 import random
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -58,11 +59,11 @@ class ProfileSettings:
     calibration_repeats: int = 15  # rounds per whole calibration network
 
     def check(self) -> None:
-        if self.device not in ("cpu", "cuda"):
-            raise LatencyModelError(f"--device {self.device!r}: accepted cpu or cuda")
+        if self.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", self.device):
+            raise LatencyModelError(f"--device {self.device!r}: accepted cpu, cuda or cuda:N")
         if self.runtime not in RUNTIMES:
             raise LatencyModelError(f"--runtime {self.runtime!r}: accepted {', '.join(RUNTIMES)}")
-        if self.device == "cuda" and not torch.cuda.is_available():
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise LatencyModelError("--device cuda: no CUDA device is visible to torch here; "
                                     "profile on the target machine")
         for name in ("threads", "batch", "repeats"):
@@ -149,7 +150,7 @@ def profile_space(space: SearchSpace, settings: ProfileSettings, *, in_chans: in
                 calibration=dict(seed=CALIBRATION_SEED, networks=calibration),
                 units="parts: a part's pass over the reference's (mean less the top quarter); "
                       "ms = factor x sum x reference_ms")
-    return LatencyTable(device=settings.device, runtime=settings.runtime, threads=settings.threads,
+    return LatencyTable(device=settings.device.split(":")[0], runtime=settings.runtime, threads=settings.threads,
                         batch=settings.batch, res=res, in_chans=in_chans, num_classes=num_classes,
                         space=dict(name=space.name, fingerprint=space_fingerprint(space)),
                         reference_ms=timer.reference_ms, factor=factor, parts=table, meta=meta)
