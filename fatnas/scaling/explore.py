@@ -10,10 +10,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, Cost, analytic_cost
 from ..estimate.data import DataSplit
 from ..estimate.latency import measure_latency
-from ..estimate.proxy import ProxySettings, configure_threads, train_proxy
+from ..estimate.proxy import ProxySettings, configure_threads
 from ..model.config import FATConfig
 from ..runs.store import Run
 from .report import write_report
@@ -130,9 +131,10 @@ def explore(run: Run, base: FATConfig, settings: ScalingSettings, *, data: DataS
         if key not in trained:
             cfg = FATConfig.from_dict(json.loads(row["config"]))
             start = time.perf_counter()
-            result = train_proxy(cfg, data, settings.proxy.replace(res=int(row["proxy_res"])))
-            trained[key] = (result.accuracy, time.perf_counter() - start)
-            log(f"trained {_point_name(row)} at {int(row['proxy_res'])} px: proxy accuracy {result.accuracy:.4f} "
+            proxy = make_estimator("proxy", proxy=settings.proxy.replace(res=int(row["proxy_res"])), data=data)
+            accuracy = proxy.estimate(cfg).score
+            trained[key] = (accuracy, time.perf_counter() - start)
+            log(f"trained {_point_name(row)} at {int(row['proxy_res'])} px: proxy accuracy {accuracy:.4f} "
                 f"({trained[key][1]:.1f} s)")
         table.at[idx, "accuracy"], table.at[idx, "train_seconds"] = trained[key]
         run.write_table("scaling.csv", table)
