@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fatnas.config import FATConfig, describe  # noqa: E402
-from fatnas.cost import analytic_cost, fvcore_cost  # noqa: E402
-from fatnas.counting import OPERATORS  # noqa: E402
-from fatnas.model import FAT  # noqa: E402
+from fatnas.estimate.cost import analytic_cost, fvcore_cost  # noqa: E402
+from fatnas.model.config import FATConfig, describe  # noqa: E402
+from fatnas.model.counting import OPERATORS  # noqa: E402
+from fatnas.model.network import FAT  # noqa: E402
 
 WIDTH_STEP = 16  # widths are multiples of 16 up to MAX_WIDTH, like the published family
 MAX_WIDTH = 512

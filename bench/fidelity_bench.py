@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 from common import RESULTS
 
-from fatnas.fidelity import StudySettings, analyse
-from fatnas.store import open_run
+from fatnas.runs.store import open_run
+from fatnas.study.fidelity import StudySettings, analyse
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = {"pilot": dict(archs=8, references=False), "study": dict(archs=32, references=True)}

@@ -18,8 +18,8 @@ from common import RESULTS, save_table  # first: it sets the OpenMP wait policy 
 import pandas as pd
 from tqdm import tqdm
 
-from fatnas.cost import measure_latency
-from fatnas.variants import create_model
+from fatnas.estimate.latency import measure_latency
+from fatnas.model.variants import create_model
 
 
 def main() -> None:

@@ -27,9 +27,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from fatnas.latency import CALIBRATION_SEED, ProfileSettings, RelativeTimer, profile_space, sample_configs
-from fatnas.model import FAT
-from fatnas.space import load_space
+from fatnas.estimate.latency import CALIBRATION_SEED, ProfileSettings, RelativeTimer, profile_space, sample_configs
+from fatnas.model.network import FAT
+from fatnas.model.space import load_space
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ from common import RESULTS, save_table  # first: it sets the OpenMP wait policy 
 
 # isort: split
 
-from fatnas.cost import parse_budget
-from fatnas.proxy import ProxySettings
+from fatnas.estimate.cost import parse_budget
+from fatnas.estimate.proxy import ProxySettings
+from fatnas.model.space import load_space
+from fatnas.runs.store import create_run
 from fatnas.search import SearchSettings, run_search
-from fatnas.space import load_space
-from fatnas.store import create_run
 
 
 def one_search(root: str, seed: int, prescreen: str | None, keep: float, seconds: float, budget: str) -> dict:

@@ -38,13 +38,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from fatnas.cost import parse_budget  # noqa: E402
-from fatnas.data import load_dataset  # noqa: E402
-from fatnas.proxy import ProxySettings  # noqa: E402
-from fatnas.search import SearchSettings, record_run, run_search  # noqa: E402
+from fatnas.estimate.cost import parse_budget  # noqa: E402
+from fatnas.estimate.data import load_dataset  # noqa: E402
+from fatnas.estimate.proxy import ProxySettings  # noqa: E402
+from fatnas.model.space import load_space  # noqa: E402
+from fatnas.runs.store import create_run  # noqa: E402
+from fatnas.search import SearchSettings, backend_options, record_run, run_search  # noqa: E402
 from fatnas.search.ray_backend.options import local_cpus  # noqa: E402
-from fatnas.space import load_space  # noqa: E402
-from fatnas.store import create_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -64,7 +64,8 @@ def run_one(root: Path, name: str, settings: SearchSettings, data, backend: str,
     run = create_run(name, root=root)
     record_run(run, settings, backend, argv=["bench/ray_bench.py"])
     start = time.perf_counter()
-    run_search(run, settings, backend=backend, data=data, progress=False, **options)
+    run_search(run, settings, backend=backend, data=data, progress=False,
+               options=backend_options(backend, settings.device, **options))
     wall = time.perf_counter() - start
     trials, meta = run.trials(), run.read_meta()
     timed = trials["latency_ms"].dropna()

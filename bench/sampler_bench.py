@@ -26,12 +26,12 @@ from pathlib import Path
 import pandas as pd
 from common import RESULTS, save_table
 
-from fatnas.cost import parse_budget
-from fatnas.proxy import ProxySettings
+from fatnas.estimate.cost import parse_budget
+from fatnas.estimate.proxy import ProxySettings
+from fatnas.model.space import load_space
+from fatnas.runs.store import create_run, hypervolume, pareto_front
 from fatnas.search import SearchSettings, run_search
 from fatnas.search.optuna_backend import OptunaSearch
-from fatnas.space import load_space
-from fatnas.store import create_run, hypervolume, pareto_front
 
 
 def run_one(root: Path, sampler: str, seed: int, args: argparse.Namespace) -> pd.DataFrame:

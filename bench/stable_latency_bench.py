@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from fatnas.cost import ReferenceClock
-from fatnas.variants import create_model
+from fatnas.estimate.latency import ReferenceClock
+from fatnas.model.variants import create_model
 
 
 def cv_percent(values: list[float]) -> float:

@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fatnas.cost import analytic_cost
-from fatnas.data import DataSplit, load_dataset, prepare_images
-from fatnas.liveness import proxy_config
-from fatnas.model import FAT
-from fatnas.proxy import ProxySettings, train_proxy
-from fatnas.variants import resolve_config
+from fatnas.estimate.cost import analytic_cost
+from fatnas.estimate.data import DataSplit, load_dataset, prepare_images
+from fatnas.estimate.liveness import proxy_config
+from fatnas.estimate.proxy import ProxySettings, train_proxy
+from fatnas.model.network import FAT
+from fatnas.model.variants import resolve_config
 
 PLAIN_BATCH = 32
 MATMUL_SIZE = 2048

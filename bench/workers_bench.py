@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import RESULTS, save_table  # noqa: E402
 
-from fatnas.store import open_run  # noqa: E402
+from fatnas.runs.store import open_run  # noqa: E402
 from tests.ray_nodes import LocalCluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

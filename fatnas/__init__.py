@@ -1,13 +1,36 @@
-"""fatnas: neural architecture search and scaling explorer for FAT."""
-from importlib.metadata import PackageNotFoundError, version
+"""fatnas: neural architecture search and scaling explorer for FAT.
 
-try:
-    __version__ = version("fatnas")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0.1.0+source"
+The house, one way down: `model` (config, network, variants, spaces) <- `estimate` (cost, budgets,
+latency, data, proxy training, zero-cost scores: one Estimator shape) <- `runs` (run folders,
+export) <- `search` (one SearchBackend protocol: Optuna, Ray) <- `study` and `scaling` <- `report`
+<- `cli`. The Python API (`fatnas.api`) is reachable from here: `fatnas.create_model`,
+`fatnas.cost`, `fatnas.measure`, `fatnas.search(...)`, `fatnas.new_search`, `fatnas.resume_search`.
+"""
+from typing import Any
 
-from .config import ConfigError, FATConfig, plan
-from .model import FAT
-from .variants import create_model, get_config, list_models
+from . import _moved
+from ._version import __version__
 
-__all__ = ["__version__", "ConfigError", "FAT", "FATConfig", "create_model", "get_config", "list_models", "plan"]
+_moved.install()  # old module paths (fatnas.cost, fatnas.proxy, ...) keep working for one release
+
+from .model import FAT, ConfigError, FATConfig, create_model, get_config, list_models, plan  # noqa: E402
+
+API = ("cost", "measure", "new_search", "resume_search", "search_settings", "paper_comparison", "parse_budget",
+       "load_space", "config_of", "Search")
+
+
+def __getattr__(name: str) -> Any:
+    """The API's calls, imported when first used (`import fatnas` stays light)."""
+    if name == "search":
+        import importlib
+
+        return importlib.import_module(".search", __name__)  # the search package, callable: fatnas.search(...)
+    if name in API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["__version__", "ConfigError", "FAT", "FATConfig", "create_model", "get_config", "list_models", "plan",
+           *API, "search"]

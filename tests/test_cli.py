@@ -54,7 +54,7 @@ def test_cost_json_gives_the_exact_breakdown(capsys):
 
 
 def test_cost_of_a_yaml_config_with_latency(capsys, tmp_path):
-    from fatnas.config import FATConfig
+    from fatnas.model.config import FATConfig
 
     path = tmp_path / "mine.yaml"
     path.write_text(FATConfig(widths=[16, 32, 32, 64], depths=1, heads=[1, 2, 2, 4]).to_yaml())

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from fatnas.config import ConfigError, FATConfig
+from fatnas.model.config import ConfigError, FATConfig
 
 BASE = dict(widths=[32, 80, 160, 256], depths=[2, 2, 6, 2], heads=[2, 5, 10, 16])
 

@@ -6,23 +6,21 @@ import random
 import pytest
 import torch
 
-from fatnas.config import FATConfig
-from fatnas.cost import (
+from fatnas.errors import FatnasError
+from fatnas.estimate.cost import (
     BUDGET_FORMS,
     Budget,
     BudgetError,
-    LatencyStats,
     analytic_cost,
     flops,
     fvcore_cost,
-    measure_latency,
     params,
     parse_budget,
-    peak_memory_bytes,
 )
-from fatnas.errors import FatnasError
-from fatnas.model import FAT
-from fatnas.variants import get_config
+from fatnas.estimate.latency import LatencyStats, measure_latency, peak_memory_bytes
+from fatnas.model.config import FATConfig
+from fatnas.model.network import FAT
+from fatnas.model.variants import get_config
 from tests.reference import REFERENCE
 
 # ---------------------------------------------------------------- property test: analytic == fvcore
@@ -254,7 +252,7 @@ def test_peak_memory_on_cpu_exceeds_parameter_bytes():
 def test_reference_clock_prices_in_ms_as_ratio_times_the_runs_reference_median():
     import statistics
 
-    from fatnas.cost import ReferenceClock
+    from fatnas.estimate.latency import ReferenceClock
 
     clock = ReferenceClock(FAT(TINY), res=32, threads=1, warmup=1, repeats=5)
     first = clock.measure(FAT(TINY.replace(widths=[16, 16, 32, 32])))

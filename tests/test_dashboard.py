@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from fatnas.cli import main
-from fatnas.cost import Budget
-from fatnas.dashboard import (
+from fatnas.estimate.cost import Budget
+from fatnas.report.dashboard import (
     PLOT_IDS,
     SUMMARY_HEADINGS,
     RunData,
@@ -27,8 +27,8 @@ from fatnas.dashboard import (
     summary_display_table,
     summary_table,
 )
-from fatnas.store import Run, hypervolume
-from fatnas.trust import find_proxy_trust
+from fatnas.runs.store import Run, hypervolume
+from fatnas.study.trust import find_proxy_trust
 
 from .browser import render_page
 from .conftest import run_cli

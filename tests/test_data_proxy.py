@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fatnas.config import FATConfig
-from fatnas.data import DATASETS, FASHION_MNIST_DIR, DataError, load_dataset, prepare_images, proxy_images
-from fatnas.model import FAT
-from fatnas.proxy import LR_REFERENCE_BATCH, ProxyResult, ProxySettings, crop_oversized_kernels, train_proxy
+from fatnas.estimate.data import DATASETS, FASHION_MNIST_DIR, DataError, load_dataset, prepare_images, proxy_images
+from fatnas.estimate.proxy import LR_REFERENCE_BATCH, ProxyResult, ProxySettings, crop_oversized_kernels, train_proxy
+from fatnas.model.config import FATConfig
+from fatnas.model.network import FAT
 
 TINY = FATConfig(widths=[16, 16, 32, 32], depths=1, heads=[1, 1, 2, 2], windows=[2, 1, 1, 1])
 needs_fashion = pytest.mark.skipif(

@@ -10,9 +10,9 @@ import pytest
 import fatnas
 from fatnas import cli
 from fatnas.errors import FatnasError
-from fatnas.fidelity import FidelityError
-from fatnas.proxy import ProxyError, ProxySettings
+from fatnas.estimate.proxy import ProxyError, ProxySettings
 from fatnas.scaling import ScalingError, ScalingSettings
+from fatnas.study.fidelity import FidelityError
 
 
 def fatnas_modules() -> list[str]:
@@ -43,9 +43,9 @@ def test_the_api_raises_the_error_the_cli_reports(make, argv, error, capsys, iso
 
 
 def test_a_fidelity_study_refuses_zero_workers_through_the_api_and_the_cli(capsys, isolated_dirs):
-    from fatnas.cost import parse_budget
-    from fatnas.fidelity import StudySettings
-    from fatnas.space import load_space
+    from fatnas.estimate.cost import parse_budget
+    from fatnas.model.space import load_space
+    from fatnas.study.fidelity import StudySettings
 
     with pytest.raises(FidelityError, match="workers = 0: must be a positive whole number"):
         StudySettings(space=load_space("fat"), budget=parse_budget("2GFLOPs"), workers=0)

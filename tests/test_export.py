@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from fatnas.cli import main
-from fatnas.cost import analytic_cost
-from fatnas.export import DEPLOY_SEED, default_prefix, register_timm_models
-from fatnas.store import Run
-from fatnas.variants import create_model, get_config, list_models, variant_metadata, variants_dir
+from fatnas.estimate.cost import analytic_cost
+from fatnas.model.variants import create_model, get_config, list_models, variant_metadata, variants_dir
+from fatnas.runs.export import DEPLOY_SEED, default_prefix, register_timm_models
+from fatnas.runs.store import Run
 
 from .conftest import run_cli
 from .tiny_run import copy_run, shared_tiny_run

@@ -15,12 +15,15 @@ import pytest
 import torch
 from scipy import stats
 
-from fatnas import fidelity, rank_stats
 from fatnas.cli import main
-from fatnas.cost import analytic_cost, parse_budget
-from fatnas.data import DataError, DataSplit, parse_classes, select_classes
 from fatnas.errors import FatnasError
-from fatnas.fidelity import (
+from fatnas.estimate.cost import analytic_cost, parse_budget
+from fatnas.estimate.data import DataError, DataSplit, parse_classes, select_classes
+from fatnas.estimate.proxy import ProxySettings
+from fatnas.model.space import load_space
+from fatnas.runs.store import open_run
+from fatnas.study import fidelity, rank_stats
+from fatnas.study.fidelity import (
     PREDICTOR,
     REFERENCE,
     FidelityError,
@@ -37,9 +40,6 @@ from fatnas.fidelity import (
     top_k_overlap,
     with_metric,
 )
-from fatnas.proxy import ProxySettings
-from fatnas.space import load_space
-from fatnas.store import open_run
 
 from .browser import render_page
 from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist, run_cli

@@ -10,8 +10,7 @@ import torch
 import yaml
 
 from fatnas.cli import main
-from fatnas.cost import torch_threads
-from fatnas.latency import (
+from fatnas.estimate.latency import (
     LatencyModelError,
     ProfileSettings,
     RelativeTimer,
@@ -22,9 +21,10 @@ from fatnas.latency import (
     sample_configs,
     space_fingerprint,
     space_parts,
+    torch_threads,
 )
-from fatnas.space import load_space, shipped_spaces
-from fatnas.store import open_run
+from fatnas.model.space import load_space, shipped_spaces
+from fatnas.runs.store import open_run
 
 from .conftest import ROOT, TINY_PROXY, TINY_SPACE, needs_fashion_mnist
 
@@ -55,8 +55,8 @@ def test_every_config_of_the_space_is_made_of_profiled_parts():
 def test_carriers_hold_every_part_and_time_each_in_order():
     import torch
 
-    from fatnas.latency import carrier_configs, timed_parts
-    from fatnas.model import FAT
+    from fatnas.estimate.latency import carrier_configs, timed_parts
+    from fatnas.model.network import FAT
 
     space = load_space("fat")
     carriers = carrier_configs(space)
@@ -161,11 +161,11 @@ def test_a_search_with_a_latency_model_records_modelled_latency(tiny_table, isol
     trials = run.trials()
     timed = trials[trials["latency_ms"].notna()]
     assert len(timed) >= 1
-    from fatnas.config import FATConfig
+    from fatnas.model.config import FATConfig
 
     for _, row in timed.iterrows():
         assert row["latency_ms"] == pytest.approx(table.predict_ms(FATConfig.from_dict(json.loads(row["config"]))))
-    from fatnas.dashboard import latency_origin
+    from fatnas.report.dashboard import latency_origin
 
     assert "modelled from tiny.json" in latency_origin(run.read_meta())
 

@@ -9,8 +9,7 @@ import torch
 import yaml
 
 from fatnas import cli
-from fatnas.config import FATConfig, attention_keys, stage_output_sizes
-from fatnas.liveness import (
+from fatnas.estimate.liveness import (
     ResolutionError,
     check_res,
     collapse,
@@ -19,12 +18,13 @@ from fatnas.liveness import (
     space_liveness,
     table_rows,
 )
-from fatnas.model import FAT
-from fatnas.proxy import ProxySettings
+from fatnas.estimate.proxy import ProxySettings
+from fatnas.model.config import FATConfig, attention_keys, stage_output_sizes
+from fatnas.model.network import FAT
+from fatnas.model.space import grid, load_space, snap_heads, space_from_dict
+from fatnas.runs.store import create_run, open_run
 from fatnas.search import record_run, run_search, settings_from_meta, settings_to_meta
 from fatnas.search.optuna_backend import make_sampler
-from fatnas.space import grid, load_space, snap_heads, space_from_dict
-from fatnas.store import create_run, open_run
 
 from .conftest import TINY_PROXY, TINY_SPACE, needs_fashion_mnist
 
@@ -275,7 +275,7 @@ def conditional_space(tmp_path):
 
 @needs_fashion_mnist
 def test_a_search_records_liveness_and_draws_no_inert_heads(isolated_dirs, conditional_space):
-    from fatnas.cost import parse_budget
+    from fatnas.estimate.cost import parse_budget
 
     from .test_search import tiny_settings
 

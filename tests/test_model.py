@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from fatnas.config import ConfigError, FATConfig, plan
-from fatnas.cost import analytic_cost, fvcore_cost
-from fatnas.model import FAT, DropPath
-from fatnas.variants import PUBLISHED, UnknownModelError, create_model, get_config, list_models, variants_dir
+from fatnas.estimate.cost import analytic_cost, fvcore_cost
+from fatnas.model.config import ConfigError, FATConfig, plan
+from fatnas.model.network import FAT, DropPath
+from fatnas.model.variants import PUBLISHED, UnknownModelError, create_model, get_config, list_models, variants_dir
 from tests.reference import OPS, REFERENCE, reference_ops
 
 TINY = dict(widths=[8, 16, 16, 24], depths=[1, 1, 2, 1], heads=[2, 2, 4, 4], kernels=3,
@@ -270,14 +270,14 @@ def timm_name(request) -> str:
     """fat_b0, or a small exported variant (written by export_config into the test's variants folder)."""
     if request.param == "fat_b0":
         return "fat_b0"
-    from fatnas.export import export_config
+    from fatnas.runs.export import export_config
 
     export_config(FATConfig.from_dict(TINY), "timm_tiny", dict(origin="test"))
     return "timm_tiny"
 
 
 def _timm_model(name: str, **kwargs):
-    from fatnas.export import register_timm_models
+    from fatnas.runs.export import register_timm_models
 
     timm = pytest.importorskip("timm")
     register_timm_models()

@@ -89,8 +89,8 @@ def test_a_wheel_in_a_fresh_venv_runs_every_command_from_an_empty_folder(tmp_pat
 
 
 def test_fatnas_home_holds_runs_and_variants_when_set(tmp_path, monkeypatch):
-    from fatnas.store import runs_root
-    from fatnas.variants import variants_dir
+    from fatnas.model.variants import variants_dir
+    from fatnas.runs.store import runs_root
 
     for name in ("FATNAS_RUNS_DIR", "FATNAS_VARIANTS_DIR", "FATNAS_HOME"):
         monkeypatch.delenv(name, raising=False)

@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from fatnas.cost import parse_budget
-from fatnas.data import load_dataset
-from fatnas.proxy import ProxySettings
+from fatnas.estimate.cost import parse_budget
+from fatnas.estimate.data import load_dataset
+from fatnas.estimate.proxy import ProxySettings
+from fatnas.model.space import load_space
+from fatnas.runs.store import create_run, open_run
 from fatnas.search import record_run, run_search
-from fatnas.space import load_space
-from fatnas.store import create_run, open_run
 
 from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist, run_cli
 from .test_search import tiny_settings

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fatnas.store import open_run
+from fatnas.runs.store import open_run
 
 from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist
 from .ray_nodes import LocalCluster

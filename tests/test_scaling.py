@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from fatnas.cli import main
-from fatnas.config import FATConfig
-from fatnas.cost import analytic_cost, parse_budget
+from fatnas.estimate.cost import analytic_cost, parse_budget
+from fatnas.model.config import FATConfig
+from fatnas.model.variants import PUBLISHED, get_config, variants_dir
+from fatnas.runs.store import open_run
 from fatnas.scaling import (
     BASE_RES,
     Compound,
@@ -30,8 +32,6 @@ from fatnas.scaling import (
     training_rows,
 )
 from fatnas.scaling.report import FIT_POINTS, accuracy_curves, cost_curves
-from fatnas.store import open_run
-from fatnas.variants import PUBLISHED, get_config, variants_dir
 
 from .browser import render_page
 from .conftest import TINY_PROXY, needs_fashion_mnist, run_cli

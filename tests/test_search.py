@@ -11,14 +11,14 @@ import time
 import pandas as pd
 import pytest
 
-from fatnas.config import FATConfig
-from fatnas.cost import fvcore_cost, parse_budget
-from fatnas.model import FAT
-from fatnas.proxy import ProxySettings
+from fatnas.estimate.cost import fvcore_cost, parse_budget
+from fatnas.estimate.proxy import ProxySettings
+from fatnas.model.config import FATConfig
+from fatnas.model.network import FAT
+from fatnas.model.space import load_space
+from fatnas.runs.store import create_run, open_run, pareto_mask
 from fatnas.search import SearchSettings, run_search, settings_from_meta, settings_to_meta
 from fatnas.search.core import MedianStopper
-from fatnas.space import load_space
-from fatnas.store import create_run, open_run, pareto_mask
 
 from .conftest import ROOT, TINY_PROXY, TINY_SPACE, needs_fashion_mnist, run_cli
 
@@ -106,7 +106,7 @@ def test_tpe_start_up_draws_repeat_with_the_seed(isolated_dirs):
 
 @needs_fashion_mnist
 def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(isolated_dirs, monkeypatch):
-    import fatnas.search.evaluate as evaluate
+    import fatnas.estimate.proxy as evaluate  # the proxy estimator trains through it
 
     real_train, calls = evaluate.train_proxy, []
 
@@ -192,7 +192,7 @@ def test_cli_prescreen_is_recorded_and_kept_on_resume(isolated_dirs):
 @needs_fashion_mnist
 def test_cli_search_on_chosen_classes_records_them_and_resumes_with_them(isolated_dirs, capsys):
     from fatnas.cli import main
-    from fatnas.data import load_dataset
+    from fatnas.estimate.data import load_dataset
     from fatnas.search import settings_from_meta
 
     args = ["search", "--budget", BUDGET, "--space", str(TINY_SPACE), "--trials", "1", "--run-id", "upper",

@@ -6,8 +6,8 @@ import random
 import pytest
 import yaml
 
-from fatnas.config import FATConfig
-from fatnas.space import SpaceError, grid, load_space, nearest_divisor, space_from_dict
+from fatnas.model.config import FATConfig
+from fatnas.model.space import SpaceError, grid, load_space, nearest_divisor, space_from_dict
 
 from .conftest import TINY_SPACE
 

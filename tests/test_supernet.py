@@ -12,11 +12,11 @@ import time
 import pytest
 import torch
 
-from fatnas.config import FATConfig
-from fatnas.cost import analytic_cost, fvcore_cost
 from fatnas.errors import FatnasError
-from fatnas.space import load_space, shipped_spaces
-from fatnas.store import RunError
+from fatnas.estimate.cost import analytic_cost, fvcore_cost
+from fatnas.model.config import FATConfig
+from fatnas.model.space import load_space, shipped_spaces
+from fatnas.runs.store import RunError
 from fatnas.supernet import Supernet, SupernetError
 from fatnas.supernet.run import CHECKPOINT, WEIGHTS, SupernetTask, check_task, load_supernet, train_supernet
 from fatnas.supernet.score import recalibrate_batchnorm
@@ -101,7 +101,7 @@ def test_a_config_the_supernet_cannot_hold_is_refused():
 
 
 def test_recalibration_measures_the_statistics_of_the_images():
-    from fatnas.data import ProxyImages
+    from fatnas.estimate.data import ProxyImages
 
     space = load_space(TINY_SPACE)
     network = Supernet(space, in_chans=1, num_classes=3).extract(space.sample(lambda n, o: o[0]))

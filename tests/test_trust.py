@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from fatnas.cli import main
-from fatnas.dashboard import load_run_data
-from fatnas.fidelity import fidelity_fields
-from fatnas.proxy import ProxySettings
-from fatnas.store import Run, create_run
-from fatnas.trust import OBJECTIVE, find_proxy_trust
+from fatnas.estimate.proxy import ProxySettings
+from fatnas.report.dashboard import load_run_data
+from fatnas.runs.store import Run, create_run
+from fatnas.study.fidelity import fidelity_fields
+from fatnas.study.trust import OBJECTIVE, find_proxy_trust
 
 from .browser import render_page
 from .tiny_run import copy_run

@@ -15,13 +15,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from fatnas.cost import parse_budget
 from fatnas.errors import FatnasError
-from fatnas.proxy import ProxySettings
+from fatnas.estimate.cost import parse_budget
+from fatnas.estimate.proxy import ProxySettings
+from fatnas.model.space import load_space
+from fatnas.runs.store import open_run
 from fatnas.search import SearchSettings
 from fatnas.search.storage import Heartbeat, mask_password, normalize_storage, open_storage
-from fatnas.space import load_space
-from fatnas.store import open_run
 
 from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist, run_cli
 from .postgres import PASSWORD, free_port, postgres_server

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from fatnas.config import FATConfig
-from fatnas.cost import analytic_cost
-from fatnas.data import load_dataset
 from fatnas.errors import FatnasError
-from fatnas.zero_cost import PROXIES, ZERO_COST_PROXIES, check_proxy, minibatch, score_config
+from fatnas.estimate.cost import analytic_cost
+from fatnas.estimate.data import load_dataset
+from fatnas.estimate.zero_cost import PROXIES, ZERO_COST_PROXIES, check_proxy, minibatch, score_config
+from fatnas.model.config import FATConfig
 
 from .conftest import FASHION_MNIST
 

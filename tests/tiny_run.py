@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from fatnas.runs.store import Run, create_run, open_run
 from fatnas.search import record_run, run_search
-from fatnas.store import Run, create_run, open_run
 
 from .conftest import FASHION_MNIST
 from .test_search import tiny_settings

@@ -10,11 +10,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import FATConfig
-from ..cost import Budget, Cost, analytic_cost, measure_latency
-from ..data import DataSplit
-from ..proxy import ProxySettings, configure_threads, train_proxy
-from ..store import Run
+from ..estimate.base import make_estimator
+from ..estimate.cost import Budget, Cost, analytic_cost
+from ..estimate.data import DataSplit
+from ..estimate.latency import measure_latency
+from ..estimate.proxy import ProxySettings, configure_threads
+from ..model.config import FATConfig
+from ..runs.store import Run
 from .report import write_report
 from .transforms import BASE_RES, Point, ScalingError, ScalingGrid, grid_points, round_half_up
 
@@ -129,9 +131,10 @@ def explore(run: Run, base: FATConfig, settings: ScalingSettings, *, data: DataS
         if key not in trained:
             cfg = FATConfig.from_dict(json.loads(row["config"]))
             start = time.perf_counter()
-            result = train_proxy(cfg, data, settings.proxy.replace(res=int(row["proxy_res"])))
-            trained[key] = (result.accuracy, time.perf_counter() - start)
-            log(f"trained {_point_name(row)} at {int(row['proxy_res'])} px: proxy accuracy {result.accuracy:.4f} "
+            proxy = make_estimator("proxy", proxy=settings.proxy.replace(res=int(row["proxy_res"])), data=data)
+            accuracy = proxy.estimate(cfg).score
+            trained[key] = (accuracy, time.perf_counter() - start)
+            log(f"trained {_point_name(row)} at {int(row['proxy_res'])} px: proxy accuracy {accuracy:.4f} "
                 f"({trained[key][1]:.1f} s)")
         table.at[idx, "accuracy"], table.at[idx, "train_seconds"] = trained[key]
         run.write_table("scaling.csv", table)
@@ -140,7 +143,7 @@ def explore(run: Run, base: FATConfig, settings: ScalingSettings, *, data: DataS
 
 
 def _latency_ms(cfg: FATConfig, res: int, settings: ScalingSettings) -> float:
-    from ..model import FAT
+    from ..model.network import FAT
 
     return measure_latency(FAT(cfg), res=res, in_chans=cfg.in_chans, device=settings.device, threads=settings.threads,
                            warmup=settings.latency_warmup, repeats=settings.latency_repeats).median_ms

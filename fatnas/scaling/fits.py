@@ -8,8 +8,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import FATConfig, describe
-from ..cost import Budget, Cost, analytic_cost, flop_convention, format_flops
+from ..estimate.cost import Budget, Cost, analytic_cost, flop_convention, format_flops
+from ..model.config import FATConfig, describe
 from .transforms import BASE_RES, X_LABELS, Compound, ScalingError, compound_scale, fit_x
 
 COST_METRICS = ("params", "flops", "latency_ms")
@@ -162,7 +162,7 @@ def fit_budget(base: FATConfig, budget: Budget, coeffs: Compound = Compound(), *
 def export_budget_fit(fit: BudgetFit, base_name: str, name: str, coeffs: Compound = Compound(), *,
                       force: bool = False):
     """Write a `fit_budget` result as variant `name` through the export path (atomic, name rules, no overwrite)."""
-    from ..export import export_config
+    from ..runs.export import export_config
 
     source = dict(run=None, origin=f"scaling of {base_name}", base=base_name,
                   scaling="compound, depth and width only (resolution fixed at 224)", phi=fit.phi,

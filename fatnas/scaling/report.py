@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import FATConfig, describe
-from ..cost import format_flops
-from ..report import html_table, layout, log_axis, page_html, palette_color, proxy_accuracy_label
-from ..store import Run, atomic_write_text
+from ..estimate.cost import format_flops
+from ..model.config import FATConfig, describe
+from ..report.page import html_table, layout, log_axis, page_html, palette_color, proxy_accuracy_label
+from ..runs.store import Run, atomic_write_text
 from .fits import PowerLaw, accuracy_fits, best_direction, cost_fits
 from .transforms import BASE_RES, DIRECTIONS, X_LABELS, Compound, fit_x
 

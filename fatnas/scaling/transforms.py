@@ -10,8 +10,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple, Sequence
 
-from ..config import FATConfig
 from ..errors import FatnasError
+from ..model.config import FATConfig
 
 BASE_RES = 224
 DIRECTIONS = ("width", "depth", "resolution", "compound")

@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..errors import FatnasError
-from ..store import pareto_front
+from ..runs.store import pareto_front
 from .evaluate import SearchSettings
 
 TRAINED = ("COMPLETE", "PRUNED")  # trials.csv states of trials that trained (PRUNED: stopped early)

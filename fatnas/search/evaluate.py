@@ -11,14 +11,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..config import NUM_STAGES, STAGE_FIELDS, FATConfig
-from ..cost import Budget, Cost, analytic_cost
-from ..data import DataSplit, check_classes
 from ..errors import FatnasError, check_positive
-from ..liveness import sampling_space
-from ..proxy import ProxySettings, train_proxy
-from ..space import SearchSpace
-from ..zero_cost import check_proxy
+from ..estimate.base import make_estimator
+from ..estimate.cost import Budget, Cost, analytic_cost
+from ..estimate.data import DataSplit, check_classes
+from ..estimate.liveness import sampling_space
+from ..estimate.proxy import ProxySettings
+from ..estimate.zero_cost import check_proxy
+from ..model.config import NUM_STAGES, STAGE_FIELDS, FATConfig
+from ..model.space import SearchSpace
 from .storage import Heartbeat
 
 Report = Callable[[int, float], bool]
@@ -56,6 +57,7 @@ class SearchSettings:
     latency_model: str | None = None  # a latency table (fatnas.latency): latency priced from it, not measured
     heartbeat: Heartbeat = Heartbeat()  # how workers sharing the study find a dead one
     classes: tuple[int, ...] = ()  # train and validate on these classes of the data set only (empty: all)
+    estimator: str = "proxy"  # what scores a candidate (`fatnas.estimate.make_estimator`); run.yaml names others only
 
     def __post_init__(self) -> None:
         check_positive(trials=self.trials, timeout=self.timeout_s, threads=self.threads)
@@ -124,7 +126,7 @@ def budget_excess(ev: Evaluation, budget: Budget) -> dict[str, float]:
 
 def time_candidate(ev: Evaluation, settings: SearchSettings) -> Evaluation:
     """Latency at the target resolution, from a table or measured against a reference; checks a latency budget."""
-    from ..latency import cached_table, measured_latency_ms
+    from ..estimate.latency import cached_table, measured_latency_ms
 
     if settings.latency_model:
         ev.latency_ms = cached_table(settings.latency_model).predict_ms(ev.config, res=settings.space.resolution)
@@ -138,18 +140,21 @@ def time_candidate(ev: Evaluation, settings: SearchSettings) -> Evaluation:
 
 def train_candidate(ev: Evaluation, data: DataSplit, settings: SearchSettings,
                     report: Report | None = None) -> Evaluation:
-    """Proxy-train the candidate; `report(checkpoint, accuracy)` returning True stops it early."""
+    """Estimate the candidate with the settings' estimator (by default proxy training); `report(checkpoint,
+    accuracy)` returning True stops it early."""
     start = time.perf_counter()
-    result = train_proxy(ev.config, data, settings.proxy, report)
-    ev.accuracy, ev.curve, ev.stopped_early = result.accuracy, list(result.curve), result.pruned
-    ev.images_seen, ev.train_seconds = result.images_seen, time.perf_counter() - start
-    ev.estimates = {name: _finite_or_none(getattr(result, name)) for name in ESTIMATES}
+    estimate = make_estimator(settings.estimator, proxy=settings.proxy, data=data, seed=settings.seed,
+                              res=settings.proxy.res, cost_res=settings.space.resolution).estimate(ev.config, report)
+    ev.accuracy, ev.curve, ev.stopped_early = estimate.score, list(estimate.curve), estimate.stopped
+    ev.images_seen = int(estimate.metrics.get("images_seen", 0))
+    ev.train_seconds = time.perf_counter() - start
+    ev.estimates = {name: _finite_or_none(estimate.metrics.get(name)) for name in ESTIMATES}
     return ev
 
 
-def _finite_or_none(value: float) -> float | None:
+def _finite_or_none(value: float | None) -> float | None:
     """NaN (e.g. the slope of a one-checkpoint curve) stored as None: JSON and Optuna's storage take it."""
-    return value if math.isfinite(value) else None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def config_columns(cfg: FATConfig) -> dict[str, Any]:

@@ -27,10 +27,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..data import DataSplit
 from ..errors import FatnasError
-from ..store import Run, publish_trials
-from ..zero_cost import minibatch, score_config
+from ..estimate.base import make_estimator
+from ..estimate.data import DataSplit
+from ..runs.store import Run, publish_trials
+from .backend import SearchJob
 from .core import MAX_INFEASIBLE_DRAWS, MedianStopper, StopRule, progress_bar, show_progress
 from .evaluate import (
     SAMPLERS,
@@ -42,7 +43,9 @@ from .evaluate import (
     train_candidate,
     trial_row,
 )
+from .record import storage_of
 from .storage import HeartbeatThread, fail_stale_trials, is_lost, open_storage, worker_name
+from .workers import start_workers, stop_workers, wait_workers
 
 DIRECTIONS = ("maximize", "minimize")  # accuracy, latency_ms
 RUN_META_ATTR = "fatnas_run"  # the study's copy of run.yaml, so any machine can rebuild the run folder
@@ -167,7 +170,9 @@ class OptunaSearch:
         self.worker = worker_name()
         fail_legacy_running(self.study, self.storage, settings.heartbeat.grace_s)
         self.stopper = MedianStopper() if settings.early_stopping else None
-        self.screen_batch = minibatch(data, res=settings.proxy.res, seed=settings.seed) if settings.prescreen else None
+        self.screener = None if not settings.prescreen else make_estimator(
+            f"zero-cost:{settings.prescreen}", data=data, res=settings.proxy.res, seed=settings.seed,
+            cost_res=settings.space.resolution)
         self.heartbeats = contextlib.ExitStack()
 
     def trials(self) -> list[FrozenTrial]:
@@ -278,8 +283,7 @@ class OptunaSearch:
         return drawn
 
     def score(self, ev: Evaluation) -> float:
-        return score_config(self.settings.prescreen, ev.config, self.screen_batch, num_classes=self.data.num_classes,
-                            seed=self.settings.seed, cost_res=self.settings.space.resolution).value
+        return self.screener.estimate(ev.config).score
 
     def screen_out(self, drawn: list[tuple[optuna.Trial, Evaluation]]) -> tuple[optuna.Trial, Evaluation]:
         """The best scored of the drawn candidates; the others are told PRUNED as screened out."""
@@ -306,3 +310,31 @@ class OptunaSearch:
 def set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+class OptunaBackend:
+    """The `optuna` search backend: ask-and-tell on one study that any number of workers share through its storage
+    (more processes here with `workers`, or `fatnas search --join` anywhere)."""
+
+    name = "optuna"
+    option_names: tuple[str, ...] = ()
+
+    def make_options(self, device: str | None, **values: Any) -> None:
+        return None
+
+    def check(self, settings: SearchSettings | None = None, *, storage: str | None = None, workers: int = 1,
+              joining: bool = False) -> None:
+        return None  # it carries out every setting, storage and worker count
+
+    def run(self, job: SearchJob, options: None) -> None:
+        run, settings = job.run, job.settings
+        search = OptunaSearch(run, settings, job.data, progress=job.progress, storage_url=storage_of(run, job.storage),
+                              joining=job.joining)
+        if not job.joining and not run.references().empty:
+            search.study.set_user_attr(REFERENCES_ATTR, run.references().to_dict("records"))
+        others = start_workers(run, job.workers - 1, settings, job.storage)
+        try:
+            search.optimize()
+            wait_workers(others)
+        finally:
+            stop_workers(others)

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..config import NUM_STAGES, FATConfig
 from ..errors import FatnasError
-from ..model import FAT
-from ..proxy import crop_oversized_kernels
-from ..space import SearchSpace
+from ..estimate.proxy import crop_oversized_kernels
+from ..model.config import NUM_STAGES, FATConfig
+from ..model.network import FAT
+from ..model.space import SearchSpace
 
 SKELETONS_KEPT = 64  # sub-network skeletons cached by config (meta tensors: no memory to speak of)
 

@@ -19,13 +19,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..cost import Budget, flop_convention
-from ..data import DataSplit, load_dataset
 from ..errors import FatnasError
+from ..estimate.cost import Budget, flop_convention
+from ..estimate.data import DataSplit, load_dataset
+from ..estimate.proxy import configure_threads
+from ..model.space import SearchSpace, space_from_dict
 from ..paths import atomic_write_bytes
-from ..proxy import configure_threads
-from ..space import SearchSpace, space_from_dict
-from ..store import Run, RunError, new_run, open_run
+from ..runs.store import Run, RunError, new_run, open_run
 from .elastic import Supernet
 from .score import SubnetScorer
 from .train import Stopwatch, SupernetTrainer, TrainSettings, eval_steps

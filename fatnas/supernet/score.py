@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import FATConfig
-from ..data import DataSplit, ProxyImages, proxy_images
-from ..proxy import crop_oversized_kernels
+from ..estimate.data import DataSplit, ProxyImages, proxy_images
+from ..estimate.proxy import crop_oversized_kernels
+from ..model.config import FATConfig
 from .elastic import Supernet
 
 EVAL_BATCH = 500

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..config import FATConfig
-from ..cost import Budget, analytic_cost
-from ..data import DataSplit, ProxyImages, proxy_images
 from ..errors import FatnasError
-from ..proxy import LR_REFERENCE_BATCH, _param_groups, _warmup_cosine
+from ..estimate.cost import Budget, analytic_cost
+from ..estimate.data import DataSplit, ProxyImages, proxy_images
+from ..estimate.proxy import LR_REFERENCE_BATCH, _param_groups, _warmup_cosine
+from ..model.config import FATConfig
 from .elastic import Supernet
 
 SAMPLINGS = ("sandwich", "uniform")

@@ -40,9 +40,9 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from ...data import DataSplit, settings_data
-from ...space import SearchSpace
-from ...store import Run, publish_trials
+from ...estimate.data import DataSplit, settings_data
+from ...model.space import SearchSpace
+from ...runs.store import Run, publish_trials
 from ..core import TRAINED, MedianStopper, StopRule, progress_bar, show_progress
 from ..evaluate import SearchSettings, price, trial_row
 from ..optuna_backend import open_study
@@ -308,10 +308,9 @@ class RaySearch:
     """One search run as a Ray Tune experiment in `runs/<id>/ray/` (resumed when it exists)."""
 
     def __init__(self, run: Run, settings: SearchSettings, data: DataSplit | None = None, *,
-                 progress: bool = True, cpus_per_trial: float | None = None, gpus_per_trial: float = 0.0,
-                 max_concurrent: int | None = None, ray_address: str | None = None) -> None:
+                 progress: bool = True, options: RayOptions = RayOptions()) -> None:
         self.run, self.settings, self.progress = run, settings, progress
-        self.options = RayOptions(cpus_per_trial, gpus_per_trial, max_concurrent, ray_address).resolve(settings.threads)
+        self.options = options.resolve(settings.threads)
         self.options.check_device(settings.device)  # (resolve re-validates: the CPUs must fit this machine)
         self.data = data
         self.init_seconds = 0.0

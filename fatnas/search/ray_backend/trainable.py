@@ -15,9 +15,9 @@ import ray
 import torch
 from ray import tune
 
-from ...config import FATConfig
-from ...data import DataSplit
-from ...space import SearchSpace
+from ...estimate.data import DataSplit
+from ...model.config import FATConfig
+from ...model.space import SearchSpace
 from ..evaluate import ESTIMATES, SearchSettings, price, time_candidate, train_candidate
 from ..storage import worker_name
 

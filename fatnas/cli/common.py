@@ -1,0 +1,100 @@
+"""What every command shares: the parser class with our one-line errors, the parent parsers of the shared
+flags (one spelling, one check, one default each), and small text helpers."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import DEVICE_FORMS, FatnasError, check_device
+
+Handler = Callable[[argparse.Namespace], int]
+# the defaults of the shared flags, stated once (a flag left out is None in args; `device`, `threads`, `dataset`
+# read it): a new run uses these, and a resumed or joined run keeps what it recorded
+DEFAULT_DEVICE = "cpu"
+DEFAULT_THREADS = 1
+DEFAULT_DATASET = "fashion-mnist"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with our one-line error and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise FatnasError(f"{self.prog}: {message}")
+
+
+def device_arg(text: str) -> str:
+    """--device's type: the form is checked while parsing, availability where the command uses it."""
+    try:
+        return check_device(text, available=False)
+    except FatnasError:
+        raise argparse.ArgumentTypeError(f"{text!r}: accepted forms: {DEVICE_FORMS}") from None
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Parent parsers of the flags several commands share."""
+
+    device: argparse.ArgumentParser
+    threads: argparse.ArgumentParser
+    data: argparse.ArgumentParser  # --dataset, --data-dir
+    seed: argparse.ArgumentParser
+    quiet: argparse.ArgumentParser
+    classes: argparse.ArgumentParser
+
+    @classmethod
+    def make(cls) -> "Flags":
+        def parent(*flags: tuple[str, dict[str, Any]]) -> argparse.ArgumentParser:
+            p = ArgumentParser(add_help=False)
+            for name, options in flags:
+                p.add_argument(name, **options)
+            return p
+
+        return cls(
+            device=parent(("--device", dict(type=device_arg, default=None, metavar="DEVICE",
+                                            help="cpu (default), cuda or cuda:N; a resumed run keeps its own"))),
+            threads=parent(("--threads", dict(type=int, default=None, help=f"torch threads for timing and training "
+                                              f"(default {DEFAULT_THREADS}; a resumed run keeps its own)"))),
+            data=parent(("--dataset", dict(default=None, help=f"{DEFAULT_DATASET} (default), cifar10 or imagefolder")),
+                        ("--data-dir", dict(default=None, help="folder of the data set (CIFAR-10 or ImageFolder)"))),
+            seed=parent(("--seed", dict(type=int, default=0, help="seed of every random choice (default 0)"))),
+            quiet=parent(("--quiet", dict(action="store_true", help="no progress output"))),
+            classes=parent(("--classes", dict(default=None, metavar="C,C,...",
+                                              help="train and validate on these classes only, e.g. 0,2,4,6 "
+                                                   "(Fashion-MNIST's upper-body classes, the task of the fidelity "
+                                                   "study's reference)"))),
+        )
+
+
+def device(args: argparse.Namespace) -> str:
+    """The device of a new run: --device, else the default."""
+    return args.device or DEFAULT_DEVICE
+
+
+def threads(args: argparse.Namespace) -> int:
+    """The torch threads of a new run: --threads, else the default."""
+    return DEFAULT_THREADS if args.threads is None else args.threads
+
+
+def dataset(args: argparse.Namespace) -> str:
+    """The data set of a new run: --dataset, else the default."""
+    return args.dataset or DEFAULT_DATASET
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The options that were given (not None), for settings classes to take with their own defaults."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def left_table(rows: list[dict[str, str]]) -> str:
+    """Rows of text as left-aligned columns (headers from the first row's keys)."""
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    lines = [[c.ljust(widths[c]) for c in columns]] + [[r[c].ljust(widths[c]) for c in columns] for r in rows]
+    return "\n".join("  ".join(line).rstrip() for line in lines)

@@ -1,0 +1,227 @@
+"""Commands on searches: `search`, `sync`, `runs`, `space` (what a search's proxy can see)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import FatnasError
+from .common import Flags, dataset, device, left_table, table, threads
+from .models import SPACE_HELP
+
+RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
+
+
+def add_search(sub: Any, flags: Flags) -> None:
+    p = sub.add_parser("search", parents=[flags.device, flags.threads, flags.data, flags.seed, flags.quiet,
+                                          flags.classes],
+                       help="search the space for accuracy-latency Pareto fronts under a budget")
+    p.add_argument("--budget", action="append", metavar="B",
+                   help="hard limit, repeatable: 2GFLOPs (fvcore total at the space's resolution), 5Mparams, 20ms")
+    p.add_argument("--space", default=None, help=SPACE_HELP)
+    p.add_argument("--trials", type=int, default=None, help="trained trials to reach (default 20)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
+    p.add_argument("--backend", default="optuna", help="optuna (default) or ray")
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--resume", default=None, metavar="ID", help="continue an interrupted run")
+    p.add_argument("--join", default=None, metavar="ID",
+                   help="add a worker to a running or stopped search (optuna; with --storage on another machine)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes on this machine sharing the search's target (default 1)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="where the study lives (default runs/<id>/study.db): sqlite:///PATH, "
+                        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, mysql://..., journal:///PATH.log")
+    p.add_argument("--heartbeat-interval", type=int, default=None, metavar="S",
+                   help="seconds between a running trial's heartbeats (default 10)")
+    p.add_argument("--grace-period", type=int, default=None, metavar="S",
+                   help="seconds without heartbeat after which a trial's worker counts as dead (default 30)")
+    p.add_argument("--proxy-res", type=int, default=None, help="proxy training resolution")
+    p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trial")
+    p.add_argument("--proxy-epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--no-references", action="store_true", help="skip evaluating fat_b0..b3")
+    p.add_argument("--no-early-stopping", action="store_true")
+    p.add_argument("--prescreen", default=None, metavar="PROXY",
+                   help="score candidates at initialization and train only the best: synflow, grad_norm, snip, "
+                        "naswot, params or flops")
+    p.add_argument("--prescreen-keep", type=float, default=None, metavar="FRACTION",
+                   help="with --prescreen: fraction of scored candidates that train (default 0.25: best of 4)")
+    p.add_argument("--latency-model", default=None, metavar="TABLE.json",
+                   help="price latency from a table of `fatnas latency-profile` (made on the target device) instead of "
+                        "measuring it here")
+    p.add_argument("--keep-inert", action="store_true",
+                   help="draw every value, also those that build the same network at the proxy resolution")
+    p.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="ray: CPUs (and torch threads) per trial (default: --threads)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="ray: GPUs per trial, fractions share one (default 0)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="ray: trials at once (default: cluster CPUs // cpus per trial)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="ray: join a cluster (auto or HOST:PORT); default: start a local Ray runtime")
+    p.set_defaults(handler=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..search import api, backend_options
+
+    if args.join and args.resume:
+        raise FatnasError("--join and --resume: give one (--join adds a worker, --resume continues alone)")
+    options = backend_options(args.backend, None if args.resume else device(args),  # before any run folder exists
+                              **{name: getattr(args, name) for name in RAY_FLAGS})
+    api.check_workers(args.backend, args.workers, bool(args.join))
+    if args.resume or args.join:
+        job = api.resume_search(args.resume or args.join, join=bool(args.join), backend=args.backend, options=options,
+                                storage=args.storage, workers=args.workers, trials=args.trials,
+                                timeout=args.timeout, device=args.device, threads=args.threads)
+    else:
+        job = api.new_search(_search_settings(args), run_id=args.run_id, backend=args.backend, options=options,
+                             storage=args.storage, workers=args.workers)
+    _print_header(job)
+    front = job.run_to_end(progress=not args.quiet)
+    _print_front(job.run, front, job.settings)
+    return 0
+
+
+def _search_settings(args: argparse.Namespace) -> Any:
+    from ..search.api import search_settings
+
+    return search_settings(budget=args.budget or [], space=args.space, trials=args.trials, timeout=args.timeout,
+                           sampler=args.sampler, seed=args.seed, device=device(args), threads=threads(args),
+                           dataset=dataset(args), data_dir=args.data_dir, classes=args.classes,
+                           proxy_res=args.proxy_res, proxy_images=args.proxy_images, proxy_epochs=args.proxy_epochs,
+                           batch_size=args.batch_size, references=not args.no_references,
+                           early_stopping=not args.no_early_stopping, prescreen=args.prescreen,
+                           prescreen_keep=args.prescreen_keep, collapse_inert=not args.keep_inert,
+                           heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
+                           latency_model=args.latency_model)
+
+
+def _print_header(job: Any) -> None:
+    from ..estimate.liveness import liveness_line
+
+    run, settings = job.run, job.settings
+    print(f"run {run.id}: {run.path}")
+    print(f"budget: {settings.budget.describe()}; space {settings.space.name} "
+          f"({settings.space.size():.3g} points); sampler {settings.sampler}; seed {settings.seed}")
+    classes = f" (classes {','.join(map(str, settings.classes))})" if settings.classes else ""
+    print(f"proxy: {settings.dataset}{classes} at {settings.proxy.res}px, "
+          f"{settings.proxy.images_per_trial} images per trial "
+          f"on {settings.device} (proxy accuracy, not ImageNet accuracy)")
+    print(liveness_line(settings.space, settings.proxy.res, settings.collapse_inert))
+    print(_latency_line(run.read_meta().get("latency") or {}))
+    if job.workers > 1:
+        print(f"workers: this process and {job.workers - 1} more (search --join {run.id})")
+
+
+def _latency_line(latency: dict[str, Any]) -> str:
+    if latency.get("source") == "modelled":
+        return (f"latency: modelled from {latency['table']} [{latency['table_fingerprint']}] ({latency['runtime']} on "
+                f"{latency['device']}, {latency['device_name']}, {latency['threads']} threads, "
+                f"batch {latency['batch_size']})")
+    return f"latency: measured here on {latency.get('device')} ({latency.get('method', 'median of timed passes')})"
+
+
+def _print_front(run: Any, front: Any, settings: Any) -> None:
+    import pandas as pd
+
+    from ..estimate.cost import format_flops
+
+    columns = ["trial", "accuracy", "latency_ms", "params", "flops"]
+    latency = (f"latency modelled from {settings.latency_model}" if settings.latency_model
+               else f"latency measured on {settings.device}")
+    print(f"\nPareto front ({len(front)} trials; accuracy = proxy accuracy on {settings.dataset}, "
+          f"{latency} at {settings.space.resolution}px, FLOPs = fvcore total at "
+          f"{settings.space.resolution}px):")
+    shown = front[columns].copy() if not front.empty else front
+    refs = run.references()
+    if not refs.empty:
+        refs = refs[refs["state"] == "REFERENCE"].assign(trial=lambda d: d["name"])[columns]
+        shown = pd.concat([f for f in (shown, refs) if not f.empty], ignore_index=True)
+    if not shown.empty:
+        shown["flops"] = shown["flops"].map(format_flops)
+        shown["params"] = shown["params"].map(lambda p: f"{p / 1e6:.2f}M")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"trials: {run.state_counts()}; files in {run.path}")
+
+
+def add_sync(sub: Any, flags: Flags) -> None:
+    p = sub.add_parser("sync", help="rebuild runs/<id>/ (trials, front, configs) from the study in its storage")
+    p.add_argument("run", metavar="RUN", help="run id (or folder)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="the study's storage (default: the one run.yaml names; needed where the run folder is missing)")
+    p.set_defaults(handler=cmd_sync)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from ..search import sync_run
+
+    run = sync_run(args.run, args.storage)
+    print(f"run {run.id} rebuilt from its study in {run.storage_url}: trials {run.state_counts()}; "
+          f"{len(run.pareto())} on the front; files in {run.path}")
+    return 0
+
+
+def add_runs(sub: Any, flags: Flags) -> None:
+    p = sub.add_parser("runs", help="list runs with budget, trial counts and front size")
+    p.set_defaults(handler=cmd_runs)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ..runs.store import list_runs
+
+    rows = []
+    for run in list_runs():
+        meta, counts = run.read_meta(), run.state_counts()
+        rows.append(dict(run=run.id, kind=meta.get("kind", "?"), backend=meta.get("backend", "-"),
+                         budget=meta.get("budget_text", "-"), complete=counts.get("COMPLETE", 0),
+                         stopped=counts.get("PRUNED", 0), failed=counts.get("FAIL", 0),
+                         infeasible=counts.get("INFEASIBLE", 0), front=len(run.pareto())))
+    if not rows:
+        print("no runs yet; start one with: python cli.py search --budget 2GFLOPs")
+        return 0
+    print(table(rows))
+    return 0
+
+
+def add_space(sub: Any, flags: Flags) -> None:
+    p = sub.add_parser("space", help="which choices of a space a proxy can tell apart, and its distinct networks")
+    p.add_argument("name", metavar="SPACE", help="a shipped space (fat, fat_mobile, fat_wide) or a YAML path")
+    p.add_argument("--res", dest="resolutions", action="extend", nargs="+", metavar="PX",
+                   help="proxy resolution(s), repeatable (default: the proxy default)")
+    p.set_defaults(handler=cmd_space)
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    from ..estimate.liveness import check_res, percent, space_liveness
+    from ..estimate.proxy import ProxySettings
+    from ..model.space import load_space
+
+    resolutions = [check_res(text) for text in args.resolutions or [ProxySettings().res]]
+    space = load_space(args.name)
+    results = [space_liveness(space, res) for res in resolutions]
+    for i, lv in enumerate(results):
+        if i:
+            print()
+        _print_liveness(space, lv)
+    if len(results) > 1:
+        print()
+        print(table([dict(res=lv.res, points=f"{lv.points:,}", distinct=f"{lv.distinct:,}",
+                          fraction=percent(lv.fraction)) for lv in results]))
+    return 0
+
+
+def _print_liveness(space: Any, lv: Any) -> None:
+    from ..estimate.liveness import percent, table_rows
+
+    maps = ", ".join(f"{side}x{side}" for side in lv.stage_maps)
+    print(f"space {space.name} (costs at {space.resolution} px), proxy at {lv.res} px: stage maps {maps}")
+    print(left_table(table_rows(lv)))
+    print(f"{{a,b}}->k: choices that build the same network at {lv.res} px, trained as k (a search draws only "
+          "the smallest); [1 key: wN]: with window N the stage has one attention key, so its heads are inert "
+          "(trained as 1 head)")
+    print(f"points: {lv.points:,}; distinct proxy networks at {lv.res} px: {lv.distinct:,} "
+          f"({percent(lv.fraction)} of the space)")
+
+
+COMMANDS = (add_search, add_sync, add_runs, add_space)

@@ -1,0 +1,102 @@
+"""Registry of named FAT variants and `create_model`.
+
+Variants are data: the published family lives in the table below, and every YAML file in
+the variants folder (`variants_dir()`, where `cli.py export` writes) is a variant named after
+its file.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import FatnasError
+from ..paths import home_dir
+from .config import ConfigError, FATConfig
+from .network import FAT
+
+_FAMILY = dict(kernels=[3, 5, 7, 9], windows=[8, 4, 2, 1], ffn_ratios=4.0, ffn_kernels=5)
+
+PUBLISHED: dict[str, dict[str, Any]] = {
+    "fat_b0": dict(widths=[32, 80, 160, 256], depths=[2, 2, 6, 2], heads=[2, 5, 10, 16],
+                   drop_path_rate=0.05, **_FAMILY),
+    "fat_b1": dict(widths=[48, 96, 192, 384], depths=[2, 2, 6, 2], heads=[3, 6, 12, 24],
+                   drop_path_rate=0.10, **_FAMILY),
+    "fat_b2": dict(widths=[64, 128, 256, 512], depths=[2, 2, 6, 2], heads=[2, 4, 8, 16],
+                   drop_path_rate=0.10, **_FAMILY),
+    "fat_b3": dict(widths=[64, 128, 256, 512], depths=[4, 4, 16, 4], heads=[2, 4, 8, 16],
+                   drop_path_rate=0.15, **_FAMILY),
+}
+
+# What the paper reports (ImageNet-1K, 224 x 224); its FLOPs column counts convolutions only.
+PAPER_FIGURES: dict[str, dict[str, float]] = {
+    "fat_b0": dict(params_m=4.5, flops_g=0.7, top1=77.6),
+    "fat_b1": dict(params_m=7.8, flops_g=1.2, top1=80.1),
+    "fat_b2": dict(params_m=13.5, flops_g=2.0, top1=81.9),
+    "fat_b3": dict(params_m=29.0, flops_g=4.4, top1=83.6),
+}
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class UnknownModelError(FatnasError):
+    """A model name that is not registered."""
+
+
+def variants_dir() -> Path:
+    """Folder of exported variants: $FATNAS_VARIANTS_DIR, else `variants/` in $FATNAS_HOME or the current directory."""
+    return Path(os.environ.get("FATNAS_VARIANTS_DIR") or home_dir() / "variants")
+
+
+def _exported() -> dict[str, Path]:
+    folder = variants_dir()
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*.yaml")) if NAME_PATTERN.match(p.stem)}
+
+
+def list_models() -> list[str]:
+    """Names of every registered variant: the published family, then exported ones."""
+    return list(PUBLISHED) + sorted(n for n in _exported() if n not in PUBLISHED)
+
+
+def get_config(name: str) -> FATConfig:
+    """The config of a registered variant; an unknown name lists the known ones."""
+    if name in PUBLISHED:
+        return FATConfig.from_dict(PUBLISHED[name])
+    exported = _exported()
+    if name in exported:
+        return FATConfig.from_yaml(exported[name])
+    raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+
+
+def variant_metadata(name: str) -> dict[str, Any]:
+    """Provenance stored with an exported variant (empty for the published family)."""
+    exported = _exported()
+    if name not in exported:
+        return {}
+    data = yaml.safe_load(exported[name].read_text()) or {}
+    return dict(data.get("source", {}))
+
+
+def resolve_config(spec: str | Path | FATConfig, **overrides: Any) -> FATConfig:
+    """A variant name, a YAML path or a config, with caller overrides applied on top."""
+    if isinstance(spec, FATConfig):
+        cfg = spec
+    elif str(spec).endswith((".yaml", ".yml")) or os.sep in str(spec):
+        cfg = FATConfig.from_yaml(spec)
+    else:
+        cfg = get_config(str(spec))
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def create_model(spec: str | Path | FATConfig, **overrides: Any) -> FAT:
+    """Build a FAT from a variant name, a YAML path or a FATConfig; overrides win (e.g. num_classes=10)."""
+    return FAT(resolve_config(spec, **overrides))
+
+
+__all__ = ["PUBLISHED", "PAPER_FIGURES", "ConfigError", "UnknownModelError", "create_model",
+           "get_config", "list_models", "resolve_config", "variants_dir", "variant_metadata"]

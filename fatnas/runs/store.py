@@ -1,0 +1,262 @@
+"""The run store: `runs/<run-id>/` with run.yaml, study.db, trials.csv, pareto.csv and configs.
+
+The run's Optuna study (study.db, or the storage run.yaml names) is the source of truth for
+trials; the CSV files are rewritten from it after every trial, under the run folder's lock
+when several workers share it, so a killed search loses nothing that had finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import pandas as pd
+import yaml
+
+from .._version import __version__ as fatnas_version
+from ..model.config import FATConfig
+from ..errors import FatnasError
+from ..paths import atomic_write_text, home_dir
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+OBJECTIVES = (("accuracy", "max"), ("latency_ms", "min"))
+
+
+class RunError(FatnasError):
+    """A missing, malformed or clashing run."""
+
+
+def runs_root() -> Path:
+    """Where runs live: $FATNAS_RUNS_DIR, else `runs/` in $FATNAS_HOME or the current directory."""
+    return Path(os.environ.get("FATNAS_RUNS_DIR") or home_dir() / "runs")
+
+
+def new_run_id(prefix: str = "search") -> str:
+    return f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_PATTERN.match(run_id):
+        raise RunError(f"run id {run_id!r} is malformed; use letters, digits, '_', '-', '.' (at most 100)")
+    return run_id
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def default_storage(self) -> str:
+        """The run's own SQLite study, `study.db` in its folder."""
+        return f"sqlite:///{(self.path / 'study.db').resolve()}"
+
+    @property
+    def storage_url(self) -> str:
+        """Where the run's study lives: run.yaml's `storage` (its password masked), else study.db."""
+        recorded = self.read_meta().get("storage") if (self.path / "run.yaml").is_file() else None
+        return recorded or self.default_storage
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder's lock: one process at a time rewrites its files."""
+        with open(self.path / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def read_meta(self) -> dict[str, Any]:
+        meta_path = self.path / "run.yaml"
+        if not meta_path.is_file():
+            raise RunError(f"run {self.id!r} has no run.yaml; it is not a fatnas run folder")
+        return yaml.safe_load(meta_path.read_text()) or {}
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "run.yaml", yaml.safe_dump(meta, sort_keys=False))
+
+    def record(self, kind: str, fields: dict[str, Any], *, flop_convention: str, dataset: str,
+               argv: list[str] | None = None) -> None:
+        """Write run.yaml for a new run: its kind, command, `fields`, versions, hardware and conventions."""
+        meta = dict(id=self.id, kind=kind, command=" ".join(argv if argv is not None else sys.argv), **fields,
+                    **environment_info())
+        meta["flop_convention"] = flop_convention
+        meta["accuracy_note"] = f"proxy accuracy on {dataset}; not ImageNet accuracy"
+        self.write_meta(meta)
+
+    def update_meta(self, **changes: Any) -> None:
+        meta = self.read_meta()
+        meta.update(changes)
+        self.write_meta(meta)
+
+    def write_table(self, name: str, table: pd.DataFrame) -> None:
+        atomic_write_text(self.path / name, table.to_csv(index=False))
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        path = self.path / name
+        if not path.is_file():
+            return pd.DataFrame()
+        return pd.read_csv(path)
+
+    def trials(self) -> pd.DataFrame:
+        return self.read_table("trials.csv")
+
+    def state_counts(self) -> dict[str, int]:
+        """Trials of trials.csv by state, e.g. {'COMPLETE': 17, 'PRUNED': 3}."""
+        return state_counts(self.trials())
+
+    def pareto(self) -> pd.DataFrame:
+        return self.read_table("pareto.csv")
+
+    def references(self) -> pd.DataFrame:
+        return self.read_table("references.csv")
+
+    def write_config(self, name: str, cfg: FATConfig, source: dict[str, Any]) -> Path:
+        path = self.path / "configs" / f"{name}.yaml"
+        atomic_write_text(path, yaml.safe_dump({"config": cfg.to_dict(), "source": source}, sort_keys=False))
+        return path
+
+
+def create_run(run_id: str, root: Path | None = None) -> Run:
+    """A new, empty run folder; an existing id is an error."""
+    path = (root or runs_root()) / check_run_id(run_id)
+    if path.exists():
+        raise RunError(f"run {run_id!r} already exists in {path.parent}; pick another --run-id or --resume it")
+    path.mkdir(parents=True)
+    return Run(path)
+
+
+def new_run(run_id: str | None, prefix: str, record: Callable[[Run], None], root: Path | None = None) -> Run:
+    """A new run folder with its run.yaml written by `record(run)`; removed again if that fails."""
+    run = create_run(run_id or new_run_id(prefix), root)
+    try:
+        record(run)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return run
+
+
+def open_run(run_id: str, root: Path | None = None) -> Run:
+    """An existing run by id (or path); a missing one lists the known runs."""
+    candidate = Path(run_id)
+    path = candidate if (candidate / "run.yaml").is_file() else (root or runs_root()) / run_id
+    if not (path / "run.yaml").is_file():
+        known = ", ".join(r.id for r in list_runs(root)) or "none"
+        raise RunError(f"run {run_id!r} not found in {root or runs_root()}; known runs: {known}")
+    return Run(path)
+
+
+def list_runs(root: Path | None = None) -> list[Run]:
+    root = root or runs_root()
+    if not root.is_dir():
+        return []
+    return [Run(p) for p in sorted(root.iterdir()) if (p / "run.yaml").is_file()]
+
+
+def state_counts(trials: pd.DataFrame) -> dict[str, int]:
+    """Rows of a trials table by state (empty table: none)."""
+    return trials["state"].value_counts().to_dict() if not trials.empty else {}
+
+
+def pareto_mask(table: pd.DataFrame, objectives: Iterable[tuple[str, str]] = OBJECTIVES) -> pd.Series:
+    """True for rows no other row dominates (at least as good in all objectives, better in one)."""
+    signs = {"max": -1.0, "min": 1.0}
+    cols = [(c, signs[d]) for c, d in objectives]
+    values = [[row[c] * s for c, s in cols] for _, row in table.iterrows()]
+    mask = []
+    for i, a in enumerate(values):
+        dominated = any(all(b[k] <= a[k] for k in range(len(a))) and any(b[k] < a[k] for k in range(len(a)))
+                        for j, b in enumerate(values) if j != i)
+        mask.append(not dominated)
+    return pd.Series(mask, index=table.index, dtype=bool)
+
+
+def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials on the accuracy-latency front, cheapest first."""
+    if trials.empty or "state" not in trials:
+        return trials.iloc[0:0]
+    done = trials[trials["state"] == "COMPLETE"].dropna(subset=["accuracy", "latency_ms"])
+    if done.empty:
+        return done
+    return done[pareto_mask(done)].sort_values("latency_ms").reset_index(drop=True)
+
+
+def hypervolume(points: Iterable[tuple[float, float]], ref_latency_ms: float, ref_accuracy: float = 0.0) -> float:
+    """Area dominated by (accuracy, latency_ms) points, accuracy up and latency down, up to the reference."""
+    inside = sorted((lat, acc) for acc, lat in points if lat < ref_latency_ms and acc > ref_accuracy)
+    area, best = 0.0, ref_accuracy
+    for lat, acc in inside:  # fastest first: each point adds the accuracy it gains over faster ones
+        if acc > best:
+            area += (ref_latency_ms - lat) * (acc - best)
+            best = acc
+    return area
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and hardware to record with every run."""
+    import optuna
+    import torch
+
+    info: dict[str, Any] = {
+        "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__),
+                     "optuna": str(optuna.__version__), "fatnas": fatnas_version, "git": _git_commit()},
+        "hardware": {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads(),
+                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rewrite trials.csv, pareto.csv and one config YAML per front member; returns the front."""
+    trials = pd.DataFrame(rows)
+    run.write_table("trials.csv", trials)
+    front = pareto_front(trials)
+    run.write_table("pareto.csv", front)
+    keep = set()
+    for _, row in front.iterrows():
+        name = f"trial_{int(row['trial'])}"
+        keep.add(f"{name}.yaml")
+        run.write_config(name, FATConfig.from_dict(json.loads(row["config"])), dict(
+            run=run.id, trial=int(row["trial"]), proxy_accuracy=float(row["accuracy"]),
+            latency_ms=float(row["latency_ms"]), params=int(row["params"]), flops=int(row["flops"])))
+    for stale in (run.path / "configs").glob("*.yaml"):
+        if stale.name not in keep:
+            stale.unlink()
+    return front

@@ -1,0 +1,125 @@
+"""A search from plain values, as `fatnas search` runs one: `new_search` and `resume_search` check everything
+before any run folder exists and return a `Search`, whose `run()` carries it out; `search(...)` does both
+(`fatnas.search(budget="2GFLOPs", trials=20)`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ..errors import FatnasError, check_device, check_positive
+from ..estimate.cost import parse_budget
+from ..estimate.data import DataSplit, parse_classes, settings_data
+from ..estimate.latency.table import checked_table_path
+from ..estimate.proxy import ProxySettings
+from ..model.space import load_space
+from ..runs.store import Run, new_run, open_run
+from .backend import backend_options, get_backend, run_search
+from .evaluate import SearchSettings
+from .record import check_storage, record_run, resume_settings, storage_of
+from .storage import Heartbeat
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def search_settings(*, budget: str | Sequence[str] = (), space: str | None = None, trials: int | None = None,
+                    timeout: float | None = None, sampler: str = "tpe", seed: int = 0, device: str = "cpu",
+                    threads: int = 1, dataset: str = "fashion-mnist", data_dir: str | None = None,
+                    classes: str | Sequence[int] | None = None, proxy_res: int | None = None,
+                    proxy_images: int | None = None, proxy_epochs: int | None = None, batch_size: int | None = None,
+                    references: bool = True, early_stopping: bool = True, prescreen: str | None = None,
+                    prescreen_keep: float | None = None, collapse_inert: bool = True,
+                    heartbeat_interval: int | None = None, grace_period: int | None = None,
+                    latency_model: str | None = None, estimator: str = "proxy") -> SearchSettings:
+    """The settings of a new search from the values `fatnas search` takes (None: the default)."""
+    space_ = load_space(space)
+    parsed_budget = parse_budget(budget, res=space_.resolution)
+    if prescreen_keep is not None and prescreen is None:
+        raise FatnasError("--prescreen-keep goes with --prescreen PROXY")
+    check_device(device)
+    check_positive(trials=trials, proxy_res=proxy_res, proxy_images=proxy_images, proxy_epochs=proxy_epochs,
+                   batch_size=batch_size, threads=threads)
+    proxy = ProxySettings(seed=seed, device=device, **_given(res=proxy_res, train_images=proxy_images,
+                                                             epochs=proxy_epochs, batch_size=batch_size))
+    heartbeat = Heartbeat(**_given(interval_s=heartbeat_interval, grace_s=grace_period))
+    if isinstance(classes, str):
+        classes = parse_classes(classes)
+    return SearchSettings(space=space_, budget=parsed_budget, proxy=proxy, trials=trials or 20, timeout_s=timeout,
+                          sampler=sampler, seed=seed, dataset=dataset, data_dir=data_dir, references=references,
+                          early_stopping=early_stopping, threads=threads, prescreen=prescreen,
+                          collapse_inert=collapse_inert, heartbeat=heartbeat,
+                          latency_model=checked_table_path(latency_model, space_), classes=tuple(classes or ()),
+                          estimator=estimator, **_given(prescreen_keep=prescreen_keep))
+
+
+@dataclass
+class Search:
+    """A search ready to run in its run folder (made, or found for --resume and --join)."""
+
+    run: Run
+    settings: SearchSettings
+    data: DataSplit
+    backend: str = "optuna"
+    options: Any = None  # the backend's own (`backend_options`)
+    storage: str | None = None
+    joining: bool = False
+    workers: int = 1
+
+    def run_to_end(self, *, progress: bool = True) -> pd.DataFrame:
+        """Carry the search out (to its target or timeout); returns the Pareto front."""
+        return run_search(self.run, self.settings, backend=self.backend, options=self.options, data=self.data,
+                          progress=progress, storage=self.storage, joining=self.joining, workers=self.workers)
+
+
+def check_workers(backend: str, workers: int | None, joining: bool = False) -> int:
+    """The worker processes of this search here (None: 1), if the backend takes them."""
+    if workers is not None and workers < 1:
+        raise FatnasError(f"--workers {workers}: must be a positive number of processes")
+    get_backend(backend).check(workers=workers or 1, joining=joining)
+    return workers or 1
+
+
+def new_search(settings: SearchSettings, *, run_id: str | None = None, backend: str = "optuna", options: Any = None,
+               storage: str | None = None, workers: int | None = None, argv: list[str] | None = None) -> Search:
+    """A new run folder for `settings`, made only once the backend, storage and data are known good. `options`:
+    the backend's own, from `backend_options(backend, device, ...)` (None: its defaults)."""
+    count = check_workers(backend, workers)
+    get_backend(backend).check(settings)
+    options = options if options is not None else get_backend(backend).make_options(settings.device)
+    storage = check_storage(storage, backend, settings.heartbeat)
+    data = settings_data(settings)  # a missing data set fails before any run folder exists
+    run = new_run(run_id, "search", lambda r: record_run(r, settings, backend, argv=argv, storage=storage))
+    return Search(run, settings, data, backend, options, storage, False, count)
+
+
+def resume_search(run_id: str, *, join: bool = False, backend: str = "optuna", options: Any = None,
+                  storage: str | None = None, workers: int | None = None, trials: int | None = None,
+                  timeout: float | None = None, device: str | None = None, threads: int | None = None) -> Search:
+    """Continue a stopped search (`join`: add one worker to a running or stopped one) with this worker's changes
+    (None keeps the recorded value)."""
+    count = check_workers(backend, workers, join)
+    run = open_run(run_id)
+    if device is not None:
+        check_device(device)
+    settings = resume_settings(run, backend, trials=trials, timeout_s=timeout, device=device, threads=threads)
+    options = options if options is not None else get_backend(backend).make_options(None)
+    return Search(run, settings, settings_data(settings), backend, options, storage_of(run, storage), join, count)
+
+
+def search(budget: str | Sequence[str] = (), *, run_id: str | None = None, backend: str = "optuna",
+           options: dict[str, Any] | None = None, storage: str | None = None, workers: int | None = None,
+           progress: bool = True, **values: Any) -> Search:
+    """Run a new search to its end: `values` are `search_settings`'s, `options` the backend's own (ray:
+    cpus_per_trial, gpus_per_trial, max_concurrent, ray_address); returns the finished `Search`
+    (`.run.trials()`, `.run.pareto()`)."""
+    made = backend_options(backend, values.get("device", "cpu"), **(options or {}))  # before anything else
+    job = new_search(search_settings(budget=budget, **values), run_id=run_id, backend=backend, options=made,
+                     storage=storage, workers=workers)
+    job.run_to_end(progress=progress)
+    return job
+
+
+__all__ = ["Search", "check_workers", "new_search", "resume_search", "search", "search_settings"]

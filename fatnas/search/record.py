@@ -1,0 +1,141 @@
+"""A search in its run folder: the run.yaml view of its settings and back (for --resume and --join), the
+storage of its study, and `sync_run`, which rebuilds the folder from the study on any machine."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import FatnasError
+from ..estimate.cost import Budget, flop_convention
+from ..estimate.latency import latency_source
+from ..estimate.liveness import space_liveness
+from ..estimate.proxy import ProxySettings
+from ..model.space import space_from_dict
+from ..runs.store import Run, RunError, create_run, open_run
+from .evaluate import OBJECTIVES, SearchSettings
+from .storage import Heartbeat, has_masked_password, mask_password, normalize_storage, open_storage
+
+
+def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
+    """The run.yaml view of the settings (round-trips through `settings_from_meta`)."""
+    return dict(objectives=OBJECTIVES, space=settings.space.to_dict(), space_source=settings.space.source,
+                budget=settings.budget.to_dict(), budget_text=settings.budget.describe(),
+                proxy=settings.proxy.to_dict(), trials=settings.trials, timeout_s=settings.timeout_s,
+                sampler=settings.sampler, seeds=dict(sampler=settings.seed, proxy=settings.proxy.seed,
+                                                     data_split=settings.seed),
+                dataset=settings.dataset, data_dir=settings.data_dir, classes=list(settings.classes) or None,
+                latency=dict(warmup=settings.latency_warmup, repeats=settings.latency_repeats,
+                             # then device, resolution, batch_size: of the latency's source
+                             model=settings.latency_model,
+                             **latency_source(latency_model=settings.latency_model, device=settings.device,
+                                              threads=settings.threads, res=settings.space.resolution)),
+                threads=settings.threads,
+                references=settings.references, early_stopping=settings.early_stopping,
+                prescreen=dict(proxy=settings.prescreen, keep=settings.prescreen_keep),
+                collapse_inert=settings.collapse_inert,
+                heartbeat=dict(interval_s=settings.heartbeat.interval_s, grace_s=settings.heartbeat.grace_s),
+                liveness=space_liveness(settings.space, settings.proxy.res).to_dict(),
+                **({} if settings.estimator == "proxy" else dict(estimator=settings.estimator)))
+
+
+def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
+    """Rebuild the settings of a recorded run (for --resume), with some values changed."""
+    space = space_from_dict(meta["space"], source=meta.get("space_source", "run.yaml"))
+    budget = Budget(**meta["budget"])
+    values = dict(space=space, budget=budget, proxy=ProxySettings(**meta["proxy"]), trials=meta["trials"],
+                  timeout_s=meta.get("timeout_s"), sampler=meta["sampler"], seed=meta["seeds"]["sampler"],
+                  dataset=meta["dataset"], data_dir=meta.get("data_dir"),
+                  latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
+                  references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
+                  threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False),
+                  latency_model=meta["latency"].get("model"), classes=tuple(meta.get("classes") or ()),
+                  estimator=meta.get("estimator", "proxy"))
+    prescreen = meta.get("prescreen") or {}
+    values.update(prescreen=prescreen.get("proxy"), prescreen_keep=prescreen.get("keep", 0.25))
+    if meta.get("heartbeat"):
+        values.update(heartbeat=Heartbeat(**meta["heartbeat"]))
+    device = changes.pop("device", None)
+    if device is not None:  # each worker's own device
+        values.update(proxy=dataclasses.replace(values["proxy"], device=device))
+    values.update({k: v for k, v in changes.items() if v is not None})
+    return SearchSettings(**values)
+
+
+def resume_settings(run: Run, backend: str, **changes: Any) -> SearchSettings:
+    """The recorded settings of a search run to continue or join, with this worker's changes
+    (trials, timeout_s, device, threads; None keeps the recorded value)."""
+    meta = run.read_meta()
+    if meta.get("kind") != "search":
+        raise FatnasError(f"run {run.id!r} is not a search run; --resume and --join take a search run id")
+    if meta.get("backend", "optuna") != backend:
+        backend = meta.get("backend")
+        raise FatnasError(f"run {run.id!r} used backend {backend!r}; resume it with --backend {backend}")
+    return settings_from_meta(meta, **changes)
+
+
+def record_run(run: Run, settings: SearchSettings, backend: str, argv: list[str] | None = None,
+               storage: str | None = None) -> None:
+    """Write run.yaml (command, settings, seeds, versions, hardware, storage with no password); a
+    run of either backend also gets its Optuna study, holding a copy of run.yaml. `storage` None: the run's study.db."""
+    fields = dict(backend=backend, **settings_to_meta(settings))
+    if storage is not None:
+        fields["storage"] = mask_password(storage)
+    argv = [mask_password(arg) for arg in (argv if argv is not None else sys.argv)]  # --storage URL's password
+    run.record("search", fields, dataset=settings.dataset, flop_convention=flop_convention(settings.space.resolution),
+               argv=argv)
+    from .optuna_backend import create_study
+
+    create_study(open_storage(storage or run.default_storage, settings.heartbeat), run.id, run.read_meta())
+
+
+def check_storage(url: str | None, backend: str, heartbeat: Heartbeat = Heartbeat()) -> str | None:
+    """A checked, reachable `--storage` URL (None: the run's study.db); only the optuna backend takes one."""
+    if url is None:
+        return None
+    from .backend import get_backend
+
+    get_backend(backend).check(storage=url)
+    url = normalize_storage(url)
+    open_storage(url, heartbeat)
+    return url
+
+
+def storage_of(run: Run, given: str | None) -> str:
+    """The storage a worker of `run` opens: `given`, else run.yaml's (which must then hold no masked password)."""
+    if given is not None:
+        return normalize_storage(given)
+    url = run.storage_url
+    if has_masked_password(url):
+        raise FatnasError(f"run {run.id!r} keeps its study in {url}, whose password run.yaml does not record; "
+                          "pass --storage URL with the password (or leave it out of the URL and set PGPASSWORD)")
+    return url
+
+
+def sync_run(run_id: str, storage: str | None = None, root: Path | None = None) -> Run:
+    """Rebuild `runs/<id>/` (run.yaml, trials.csv, pareto.csv, configs/, references.csv) from the study
+    in the storage; without a run folder here, `storage` must be given."""
+    from .optuna_backend import REFERENCES_ATTR, RUN_META_ATTR, load_study, publish_study
+
+    try:
+        run: Run | None = open_run(run_id, root)
+    except RunError:
+        run = None
+    if run is None and storage is None:
+        raise FatnasError(f"run {run_id!r} is not here; pass --storage URL of its study to rebuild it")
+    url = storage_of(run, storage) if run is not None else normalize_storage(storage)
+    study = load_study(open_storage(url, None), run.id if run is not None else run_id)
+    if run is None:
+        meta = study.user_attrs.get(RUN_META_ATTR)
+        if not meta:
+            raise FatnasError(f"study {run_id!r} holds no fatnas run record; it was not made by `fatnas search`")
+        run = create_run(run_id, root)
+        run.write_meta(meta)
+    references = study.user_attrs.get(REFERENCES_ATTR)
+    if references:
+        run.write_table("references.csv", pd.DataFrame(references))
+    publish_study(run, study)
+    return run

@@ -1,0 +1,152 @@
+"""How far a search's proxy accuracies can be trusted, read from the fidelity studies of that proxy.
+
+A fidelity study (`cli.py fidelity`, bench/fidelity_bench.py) that trained the search's proxy as
+one of its low fidelities measured two things about it: the accuracy spread of one network over
+seeds, and the Kendall tau of its ranking against the study's reference. `find_proxy_trust`
+looks for such a study under the runs folder and `bench/results/` of the fatnas home (the working
+directory or $FATNAS_HOME: a source checkout keeps its studies there), and falls back
+to the validation set's sampling error alone, a lower bound, when there is none.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ..paths import home_dir
+from ..runs.store import Run, list_runs, runs_root
+from ..search.evaluate import OBJECTIVES
+from .fidelity import FIDELITY_KEYS, read_study_table
+
+OBJECTIVE = OBJECTIVES["accuracy"]
+
+
+@dataclass(frozen=True)
+class ProxyTrust:
+    """A proxy's seed noise and ranking quality; `study` is None where no study of the proxy exists."""
+
+    seed_std: float | None  # accuracy std of one network over seeds (None: not measured)
+    seed_note: str
+    study: str | None = None
+    tau: float | None = None  # Kendall tau of the proxy's accuracy against the study's reference
+    tau_low: float | None = None
+    tau_high: float | None = None
+    reference: str | None = None
+    reference_seed_tau: float | None = None  # the reference's own reliability: tau between two of its seeds
+    archs: int = 0
+
+    def error_bars(self, accuracy: pd.Series, val_images: int) -> list[float]:
+        """Per point: the measured seed std, else the binomial std of a validation set of `val_images`."""
+        if self.seed_std is not None:
+            return [self.seed_std] * len(accuracy)
+        return [math.sqrt(max(a * (1 - a), 0.0) / max(val_images, 1)) for a in accuracy.astype(float)]
+
+    def describe(self) -> str:
+        """One sentence for a page or a terminal."""
+        noise = (f"error bars: +-{self.seed_std:.4f}, the proxy's accuracy std over seeds ({self.seed_note})"
+                 if self.seed_std is not None else f"error bars: {self.seed_note}")
+        if self.tau is None:
+            return (f"Accuracy objective: {OBJECTIVE}; {noise}. No fidelity study of this proxy was found "
+                    "(cli.py fidelity --high reference), so how well it ranks networks is not known.")
+        interval = "" if self.tau_low is None else f" (90% interval {self.tau_low:.2f} to {self.tau_high:.2f})"
+        reliability = "" if self.reference_seed_tau is None else \
+            f"; the reference's own seed-to-seed tau is {self.reference_seed_tau:.2f}"
+        return (f"Accuracy objective: {OBJECTIVE}; {noise}. Its Kendall tau against the reference "
+                f"({self.reference}) is {self.tau:.2f}{interval} over {self.archs} networks in fidelity "
+                f"study {self.study}{reliability}.")
+
+
+def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None, *,
+                     dataset: str = "fashion-mnist") -> ProxyTrust:
+    """The best fidelity study that trained `proxy` (ProxySettings fields) as a low fidelity on all of `dataset`."""
+    val_images = int(proxy.get("val_images") or 0)
+    fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound")
+    found = [trust for run in _fidelity_runs(roots) if (trust := _trust_from(run, proxy, dataset)) is not None]
+    found = [t if t.seed_std is not None else dataclasses.replace(t, seed_note=fallback.seed_note) for t in found]
+    if not found:
+        return fallback
+    return max(found, key=lambda t: (t.tau is not None, t.archs))
+
+
+def bench_results() -> Path:
+    """`bench/results/` of the fatnas home, where a checkout keeps its benchmark studies."""
+    return home_dir() / "bench" / "results"
+
+
+def _fidelity_runs(roots: Sequence[Path] | None) -> list[Run]:
+    roots = [runs_root(), bench_results()] if roots is None else roots
+    runs = []
+    for root in roots:
+        for run in list_runs(root):
+            try:
+                if run.read_meta().get("kind") == "fidelity":
+                    runs.append(run)
+            except (OSError, ValueError):
+                continue  # a half-written or foreign folder is no study
+    return runs
+
+
+def _trust_from(run: Run, proxy: dict[str, Any], dataset: str) -> ProxyTrust | None:
+    """What `run` measured of `proxy` on the same task, or None if none of its low fidelities is that proxy."""
+    meta = run.read_meta()
+    if meta.get("dataset") != dataset or meta.get("classes"):  # another task ranks other networks
+        return None
+    lows = (meta.get("fidelity_settings") or {}).get("lows") or []
+    label = next((meta["lows"][i] for i, low in enumerate(lows) if _same_proxy(low, proxy)), None)
+    if label is None:
+        return None
+    seed_std, seed_note = _seed_spread(run, label)
+    tau_row = _tau_row(run, label)
+    if tau_row is None:
+        return ProxyTrust(seed_std, seed_note, study=run.id) if seed_std is not None else None
+    reference = tau_row.get("reference") if isinstance(tau_row.get("reference"), str) else \
+        f"{meta.get('high')}, one seed, accuracy"
+    return ProxyTrust(seed_std, seed_note, study=run.id, tau=float(tau_row["kendall_tau"]),
+                      tau_low=_number(tau_row.get("tau_low")), tau_high=_number(tau_row.get("tau_high")),
+                      reference=reference, reference_seed_tau=_reference_seed_tau(run), archs=int(tau_row["archs"]))
+
+
+def _reference_seed_tau(run: Run) -> float | None:
+    """Seed-to-seed tau of the reference metric the study ranked by (reliability.csv), if it has one."""
+    table = read_study_table(run, "reliability.csv")
+    if table.empty or "chosen" not in table:
+        return None
+    chosen = table[table["chosen"].astype(bool)]
+    return None if chosen.empty else _number(chosen.iloc[0]["seed_tau"])
+
+
+def _same_proxy(low: dict[str, Any], proxy: dict[str, Any]) -> bool:
+    """Equal on every fidelity key the study recorded (older studies recorded fewer)."""
+    keys = [k for k in FIDELITY_KEYS if k in low]
+    return bool(keys) and all(low[k] == proxy.get(k) for k in keys)
+
+
+def _seed_spread(run: Run, label: str) -> tuple[float | None, str]:
+    table = read_study_table(run, "seed_spread.csv")
+    rows = table[table["measure"] == label] if "measure" in table else table.iloc[0:0]
+    if rows.empty or not math.isfinite(float(rows.iloc[0]["seed_std"])):
+        return None, ""
+    row = rows.iloc[0]
+    return float(row["seed_std"]), f"{row['network']} over {int(row['seeds'])} seeds in fidelity study {run.id}"
+
+
+def _tau_row(run: Run, label: str) -> dict[str, Any] | None:
+    """The correlations.csv row of the proxy's accuracy (estimator `label:accuracy`, or `label` in older studies)."""
+    table = read_study_table(run, "correlations.csv")
+    if table.empty:
+        return None
+    rows = (table[table["estimator"] == f"{label}:accuracy"] if "estimator" in table
+            else table[table["measure"] == label])
+    rows = rows[rows["kendall_tau"].notna()]
+    return None if rows.empty else rows.iloc[0].to_dict()
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None and not pd.isna(value) else None
+
+
+__all__ = ["OBJECTIVE", "ProxyTrust", "find_proxy_trust"]
