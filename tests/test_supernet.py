@@ -193,3 +193,32 @@ def test_a_damaged_missing_or_foreign_supernet_is_refused():
         load_supernet("sn")
     with pytest.raises(RunError, match="not found"):
         load_supernet("nothing-here")
+
+
+@needs_fashion_mnist
+def test_a_search_scores_its_candidates_with_a_supernet_and_names_it(isolated_dirs):
+    from fatnas.runs.store import create_run, open_run
+    from fatnas.search import record_run, run_search
+    from fatnas.search.api import search_settings
+
+    train_supernet(_tiny_task(), TINY_RECIPE, run_id="sn", progress=False)
+    settings = search_settings(budget="6MFLOPs", space=str(TINY_SPACE), trials=6, sampler="random",
+                               classes="0,2,4,6", supernet="sn", references=True)
+    assert settings.estimator == "supernet:sn" and settings.proxy.res == 32
+    run = create_run("s")
+    record_run(run, settings, "optuna")
+    run_search(run, settings, progress=False)
+    meta, trials = open_run("s").read_meta(), open_run("s").trials()
+    provenance = load_supernet("sn").provenance
+    assert meta["estimator"] == "supernet:sn" and meta["estimator_provenance"] == provenance
+    scored = trials[trials.state == "COMPLETE"]
+    assert len(scored) == 6 and (scored.estimator == provenance).all() and scored.accuracy.between(0, 1).all()
+    with pytest.raises(FatnasError, match="trained for classes"):
+        search_settings(budget="6MFLOPs", space=str(TINY_SPACE), supernet="sn")
+
+
+def test_a_search_naming_a_missing_supernet_is_one_line_and_exit_2(isolated_dirs):
+    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "search", "--budget", "2GFLOPs", "--supernet", "nope"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "run 'nope' not found" in out.stderr
+    assert not (isolated_dirs / "runs").exists() or not any((isolated_dirs / "runs").iterdir())

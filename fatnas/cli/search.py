@@ -18,7 +18,8 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--budget", action="append", metavar="B",
                    help="hard limit, repeatable: 2GFLOPs (fvcore total at the space's resolution), 5Mparams, 20ms")
     p.add_argument("--space", default=None, help=SPACE_HELP)
-    p.add_argument("--trials", type=int, default=None, help="trained trials to reach (default 20)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="trained (or, with --supernet, scored) trials to reach (default 20; with --supernet 300)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
     p.add_argument("--backend", default="optuna", help="optuna (default) or ray")
@@ -46,6 +47,8 @@ def add_search(sub: Any, flags: Flags) -> None:
                         "naswot, params or flops")
     p.add_argument("--prescreen-keep", type=float, default=None, metavar="FRACTION",
                    help="with --prescreen: fraction of scored candidates that train (default 0.25: best of 4)")
+    p.add_argument("--supernet", default=None, metavar="ID",
+                   help="score candidates with this trained supernet (fatnas supernet train) instead of training each")
     p.add_argument("--latency-model", default=None, metavar="TABLE.json",
                    help="price latency from a table of `fatnas latency-profile` (made on the target device) instead of "
                         "measuring it here")
@@ -94,7 +97,7 @@ def _search_settings(args: argparse.Namespace) -> Any:
                            early_stopping=not args.no_early_stopping, prescreen=args.prescreen,
                            prescreen_keep=args.prescreen_keep, collapse_inert=not args.keep_inert,
                            heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
-                           latency_model=args.latency_model)
+                           latency_model=args.latency_model, supernet=args.supernet)
 
 
 def _print_header(job: Any) -> None:
@@ -105,11 +108,13 @@ def _print_header(job: Any) -> None:
     print(f"budget: {settings.budget.describe()}; space {settings.space.name} "
           f"({settings.space.size():.3g} points); sampler {settings.sampler}; seed {settings.seed}")
     classes = f" (classes {','.join(map(str, settings.classes))})" if settings.classes else ""
-    print(f"proxy: {settings.dataset}{classes} at {settings.proxy.res}px, "
-          f"{settings.proxy.images_per_trial} images per trial "
+    meta = run.read_meta()
+    how = (f"{settings.proxy.images_per_trial} images per trial" if settings.estimator == "proxy" else
+           f"scored by {meta.get('estimator_provenance', settings.estimator)}, no training per candidate")
+    print(f"proxy: {settings.dataset}{classes} at {settings.proxy.res}px, {how} "
           f"on {settings.device} (proxy accuracy, not ImageNet accuracy)")
     print(liveness_line(settings.space, settings.proxy.res, settings.collapse_inert))
-    print(_latency_line(run.read_meta().get("latency") or {}))
+    print(_latency_line(meta.get("latency") or {}))
     if job.workers > 1:
         print(f"workers: this process and {job.workers - 1} more (search --join {run.id})")
 

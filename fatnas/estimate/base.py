@@ -22,6 +22,10 @@ from ..model.config import FATConfig
 Report = Callable[[int, float], bool]  # (checkpoint, score) -> stop now?
 
 
+class NotEstimable(FatnasError):
+    """The estimator cannot score this config (e.g. a network outside a supernet's space)."""
+
+
 @dataclass(frozen=True)
 class Estimate:
     """What an estimator says about one network."""
@@ -40,6 +44,15 @@ class Estimator(Protocol):
     name: str
 
     def estimate(self, cfg: FATConfig, report: Report | None = None) -> Estimate: ...
+
+
+def check_estimator_task(estimator: Estimator, *, space: Any, dataset: str, classes: tuple[int, ...],
+                         res: int) -> None:
+    """Refuse a task an estimator was not made for: one trained once for a task (a supernet) says so with a
+    `check_task(space=, dataset=, classes=, res=)` method; estimators without one serve any task."""
+    check = getattr(estimator, "check_task", None)
+    if check is not None:
+        check(space=space, dataset=dataset, classes=tuple(classes), res=res)
 
 
 EstimatorFactory = Callable[..., Estimator]  # factory(argument_text, **context) -> Estimator
@@ -83,5 +96,5 @@ def _load(kind: str) -> None:
             raise
 
 
-__all__ = ["ESTIMATORS", "ESTIMATOR_MODULES", "Estimate", "Estimator", "EstimatorFactory", "Report", "estimator_kinds",
-           "make_estimator", "register_estimator"]
+__all__ = ["ESTIMATORS", "ESTIMATOR_MODULES", "Estimate", "Estimator", "EstimatorFactory", "NotEstimable", "Report",
+           "check_estimator_task", "estimator_kinds", "make_estimator", "register_estimator"]

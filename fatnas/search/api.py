@@ -3,12 +3,14 @@ before any run folder exists and return a `Search`, whose `run()` carries it out
 (`fatnas.search(budget="2GFLOPs", trials=20)`)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import pandas as pd
 
 from ..errors import FatnasError, check_device, check_positive
+from ..estimate.base import check_estimator_task, make_estimator
 from ..estimate.cost import parse_budget
 from ..estimate.data import DataSplit, parse_classes, settings_data
 from ..estimate.latency.table import checked_table_path
@@ -25,6 +27,9 @@ def _given(**values: Any) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
 
 
+DEFAULT_TRIALS = 20  # proxy-trained candidates of a search, unless --trials says otherwise
+CHEAP_ESTIMATOR_TRIALS = 300  # candidates scored without training (a supernet's): seconds each, so hundreds
+
 def search_settings(*, budget: str | Sequence[str] = (), space: str | None = None, trials: int | None = None,
                     timeout: float | None = None, sampler: str = "tpe", seed: int = 0, device: str = "cpu",
                     threads: int = 1, dataset: str = "fashion-mnist", data_dir: str | None = None,
@@ -33,9 +38,15 @@ def search_settings(*, budget: str | Sequence[str] = (), space: str | None = Non
                     references: bool = True, early_stopping: bool = True, prescreen: str | None = None,
                     prescreen_keep: float | None = None, collapse_inert: bool = True,
                     heartbeat_interval: int | None = None, grace_period: int | None = None,
-                    latency_model: str | None = None, estimator: str = "proxy") -> SearchSettings:
-    """The settings of a new search from the values `fatnas search` takes (None: the default)."""
+                    latency_model: str | None = None, estimator: str = "proxy",
+                    supernet: str | None = None) -> SearchSettings:
+    """The settings of a new search from the values `fatnas search` takes (None: the default).
+
+    `supernet` ID scores candidates with that trained supernet (estimator `supernet:ID`), at its resolution;
+    one trained for another space, data set, classes or resolution is refused."""
     space_ = load_space(space)
+    if supernet is not None:
+        estimator = f"supernet:{supernet}"
     parsed_budget = parse_budget(budget, res=space_.resolution)
     if prescreen_keep is not None and prescreen is None:
         raise FatnasError("--prescreen-keep goes with --prescreen PROXY")
@@ -47,12 +58,24 @@ def search_settings(*, budget: str | Sequence[str] = (), space: str | None = Non
     heartbeat = Heartbeat(**_given(interval_s=heartbeat_interval, grace_s=grace_period))
     if isinstance(classes, str):
         classes = parse_classes(classes)
-    return SearchSettings(space=space_, budget=parsed_budget, proxy=proxy, trials=trials or 20, timeout_s=timeout,
+    if estimator != "proxy":
+        proxy = _fit_to_estimator(estimator, proxy, space_, dataset, tuple(classes or ()), proxy_res)
+    trials = trials or (DEFAULT_TRIALS if estimator == "proxy" else CHEAP_ESTIMATOR_TRIALS)
+    return SearchSettings(space=space_, budget=parsed_budget, proxy=proxy, trials=trials, timeout_s=timeout,
                           sampler=sampler, seed=seed, dataset=dataset, data_dir=data_dir, references=references,
                           early_stopping=early_stopping, threads=threads, prescreen=prescreen,
                           collapse_inert=collapse_inert, heartbeat=heartbeat,
                           latency_model=checked_table_path(latency_model, space_), classes=tuple(classes or ()),
                           estimator=estimator, **_given(prescreen_keep=prescreen_keep))
+
+
+def _fit_to_estimator(spec: str, proxy: ProxySettings, space: Any, dataset: str, classes: tuple[int, ...],
+                      proxy_res: int | None) -> ProxySettings:
+    """Proxy settings at the resolution of an estimator made for one (a supernet's), its task checked."""
+    estimator = make_estimator(spec, device=proxy.device)
+    res = proxy_res or getattr(estimator, "res", None) or proxy.res
+    check_estimator_task(estimator, space=space, dataset=dataset, classes=classes, res=res)
+    return dataclasses.replace(proxy, res=res)
 
 
 @dataclass

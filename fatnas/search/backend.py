@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol
 import pandas as pd
 
 from ..errors import FatnasError
+from ..estimate.base import NotEstimable
 from ..estimate.data import DataSplit, settings_data
 from ..estimate.proxy import configure_threads
 from ..model.variants import PUBLISHED, get_config
@@ -109,10 +110,13 @@ def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> 
         ev = price(get_config(name).replace(drop_path_rate=settings.space.drop_path_rate), settings)
         if not ev.infeasible:
             time_candidate(ev, settings)
+        state, error = ("REFERENCE" if not ev.infeasible else "OVER_BUDGET"), ""
         if not ev.infeasible:
-            train_candidate(ev, data, settings)
-        row = trial_row(-1, "REFERENCE" if not ev.infeasible else "OVER_BUDGET", ev.attrs(), ev.accuracy,
-                        ev.latency_ms)
+            try:
+                train_candidate(ev, data, settings)
+            except NotEstimable as exc:  # e.g. deeper than a supernet's space holds
+                state, error = "NOT_ESTIMABLE", str(exc)
+        row = trial_row(-1, state, ev.attrs(), ev.accuracy, ev.latency_ms, error)
         rows.append(dict(name=name, **row))
         run.write_table("references.csv", pd.DataFrame(rows))
     return run.references()

@@ -98,13 +98,14 @@ class Evaluation:
     images_seen: int = 0
     stopped_early: bool = False
     estimates: dict[str, float | None] = field(default_factory=dict)  # ESTIMATES of the proxy training
+    estimator: str = ""  # the provenance of the score: `proxy:res=...`, `supernet:ID@sha256`
 
     def attrs(self) -> dict[str, Any]:
         """Plain values stored with the trial (Optuna user attrs / Ray results)."""
         return dict(config=self.config.to_dict(), params=self.cost.params, flops=self.cost.flops,
                     flops_conv=self.cost.flops_by_operator["conv"], latency_ms=self.latency_ms,
                     infeasible="; ".join(self.infeasible), curve=[list(p) for p in self.curve],
-                    train_seconds=self.train_seconds, images_seen=self.images_seen,
+                    train_seconds=self.train_seconds, images_seen=self.images_seen, estimator=self.estimator,
                     **{name: self.estimates.get(name) for name in ESTIMATES})
 
 
@@ -144,7 +145,9 @@ def train_candidate(ev: Evaluation, data: DataSplit, settings: SearchSettings,
     accuracy)` returning True stops it early."""
     start = time.perf_counter()
     estimate = make_estimator(settings.estimator, proxy=settings.proxy, data=data, seed=settings.seed,
-                              res=settings.proxy.res, cost_res=settings.space.resolution).estimate(ev.config, report)
+                              res=settings.proxy.res, cost_res=settings.space.resolution,
+                              device=settings.device).estimate(ev.config, report)
+    ev.estimator = estimate.provenance
     ev.accuracy, ev.curve, ev.stopped_early = estimate.score, list(estimate.curve), estimate.stopped
     ev.images_seen = int(estimate.metrics.get("images_seen", 0))
     ev.train_seconds = time.perf_counter() - start
@@ -172,7 +175,7 @@ def trial_row(number: int, state: str, attrs: dict[str, Any], accuracy: float | 
         train_seconds=attrs.get("train_seconds"), images_seen=attrs.get("images_seen"),
         checkpoints=len(attrs.get("curve") or []), infeasible=attrs.get("infeasible", ""), error=error,
         prescreen_score=attrs.get("prescreen_score"), **{name: attrs.get(name) for name in ESTIMATES},
-        worker=attrs.get("worker"),
+        worker=attrs.get("worker"), estimator=attrs.get("estimator"),
     )
     if cfg is not None:
         row.update(config_columns(cfg))

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import FatnasError
+from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, flop_convention
 from ..estimate.latency import latency_source
 from ..estimate.liveness import space_liveness
@@ -39,7 +40,13 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                 collapse_inert=settings.collapse_inert,
                 heartbeat=dict(interval_s=settings.heartbeat.interval_s, grace_s=settings.heartbeat.grace_s),
                 liveness=space_liveness(settings.space, settings.proxy.res).to_dict(),
-                **({} if settings.estimator == "proxy" else dict(estimator=settings.estimator)))
+                **({} if settings.estimator == "proxy" else estimator_record(settings)))
+
+
+def estimator_record(settings: SearchSettings) -> dict[str, Any]:
+    """run.yaml's name of a search's estimator other than the proxy, with its provenance (`supernet:ID@sha256`)."""
+    estimator = make_estimator(settings.estimator, device=settings.device)
+    return dict(estimator=settings.estimator, estimator_provenance=getattr(estimator, "provenance", settings.estimator))
 
 
 def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:

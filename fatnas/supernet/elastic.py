@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..errors import FatnasError
+from ..estimate.base import NotEstimable
 from ..estimate.proxy import crop_oversized_kernels
 from ..model.config import NUM_STAGES, FATConfig
 from ..model.network import FAT
@@ -100,7 +100,7 @@ def _kv_slice(full: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return rows.narrow(1, 0, shape[1]) if full.ndim > 1 else rows
 
 
-class SupernetError(FatnasError):
+class SupernetError(NotEstimable):
     """A config the supernet cannot hold."""
 
 

@@ -1,12 +1,14 @@
 """The `supernet:ID` estimator: a config's score from a trained supernet's inherited weights, no training.
 
-Loading a supernet and preparing its recalibration and validation images happen once per
-process (cached by run id and device); each `estimate` then extracts, recalibrates and evaluates.
+A supernet is loaded once per process (cached by run id and device), and its recalibration and
+validation images are prepared at the first `estimate`; each `estimate` then extracts,
+recalibrates and evaluates one sub-network.
 """
 from __future__ import annotations
 
 import functools
 import time
+from typing import Any
 
 from ..errors import FatnasError
 from ..estimate.base import Estimate, Report, register_estimator
@@ -21,44 +23,53 @@ class SupernetEstimator:
 
     name = "supernet"
 
-    def __init__(self, trained: TrainedSupernet, scorer: SubnetScorer) -> None:
-        self.trained, self.scorer = trained, scorer
+    def __init__(self, trained: TrainedSupernet, data: DataSplit | None = None) -> None:
+        self.trained, self.data = trained, data
 
     @classmethod
     def from_spec(cls, argument: str = "", *, data: DataSplit | None = None, device: str = "cpu",
-                  **context: object) -> "SupernetEstimator":
+                  **context: Any) -> "SupernetEstimator":
         if not argument:
             raise FatnasError("estimator 'supernet' needs a run id: supernet:ID (train one with `fatnas supernet "
                               "train`)")
-        return cls(*_loaded(argument, device, id(data) if data is not None else None, data))
+        return cls(_trained(argument, device), data)
 
     @property
     def provenance(self) -> str:
         return self.trained.provenance
 
+    @property
+    def res(self) -> int:
+        """The resolution the supernet was trained at, and scores at."""
+        return self.trained.settings.res
+
+    def check_task(self, *, space: Any, dataset: str, classes: tuple[int, ...], res: int) -> None:
+        check_task(self.trained, space=space, dataset=dataset, classes=classes, res=res)
+
     def estimate(self, cfg: FATConfig, report: Report | None = None) -> Estimate:
         start = time.perf_counter()
-        score = self.scorer.score(cfg)
+        score = _scorer(self.trained, self.data).score(cfg)
         metrics = dict(accuracy=score.accuracy, val_loss=score.val_loss, images_seen=0.0)
         return Estimate(score=score.accuracy, metrics=metrics, seconds=time.perf_counter() - start,
                         provenance=self.provenance)
 
 
 @functools.lru_cache(maxsize=4)
-def _loaded(run_id: str, device: str, data_key: int | None, data: DataSplit | None
-            ) -> tuple[TrainedSupernet, SubnetScorer]:
-    """One load per process; `data_key` (the data's identity) keys the cache, as DataSplit does not hash."""
-    trained = load_supernet(run_id, device)
-    return trained, trained.scorer(data)
+def _trained(run_id: str, device: str) -> TrainedSupernet:
+    return load_supernet(run_id, device)
 
 
-def open_for_search(run_id: str, *, space, dataset: str, classes: tuple[int, ...], res: int) -> TrainedSupernet:
-    """The supernet a search names, refused (one line) when it was trained for another task."""
-    trained = load_supernet(run_id)
-    check_task(trained, space=space, dataset=dataset, classes=classes, res=res)
-    return trained
+_SCORERS: dict[tuple[int, int], SubnetScorer] = {}
+
+
+def _scorer(trained: TrainedSupernet, data: DataSplit | None) -> SubnetScorer:
+    """One scorer per supernet and data set in this process (DataSplit does not hash: keyed by identity)."""
+    key = (id(trained), id(data))
+    if key not in _SCORERS:
+        _SCORERS[key] = trained.scorer(data)
+    return _SCORERS[key]
 
 
 register_estimator("supernet", SupernetEstimator.from_spec)
 
-__all__ = ["SupernetEstimator", "open_for_search"]
+__all__ = ["SupernetEstimator"]
