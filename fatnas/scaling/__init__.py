@@ -1,4 +1,5 @@
-"""Scaling explorer: how FAT's cost and proxy accuracy grow when one network is made wider, deeper or sharper.
+"""Scaling layer: how FAT's cost and proxy accuracy grow when one network is made wider, deeper or sharper;
+imports model, estimate, runs and the page shell.
 
 From a base config, `grid_points` scales width (a channel multiplier), depth (a per-stage block
 multiplier), input resolution, and all three at once the EfficientNet way (depth alpha^phi, width

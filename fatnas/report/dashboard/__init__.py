@@ -1,5 +1,5 @@
 """HTML dashboards of search runs: plain tables first (`tables`), then plotly figures (`figures`), then one page
-(`page`).
+(`page`); may import every layer below the CLI.
 
 Data: `load_run_data` reads a run folder into a `RunData`; `summary_table`, `front_table`,
 `hypervolume_info`, `importance_info` and `parcoords_table` turn runs into plain pandas tables

@@ -1,5 +1,6 @@
-"""Search with Ray Tune, in three rooms: `options` (resources, concurrency, address; checked up front),
-`trainable` (what runs inside a Tune trial) and `driver` (runtime, searcher, scheduler, stopper, Tuner, rows).
+"""The Ray Tune search backend, in four rooms: `backend` (the SearchBackend), `options` (resources, concurrency,
+address; checked up front), `trainable` (what runs inside a Tune trial) and `driver` (runtime, searcher, scheduler,
+stopper, Tuner, rows); imports what the search package does, and Ray.
 
 This package is the only part of fatnas that imports Ray, and only when a name from `driver` is
 first used: `options` must run first, because Ray reads at import whether it may leave loopback.
