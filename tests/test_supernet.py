@@ -222,3 +222,34 @@ def test_a_search_naming_a_missing_supernet_is_one_line_and_exit_2(isolated_dirs
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "run 'nope' not found" in out.stderr
     assert not (isolated_dirs / "runs").exists() or not any((isolated_dirs / "runs").iterdir())
+
+
+@needs_fashion_mnist
+def test_a_fidelity_study_ranks_networks_with_a_supernet_as_a_low(isolated_dirs):
+    from fatnas.runs.store import create_run
+    from fatnas.study.fidelity import parse_fidelity, record_study, run_study
+    from fatnas.study.fidelity.settings import StudySettings, check_scorers, resume_study_settings
+
+    from .test_fidelity import tiny_study
+
+    train_supernet(SupernetTask(space=load_space(TINY_SPACE)), TINY_RECIPE, run_id="sn", progress=False)
+    settings = tiny_study(lows=(parse_fidelity("res=32,train_images=64,val_images=100"),), proxies=("params",))
+    run = create_run("f")
+    record_study(run, settings)
+    run_study(run, settings, progress=False)
+    # a finished study takes the supernet later, as `fidelity --resume f --low supernet:sn` does
+    settings = resume_study_settings(run, lows=["supernet:sn"])
+    assert settings.scorers == ("supernet:sn",) and run.read_meta()["scorers"] == ["supernet:sn"]
+    check_scorers(settings)
+    summary = run_study(run, settings, progress=False)
+    rows = run.read_table("fidelity.csv")
+    scored = rows[rows.kind == "weight-sharing"]
+    assert set(scored.metric) == {"accuracy", "loss"} and scored.arch.nunique() == len(rows.arch.unique())
+    named = summary.set_index("estimator")
+    assert {"supernet:sn:accuracy", "supernet:sn:-loss"} <= set(named.index)
+    assert named.loc["supernet:sn:accuracy", "kind"] == "weight-sharing"
+    assert -1 <= named.loc["supernet:sn:accuracy", "kendall_tau"] <= 1
+    assert StudySettings.from_meta(run.read_meta()).scorers == ("supernet:sn",)
+    wrong = tiny_study(scorers=("supernet:sn",))  # its low trains at 56 px; the supernet was trained at 32
+    with pytest.raises(FatnasError, match="trained for resolution 32"):
+        check_scorers(wrong)

@@ -20,7 +20,8 @@ def add_fidelity(sub: Any, flags: Flags) -> None:
     p.add_argument("--low", action="append", metavar="F",
                    help="low fidelity, repeatable: 'default' (the search's proxy) or KEY=VALUE,... over res, "
                         "train_images, epochs, batch_size, lr, weight_decay, label_smoothing, eval_every, val_images, "
-                        "augment (0/1), eval_split (val/test); a preset (default, reference) may come first")
+                        "augment (0/1), eval_split (val/test); a preset (default, reference) may come first; or "
+                        "supernet:ID, scoring every network with a trained supernet (fatnas supernet train)")
     p.add_argument("--high", default=None, metavar="F",
                    help="high fidelity, same form (default: train_images=8192,eval_every=1,val_images=2000); "
                         "'reference': train_images=16384,epochs=2,eval_every=1,val_images=10000,augment=1,"
@@ -46,6 +47,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from ..estimate.data import settings_data
     from ..runs.store import new_run, open_run
     from ..study.fidelity import record_study, resume_study_settings, run_study
+    from ..study.fidelity.settings import check_scorers
 
     if args.resume:
         run = open_run(args.resume)
@@ -54,13 +56,15 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     else:
         settings = _study_settings(args)
     check_device(settings.device)
+    check_scorers(settings)
     data = settings_data(settings)  # a missing data set fails before any run folder exists
     if not args.resume:
         run = new_run(args.run_id, "fidelity", lambda r: record_study(r, settings))
     print(f"run {run.id}: {run.path}")
     classes = f" (classes {','.join(map(str, settings.classes))})" if settings.classes else ""
+    lows = [settings.label(s) for s in settings.lows] + list(settings.scorers)
     print(f"{settings.archs} architectures from space {settings.space.name} within {settings.budget.describe()} "
-          f"(+ published FATs that fit); low: {', '.join(settings.label(s) for s in settings.lows)}; "
+          f"(+ published FATs that fit); low: {', '.join(lows)}; "
           f"high: {settings.high_label} x {settings.high_seeds} seed(s), reference metric {settings.reference_metric}; "
           f"{settings.dataset}{classes}; {settings.workers} worker(s) on {settings.device}")
     summary = run_study(run, settings, data=data, progress=not args.quiet)
@@ -75,12 +79,14 @@ def _study_settings(args: argparse.Namespace) -> Any:
     from ..estimate.zero_cost import PROXIES
     from ..model.space import load_space
     from ..study.fidelity import DEFAULT_HIGH, DEFAULT_LOW, StudySettings, parse_fidelity
+    from ..study.fidelity.specs import is_scorer
 
     space = load_space(args.space)
     budget = parse_budget(args.budget or ["2GFLOPs"], res=space.resolution)
     base = ProxySettings()
-    lows = tuple(parse_fidelity(t, base) for t in args.low or [DEFAULT_LOW])
-    return StudySettings(space=space, budget=budget, lows=lows,
+    texts = args.low or [DEFAULT_LOW]
+    lows = tuple(parse_fidelity(t, base) for t in texts if not is_scorer(t)) or (parse_fidelity(DEFAULT_LOW, base),)
+    return StudySettings(space=space, budget=budget, lows=lows, scorers=tuple(t for t in texts if is_scorer(t)),
                          high=parse_fidelity(args.high or DEFAULT_HIGH, base), archs=args.archs,
                          proxies=tuple(args.proxies if args.proxies is not None else PROXIES),
                          spread_seeds=args.spread_seeds, **given(high_seeds=args.high_seeds, workers=args.workers),

@@ -36,11 +36,13 @@ from .specs import (
     PREDICTOR_KIND,
     REFERENCE_METRICS,
     SCORE,
+    SCORER_METRICS,
     SIGNS,
     TARGET_PARAMS_TAU,
     TARGET_SEED_TAU,
     TRAIN,
     TRAIN_METRICS,
+    WEIGHT_SHARING,
 )
 
 
@@ -165,6 +167,8 @@ def estimators(settings: StudySettings) -> list[EstimatorColumn]:
     """Each low fidelity's four metrics, the zero-cost proxies, the baselines (the predictor comes last, apart)."""
     specs = [EstimatorColumn(f"{settings.label(low)}:{ORIENTED[m]}", settings.label(low), m, TRAIN, SIGNS[m])
              for low in settings.lows for m in TRAIN_METRICS]
+    specs += [EstimatorColumn(f"{scorer}:{ORIENTED[m]}", scorer, m, WEIGHT_SHARING, SIGNS[m])
+              for scorer in settings.scorers for m in SCORER_METRICS]
     zero = [p for p in settings.proxies if p not in BASELINES] + [p for p in settings.proxies if p in BASELINES]
     return specs + [EstimatorColumn(p, p, SCORE, kind_of(p)) for p in zero]
 

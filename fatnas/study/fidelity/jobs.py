@@ -27,7 +27,16 @@ from ...model.space import SearchSpace
 from ...model.variants import PUBLISHED, get_config
 from ...runs.store import Run
 from .settings import StudySettings
-from .specs import BASELINE, CSV_COLUMNS, MAX_DRAWS_PER_ARCH, SCORE, TRAIN, ZERO_COST, FidelityError
+from .specs import (
+    BASELINE,
+    CSV_COLUMNS,
+    MAX_DRAWS_PER_ARCH,
+    SCORE,
+    TRAIN,
+    WEIGHT_SHARING,
+    ZERO_COST,
+    FidelityError,
+)
 
 # ---------------------------------------------------------------- architectures and jobs
 
@@ -82,6 +91,8 @@ class Job:
     @property
     def estimator(self) -> str:
         """The spec of the estimator that carries the job out (`fatnas.estimate.make_estimator`)."""
+        if self.kind == WEIGHT_SHARING:
+            return self.measure
         return "proxy" if self.kind == TRAIN else f"zero-cost:{self.measure}"
 
 
@@ -92,6 +103,8 @@ def plan_jobs(settings: StudySettings, archs: dict[str, FATConfig]) -> list[Job]
         config = cfg.to_dict()
         for proxy in settings.proxies:
             jobs.setdefault((name, proxy, settings.seed), Job(name, config, kind_of(proxy), proxy, settings.seed))
+        for scorer in settings.scorers:
+            jobs.setdefault((name, scorer, settings.seed), Job(name, config, WEIGHT_SHARING, scorer, settings.seed))
         pairs = [(low, settings.seed) for low in settings.lows] + [(settings.high, s) for s in settings.reference_seeds]
         for fidelity, seed in pairs:
             job = _training(name, config, settings, fidelity, seed)
@@ -119,7 +132,8 @@ def run_job(job: Job, data: DataSplit, settings: StudySettings) -> list[dict[str
     start = time.perf_counter()
     proxy = ProxySettings(**job.proxy).replace(device=settings.device) if job.proxy else None
     estimator = make_estimator(job.estimator, proxy=proxy, data=data, res=settings.lows[0].res,
-                               batch_size=settings.proxy_batch, seed=job.seed, cost_res=settings.space.resolution)
+                               batch_size=settings.proxy_batch, seed=job.seed, cost_res=settings.space.resolution,
+                               device=settings.device)
     metrics = estimator.estimate(cfg).metrics
     values = {name: metrics[key] for key, name in STUDY_METRICS.items() if key in metrics}
     seconds = time.perf_counter() - start

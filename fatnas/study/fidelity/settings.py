@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ...estimate.base import check_estimator_task, make_estimator
 from ...estimate.cost import Budget, flop_convention
 from ...estimate.data import check_classes
 from ...estimate.proxy import ProxySettings
@@ -21,6 +22,7 @@ from .specs import (
     FidelityError,
     fidelity_fields,
     fidelity_label,
+    is_scorer,
     parse_fidelity,
 )
 
@@ -48,6 +50,7 @@ class StudySettings:
     threads: int = 1
     top_k: int = DEFAULT_TOP_K
     device: str = "cpu"  # where every training runs (zero-cost scores stay on the CPU); one study, one device
+    scorers: tuple[str, ...] = ()  # weight-sharing estimators scoring every network without training: supernet:ID
 
     def __post_init__(self) -> None:
         if self.archs < 3:
@@ -102,7 +105,7 @@ class StudySettings:
                     reference_metric=self.reference_metric, classes=list(self.classes) or None,
                     references=self.references, seeds=dict(study=self.seed),
                     dataset=self.dataset, data_dir=self.data_dir, workers=self.workers, threads=self.threads,
-                    top_k=self.top_k, device=self.device)
+                    top_k=self.top_k, device=self.device, **({"scorers": list(self.scorers)} if self.scorers else {}))
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], **changes: Any) -> "StudySettings":
@@ -119,7 +122,8 @@ class StudySettings:
                       classes=tuple(meta.get("classes") or ()),
                       references=meta["references"], seed=meta["seeds"]["study"], dataset=meta["dataset"],
                       data_dir=meta.get("data_dir"), workers=meta["workers"], threads=meta["threads"],
-                      top_k=meta["top_k"], device=meta.get("device", "cpu"))
+                      top_k=meta["top_k"], device=meta.get("device", "cpu"),
+                      scorers=tuple(meta.get("scorers") or ()))
         values.update({k: v for k, v in changes.items() if v is not None})
         return cls(**values)
 
@@ -144,7 +148,11 @@ def resume_study_settings(run: Run, *, lows: Sequence[str] = (), device: str | N
         raise FidelityError(f"--device {device}: study {run.id!r} trains on {meta.get('device', 'cpu')}; "
                             f"a study keeps one device (leave --device out, or start a new study)")
     settings = StudySettings.from_meta(meta, workers=workers, high_seeds=high_seeds, reference_metric=reference_metric)
-    added = [parse_fidelity(text) for text in lows]
+    scorers = tuple(text for text in lows if is_scorer(text) and text not in settings.scorers)
+    if scorers:  # weight-sharing estimators join a finished study like low fidelities
+        settings = dataclasses.replace(settings, scorers=settings.scorers + scorers)
+        run.update_meta(scorers=list(settings.scorers))
+    added = [parse_fidelity(text) for text in lows if not is_scorer(text)]
     added = [s for s in added if s not in settings.lows]
     if added:  # a finished study takes more low fidelities; its other measurements are kept
         settings = dataclasses.replace(settings, lows=settings.lows + tuple(added))
@@ -153,3 +161,10 @@ def resume_study_settings(run: Run, *, lows: Sequence[str] = (), device: str | N
     if (settings.high_seeds, settings.reference_metric) != recorded:
         run.update_meta(high_seeds=settings.high_seeds, reference_metric=settings.reference_metric)
     return settings
+
+
+def check_scorers(settings: StudySettings) -> None:
+    """Refuse a weight-sharing scorer made for another task than the study's (space, data, classes, main low's res)."""
+    for spec in settings.scorers:
+        check_estimator_task(make_estimator(spec, device=settings.device), space=settings.space,
+                             dataset=settings.dataset, classes=settings.classes, res=settings.lows[0].res)

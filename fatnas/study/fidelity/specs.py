@@ -22,6 +22,9 @@ DEFAULT_TOP_K = 5
 MAX_DRAWS_PER_ARCH = 200
 CSV_COLUMNS = ("arch", "kind", "measure", "metric", "seed", "value", "seconds", "params", "flops", "config")
 TRAIN, ZERO_COST, BASELINE, PREDICTOR_KIND = "train", "zero-cost", "baseline", "predictor"
+WEIGHT_SHARING = "weight-sharing"  # scored with trained shared weights, no training per network: `supernet:ID`
+SCORER_KINDS = ("supernet",)  # estimator kinds a --low may name instead of a fidelity
+SCORER_METRICS = ("accuracy", "loss")
 TRAIN_METRICS = ("accuracy", "loss", "sotl_e", "slope")  # raw values in fidelity.csv; loss, sotl_e: lower is better
 SCORE = "score"  # the one metric of zero-cost and baseline rows
 ORIENTED = {"accuracy": "accuracy", "loss": "-loss", "sotl_e": "-sotl_e", "slope": "slope", SCORE: SCORE}
@@ -94,3 +97,9 @@ def fidelity_label(settings: ProxySettings, base: ProxySettings = ProxySettings(
 def fidelity_fields(settings: ProxySettings) -> dict[str, Any]:
     """The values of `settings` a fidelity may change."""
     return {k: getattr(settings, k) for k in FIDELITY_KEYS}
+
+
+def is_scorer(text: str) -> bool:
+    """Whether a --low names a weight-sharing estimator (`supernet:ID`) rather than a training fidelity."""
+    kind, colon, argument = text.partition(":")
+    return bool(colon) and kind in SCORER_KINDS and bool(argument)
