@@ -215,6 +215,29 @@ def test_a_search_scores_its_candidates_with_a_supernet_and_names_it(isolated_di
     assert len(scored) == 6 and (scored.estimator == provenance).all() and scored.accuracy.between(0, 1).all()
     with pytest.raises(FatnasError, match="trained for classes"):
         search_settings(budget="6MFLOPs", space=str(TINY_SPACE), supernet="sn")
+    _export_with_weights_starts_from_the_inherited_weights(open_run("s"), int(scored.trial.iloc[0]))
+
+
+def _export_with_weights_starts_from_the_inherited_weights(run, trial: int) -> None:
+    import timm
+
+    from fatnas.model.variants import create_model
+    from fatnas.runs.export import export_trial, register_timm_models
+    from fatnas.supernet.estimator import SupernetEstimator
+
+    exported = export_trial(run, trial, "found", with_weights=True)
+    assert exported.source["weights"] == load_supernet("sn").provenance
+    model = create_model("found", pretrained=True).eval()
+    expected = SupernetEstimator.from_spec("sn").network(model.cfg)
+    x = torch.randn(3, 1, 32, 32)
+    torch.testing.assert_close(model(x), expected(x), atol=1e-5, rtol=0)
+    tuned = create_model("found", pretrained=True, num_classes=10)
+    assert tuned.head.fc.out_features == 10
+    assert torch.equal(tuned.stem.layers[0].weight, model.stem.layers[0].weight)
+    register_timm_models()
+    assert torch.equal(timm.create_model("found", pretrained=True).head.fc.weight, model.head.fc.weight)
+    with pytest.raises(FatnasError, match="has no exported weights"):
+        create_model("fat_b0", pretrained=True)
 
 
 def test_a_search_naming_a_missing_supernet_is_one_line_and_exit_2(isolated_dirs):
@@ -253,3 +276,14 @@ def test_a_fidelity_study_ranks_networks_with_a_supernet_as_a_low(isolated_dirs)
     wrong = tiny_study(scorers=("supernet:sn",))  # its low trains at 56 px; the supernet was trained at 32
     with pytest.raises(FatnasError, match="trained for resolution 32"):
         check_scorers(wrong)
+
+
+def test_weights_are_refused_for_a_run_whose_estimator_keeps_none(tiny_run):
+    from fatnas.runs.export import ExportError, export_trial
+
+    trial = int(tiny_run.trials().query("state == 'COMPLETE'").trial.iloc[0])
+    with pytest.raises(ExportError, match="keeps no weights; --with-weights needs a supernet search"):
+        export_trial(tiny_run, trial, "nope", with_weights=True)
+    from fatnas.model.variants import variants_dir
+
+    assert not (variants_dir() / "nope.yaml").exists()

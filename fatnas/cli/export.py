@@ -41,6 +41,9 @@ def add_export(sub: Any, flags: Flags) -> None:
     p.add_argument("--pareto", action="store_true", help="export every Pareto-front trial as PREFIX<trial>")
     p.add_argument("--prefix", default=None, help="name prefix for --pareto (default: <run id>_t)")
     p.add_argument("--force", action="store_true", help="overwrite an existing exported variant")
+    p.add_argument("--with-weights", action="store_true",
+                   help="with --trial of a supernet search: also write the weights it inherited (variants/NAME.pt), "
+                        "for create_model(NAME, pretrained=True)")
     p.set_defaults(handler=cmd_export)
 
 
@@ -59,7 +62,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         require_onnx()  # before any variant is written
     run = open_run(args.run)
     done = (export_pareto(run, prefix=args.prefix, force=args.force) if args.pareto
-            else [export_trial(run, args.trial, args.name, force=args.force)])
+            else [export_trial(run, args.trial, args.name, force=args.force, with_weights=args.with_weights)])
     for e in done:
         print(f"{e.name}: run {e.source['run']} trial {e.source['trial']}, proxy accuracy "
               f"{e.source['proxy_accuracy']:.4f}, {e.source['params'] / 1e6:.3f}M params -> {e.path}")

@@ -93,10 +93,48 @@ def resolve_config(spec: str | Path | FATConfig, **overrides: Any) -> FATConfig:
     return cfg.replace(**overrides) if overrides else cfg
 
 
-def create_model(spec: str | Path | FATConfig, **overrides: Any) -> FAT:
-    """Build a FAT from a variant name, a YAML path or a FATConfig; overrides win (e.g. num_classes=10)."""
-    return FAT(resolve_config(spec, **overrides))
+def create_model(spec: str | Path | FATConfig, pretrained: bool = False, **overrides: Any) -> FAT:
+    """Build a FAT from a variant name, a YAML path or a FATConfig; overrides win (e.g. num_classes=10).
+
+    `pretrained`: load the weights exported with the variant (`export ... --with-weights`); a
+    `num_classes` other than theirs gets a new, freshly initialised classifier (for fine-tuning).
+    """
+    if not pretrained:
+        return FAT(resolve_config(spec, **overrides))
+    state = load_weights(spec)
+    trained_head = dict(in_chans=int(state["in_chans"]), num_classes=int(state["num_classes"]))
+    changes = {k: v for k, v in overrides.items() if k != "num_classes"}
+    model = FAT(resolve_config(spec, **dict(trained_head, **changes)))
+    model.load_state_dict(state["state_dict"])
+    if overrides.get("num_classes", model.num_classes) != model.num_classes:
+        model.reset_classifier(int(overrides["num_classes"]))
+        model.cfg = model.cfg.replace(num_classes=int(overrides["num_classes"]))
+    return model
+
+
+def weights_path(name: str) -> Path:
+    """Where the weights exported with variant `name` live: `variants_dir()/NAME.pt`."""
+    return variants_dir() / f"{name}.pt"
+
+
+def load_weights(spec: str | Path | FATConfig) -> dict[str, Any]:
+    """The weights exported with a variant (read with weights_only=True: a weights file never runs code)."""
+    import torch
+
+    path = weights_path(str(spec)) if isinstance(spec, str) and spec in _exported() else None
+    if path is None or not path.is_file():
+        raise UnknownModelError(f"{spec!r} has no exported weights; a supernet search's trial gets them with "
+                                f"`fatnas export RUN --trial N --name NAME --with-weights`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: torch raises many kinds
+        raise UnknownModelError(f"{path}: not a readable weights file ({type(exc).__name__}); "
+                                "export it again") from None
+    if not isinstance(state, dict) or not {"state_dict", "in_chans", "num_classes"} <= set(state):
+        raise UnknownModelError(f"{path}: not a fatnas weights file; export it again")
+    return state
 
 
 __all__ = ["PUBLISHED", "PAPER_FIGURES", "ConfigError", "UnknownModelError", "create_model",
-           "get_config", "list_models", "resolve_config", "variants_dir", "variant_metadata"]
+           "get_config", "list_models", "load_weights", "resolve_config", "variants_dir", "variant_metadata",
+           "weights_path"]

@@ -22,11 +22,22 @@ from typing import Any, NamedTuple
 import pandas as pd
 import yaml
 
-from ..model.config import FATConfig
-from ..estimate.cost import flop_convention
 from ..errors import FatnasError
+from ..estimate.base import make_estimator
+from ..estimate.cost import flop_convention
+from ..model.config import FATConfig
+from ..model.variants import (
+    NAME_PATTERN,
+    PUBLISHED,
+    create_model,
+    list_models,
+    resolve_config,
+    variant_metadata,
+    variants_dir,
+    weights_path,
+)
+from ..paths import atomic_write_bytes
 from .store import Run, atomic_write_text
-from ..model.variants import NAME_PATTERN, PUBLISHED, create_model, list_models, resolve_config, variant_metadata, variants_dir
 
 NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 64 characters"
 TIMM_MODULE = "fatnas.timm_models"  # the module timm files the registered entry points under
@@ -92,13 +103,43 @@ def _write(path: Path, cfg: FATConfig, source: dict[str, Any]) -> None:
     atomic_write_text(path, yaml.safe_dump({"config": cfg.to_dict(), "source": source}, sort_keys=False))
 
 
-def export_trial(run: Run, trial: int, name: str, *, force: bool = False) -> Exported:
-    """Write one complete trial of `run` as variant `name`."""
+def export_trial(run: Run, trial: int, name: str, *, force: bool = False, with_weights: bool = False) -> Exported:
+    """Write one complete trial of `run` as variant `name` (`with_weights`: and the weights it was scored with)."""
     path = check_name(name, force=force)
     row = _trial_row(run, trial)
-    source = _source(run, row, run.read_meta())
-    _write(path, FATConfig.from_dict(json.loads(row["config"])), source)
+    meta = run.read_meta()
+    source = _source(run, row, meta)
+    cfg = FATConfig.from_dict(json.loads(row["config"]))
+    weights = _inherited_weights(run, meta, cfg) if with_weights else None
+    if weights is not None:
+        source["weights"] = weights["provenance"]
+        atomic_write_bytes(weights_path(name), _to_bytes(weights))
+    _write(path, cfg, source)
     return Exported(name, path, source)
+
+
+def _inherited_weights(run: Run, meta: dict[str, Any], cfg: FATConfig) -> dict[str, Any]:
+    """The trial's weights as its estimator scored it (a supernet's, recalibrated); refused for trained proxies."""
+    spec = meta.get("estimator", "proxy")
+    estimator = make_estimator(spec, device="cpu", data=None)  # a supernet scorer loads its task's data itself
+    network = getattr(estimator, "network", None)
+    if network is None:
+        raise ExportError(f"run {run.id!r} scored its trials with {spec!r}, which keeps no weights; --with-weights "
+                          f"needs a supernet search (fatnas search --supernet ID)")
+    model = network(cfg)
+    return dict(state_dict={k: v.contiguous() for k, v in model.state_dict().items()},
+                in_chans=model.cfg.in_chans, num_classes=model.cfg.num_classes,
+                provenance=getattr(estimator, "provenance", spec))
+
+
+def _to_bytes(state: dict[str, Any]) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 def export_config(cfg: FATConfig, name: str, source: dict[str, Any], *, force: bool = False) -> Exported:
@@ -162,9 +203,7 @@ def _timm_entrypoint(name: str):
     def entrypoint(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Any = None,
                    cache_dir: Any = None, features_only: bool = False, out_indices: Any = 4,
                    **overrides: Any):  # timm's own arguments; the rest are config overrides
-        if pretrained:
-            raise ExportError(f"{name}: fatnas variants have no pretrained weights; use pretrained=False")
-        model = create_model(name, **overrides)  # unknown keyword arguments are a ConfigError, never dropped
+        model = create_model(name, pretrained=pretrained, **overrides)  # unknown keyword arguments are a ConfigError, never dropped
         if not features_only:
             return model
         from timm.models._features import FeatureGetterNet
@@ -174,7 +213,7 @@ def _timm_entrypoint(name: str):
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = TIMM_MODULE
-    entrypoint.__doc__ = f"fatnas variant {name} (no pretrained weights)."
+    entrypoint.__doc__ = f"fatnas variant {name} (pretrained=True: the weights exported with it, if any)."
     return entrypoint
 
 

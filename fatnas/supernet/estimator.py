@@ -46,6 +46,10 @@ class SupernetEstimator:
     def check_task(self, *, space: Any, dataset: str, classes: tuple[int, ...], res: int) -> None:
         check_task(self.trained, space=space, dataset=dataset, classes=classes, res=res)
 
+    def network(self, cfg: FATConfig) -> Any:
+        """The sub-network with its inherited weights and BatchNorm recalibrated on the task's images."""
+        return _scorer(self.trained, self.data).network(cfg)
+
     def estimate(self, cfg: FATConfig, report: Report | None = None) -> Estimate:
         start = time.perf_counter()
         score = _scorer(self.trained, self.data).score(cfg)
