@@ -35,4 +35,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "home_dir"]
+def torch_bytes(obj: object) -> bytes:
+    """What `torch.save(obj)` writes, as bytes (for `atomic_write_bytes`, or a hash of exactly what is written)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "home_dir", "torch_bytes"]

@@ -130,6 +130,7 @@ def test_a_supernet_trains_records_its_recipe_and_curves_and_scores():
     assert meta["kind"] == "supernet" and meta["state"] == "finished"
     assert meta["train"]["sampling"] == "sandwich" and meta["train"]["distill"] is True
     assert meta["task"]["classes"] == [0, 2, 4, 6] and meta["task"]["space"]["name"] == "tiny"
+    assert meta["train_seconds"] > 0
     assert meta["weights_sha256"] == hashlib.sha256((run.path / WEIGHTS).read_bytes()).hexdigest()
     curves = run.read_table("curves.csv")
     assert sorted(curves.subnet.unique()) == ["largest", "smallest"] and sorted(curves.step.unique()) == [3, 6]

@@ -36,7 +36,7 @@ from ..model.variants import (
     variants_dir,
     weights_path,
 )
-from ..paths import atomic_write_bytes
+from ..paths import atomic_write_bytes, torch_bytes
 from .store import Run, atomic_write_text
 
 NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 64 characters"
@@ -113,7 +113,7 @@ def export_trial(run: Run, trial: int, name: str, *, force: bool = False, with_w
     weights = _inherited_weights(run, meta, cfg) if with_weights else None
     if weights is not None:
         source["weights"] = weights["provenance"]
-        atomic_write_bytes(weights_path(name), _to_bytes(weights))
+        atomic_write_bytes(weights_path(name), torch_bytes(weights))
     _write(path, cfg, source)
     return Exported(name, path, source)
 
@@ -130,16 +130,6 @@ def _inherited_weights(run: Run, meta: dict[str, Any], cfg: FATConfig) -> dict[s
     return dict(state_dict={k: v.contiguous() for k, v in model.state_dict().items()},
                 in_chans=model.cfg.in_chans, num_classes=model.cfg.num_classes,
                 provenance=getattr(estimator, "provenance", spec))
-
-
-def _to_bytes(state: dict[str, Any]) -> bytes:
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
 
 
 def export_config(cfg: FATConfig, name: str, source: dict[str, Any], *, force: bool = False) -> Exported:

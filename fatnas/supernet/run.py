@@ -8,7 +8,6 @@ supernet trained for another task than the one asked for. Weights are read with
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from ..estimate.cost import Budget, flop_convention
 from ..estimate.data import DataSplit, load_dataset
 from ..estimate.proxy import configure_threads
 from ..model.space import SearchSpace, space_from_dict
-from ..paths import atomic_write_bytes
+from ..paths import atomic_write_bytes, torch_bytes
 from ..runs.store import Run, RunError, new_run, open_run
 from .elastic import Supernet
 from .score import SubnetScorer
@@ -101,7 +100,7 @@ def _train(run: Run, task: SupernetTask, settings: TrainSettings, progress: bool
             if watch.due() or trainer.step == trainer.total_steps:
                 _save(run.path / CHECKPOINT, trainer.state_dict())
                 watch.lap()
-    _finish(run, supernet)
+    _finish(run, supernet, trainer.seconds)
     return run
 
 
@@ -131,23 +130,18 @@ class CurveRecorder:
         self.run.write_table(CURVES, table.drop_duplicates(["step", "subnet"], keep="last"))
 
 
-def _finish(run: Run, supernet: Supernet) -> None:
+def _finish(run: Run, supernet: Supernet, seconds: float) -> None:
     """Write the final weights (only the supernet's, with what built it) and record their hash."""
     state = {"state_dict": supernet.state_dict(), "largest": supernet.full.cfg.to_dict(),
              "space": supernet.space.to_dict()}
-    data = _to_bytes(state)
+    data = torch_bytes(state)
     atomic_write_bytes(run.path / WEIGHTS, data)
-    run.update_meta(state="finished", weights=WEIGHTS, weights_sha256=hashlib.sha256(data).hexdigest())
-
-
-def _to_bytes(state: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
+    run.update_meta(state="finished", weights=WEIGHTS, weights_sha256=hashlib.sha256(data).hexdigest(),
+                    train_seconds=round(seconds, 1))
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
-    atomic_write_bytes(path, _to_bytes(state))
+    atomic_write_bytes(path, torch_bytes(state))
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -150,9 +150,11 @@ class SupernetTrainer:
         self.optimizer = torch.optim.AdamW(_param_groups(supernet, settings.weight_decay), lr=lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(self.total_steps))
         self.step = 0
+        self.seconds = 0.0  # training wall time of the steps taken, over every session of a resumed run
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step over the sub-networks drawn for it; returns each one's loss by role."""
+        start = time.monotonic()
         self.supernet.train()
         x, y = self.batches.batch(self.step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -172,6 +174,7 @@ class SupernetTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
+        self.seconds += time.monotonic() - start
         return losses
 
     def _roles(self) -> list[str]:
@@ -179,7 +182,7 @@ class SupernetTrainer:
         return randoms if self.settings.sampling == "uniform" else ["largest", *randoms, "smallest"]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "supernet": self.supernet.state_dict(),
+        return {"step": self.step, "seconds": self.seconds, "supernet": self.supernet.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -187,6 +190,7 @@ class SupernetTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        self.seconds = float(state.get("seconds", 0.0))
 
 
 def eval_steps(total_steps: int, points: int) -> set[int]:
