@@ -428,16 +428,15 @@ def _left_table(rows: list[dict[str, str]]) -> str:
 
 @command("runs")
 def cmd_runs(args: argparse.Namespace) -> int:
-    from fatnas.store import list_runs
+    from fatnas.store import readable_runs
 
     rows = []
-    for run in list_runs():
-        meta, trials = run.read_meta(), run.trials()
+    for run, (meta, trials, front) in readable_runs(check=lambda r: (r.read_meta(), r.trials(), r.pareto())):
         counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
         rows.append(dict(run=run.id, kind=meta.get("kind", "?"), backend=meta.get("backend", "-"),
                          budget=meta.get("budget_text", "-"), complete=counts.get("COMPLETE", 0),
                          stopped=counts.get("PRUNED", 0), failed=counts.get("FAIL", 0),
-                         infeasible=counts.get("INFEASIBLE", 0), front=len(run.pareto())))
+                         infeasible=counts.get("INFEASIBLE", 0), front=len(front)))
     if not rows:
         print("no runs yet; start one with: python cli.py search --budget 2GFLOPs")
         return 0
@@ -951,12 +950,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_negative_values(sys.argv[1:] if argv is None else argv))
         _check_resolution(args)
         return COMMANDS[args.command](args)
     except FatnasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from fatnas.errors import redact
+
+        print(f"error: {redact(' '.join(str(exc).splitlines()))}", file=sys.stderr)
         return 2
+
+
+def _negative_values(argv: list[str]) -> list[str]:
+    """`--budget -5Mparams` as `--budget=-5Mparams`: argparse takes a value that starts with `-` and is not
+    a plain number for an option, and would say "expected one argument" instead of what is wrong with it."""
+    out: list[str] = []
+    for word in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.match(r"^-\.?\d", word) \
+                and not re.fullmatch(r"-\d+|-\d*\.\d+", word):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
 
 
 def _check_resolution(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from .config import NUM_STAGES, STAGE_FIELDS, FATConfig, describe
 from .cost import Budget, format_flops
+from .paths import check_writable
 from .report import html_table, layout, log_axis, page_html, palette_color, proxy_accuracy_label
 from .store import Run, atomic_write_text, hypervolume, pareto_front
 from .trust import ProxyTrust, find_proxy_trust
@@ -569,7 +570,7 @@ def dashboard_html(runs: Sequence[RunData]) -> str:
 def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path:
     """Write the dashboard of `runs` to `path` (default: dashboard.html in the first run's folder)."""
     datas = [load_run_data(r) for r in runs]
-    out = Path(path) if path is not None else runs[0].path / "dashboard.html"
+    out = check_writable(path, "-o") if path is not None else runs[0].path / "dashboard.html"
     if out.is_dir():
         out = out / "dashboard.html"
     atomic_write_text(out, dashboard_html(datas))

@@ -42,7 +42,7 @@ from .config import FATConfig
 from .cost import Budget, analytic_cost, flop_convention
 from .data import DataSplit, check_classes, settings_data
 from .errors import FatnasError
-from .proxy import ProxyResult, ProxySettings, configure_threads, train_proxy
+from .proxy import ProxyResult, ProxySettings, check_memory, configure_threads, train_proxy
 from .rank_stats import (
     band_tau,
     bootstrap_indices,
@@ -194,6 +194,9 @@ class StudySettings:
         check_classes(self.classes)
         if self.device != "cpu" and self.device != "cuda" and not self.device.startswith("cuda:"):
             raise FidelityError(f"device {self.device!r}: expected cpu, cuda or cuda:N")
+        for fidelity in self.fidelities:  # every training fits memory here, known before any starts
+            check_memory(self.space, fidelity.res, fidelity.batch_size, self.device, training=True,
+                         what=f"fidelity {self.label(fidelity)}: res")
 
     @staticmethod
     def label(settings: ProxySettings) -> str:
@@ -454,8 +457,8 @@ def run_study(run: Run, settings: StudySettings, *, data: DataSplit | None = Non
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"fidelity {run.id}", unit="job",
               disable=not progress, dynamic_ncols=True) as bar:
         for job_rows in execute(todo, settings, data):
-            rows.extend(job_rows)
-            run.write_table("fidelity.csv", pd.DataFrame(rows, columns=list(CSV_COLUMNS)))
+            # appended under the run's lock: another process resuming this study at once loses no row
+            run.append_rows("fidelity.csv", job_rows, list(CSV_COLUMNS), key=["arch", "measure", "seed", "metric"])
             bar.set_postfix_str(f"{job_rows[0]['arch']} {job_rows[0]['measure']}", refresh=False)
             bar.update()
     return analyse(run, settings)

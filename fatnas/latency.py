@@ -40,6 +40,7 @@ from .config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
 from .cost import RUNTIMES, ReferenceClock, torch_threads
 from .errors import FatnasError
 from .model import FAT, FATBlock, Head, Stem
+from .paths import atomic_write_text, check_writable, portable_path
 from .space import SearchSpace, snap_heads, stage_value
 
 TABLE_FORMAT = "fatnas-latency-table/1"
@@ -225,11 +226,8 @@ class LatencyTable:
                     parts=self.parts)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
+        path = check_writable(path, "-o")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))  # a unique temporary file, then rename
         self.path = path
         return path
 
@@ -237,7 +235,7 @@ class LatencyTable:
         """Where modelled latency comes from, as run.yaml records it."""
         return dict(source="modelled", device=self.device, device_name=self.meta.get("device_name"),
                     runtime=self.runtime, threads=self.threads, batch_size=self.batch, resolution=self.res,
-                    table=str(self.path) if self.path else None,
+                    table=portable_path(self.path) if self.path else None,
                     table_fingerprint=file_fingerprint(self.path) if self.path else None)
 
 

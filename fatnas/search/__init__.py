@@ -8,6 +8,7 @@ references.csv, so `sync_run` rebuilds the run folder on any machine that reache
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,20 @@ from ..data import DataSplit, settings_data
 from ..errors import FatnasError
 from ..latency import latency_source
 from ..liveness import space_liveness
+from ..paths import portable_path
 from ..proxy import ProxySettings, configure_threads
 from ..space import space_from_dict
 from ..store import Run, RunError, create_run, open_run
 from ..variants import PUBLISHED, get_config
 from .evaluate import OBJECTIVES, SearchSettings, price, time_candidate, train_candidate, trial_row
-from .storage import Heartbeat, has_masked_password, mask_password, normalize_storage, open_storage
+from .storage import (
+    WORKER_STORAGE_ENV,
+    Heartbeat,
+    has_masked_password,
+    mask_password,
+    normalize_storage,
+    open_storage,
+)
 
 BACKENDS = ("optuna", "ray")
 
@@ -40,7 +49,7 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                 dataset=settings.dataset, data_dir=settings.data_dir, classes=list(settings.classes) or None,
                 latency=dict(warmup=settings.latency_warmup, repeats=settings.latency_repeats,
                              # then device, resolution, batch_size: of the latency's source
-                             model=settings.latency_model,
+                             model=portable_path(settings.latency_model) if settings.latency_model else None,
                              **latency_source(latency_model=settings.latency_model, device=settings.device,
                                               threads=settings.threads, res=settings.space.resolution)),
                 threads=settings.threads,
@@ -61,7 +70,7 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
                   latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
                   references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
                   threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False),
-                  latency_model=meta["latency"].get("model"), classes=tuple(meta.get("classes") or ()))
+                  latency_model=_absolute(meta["latency"].get("model")), classes=tuple(meta.get("classes") or ()))
     prescreen = meta.get("prescreen") or {}
     values.update(prescreen=prescreen.get("proxy"), prescreen_keep=prescreen.get("keep", 0.25))
     if meta.get("heartbeat"):
@@ -71,6 +80,11 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
         values.update(proxy=dataclasses.replace(values["proxy"], device=device))
     values.update({k: v for k, v in changes.items() if v is not None})
     return SearchSettings(**values)
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path run.yaml records relative to the working folder, made absolute (Ray trials run in other folders)."""
+    return str(Path(path).resolve()) if path else None
 
 
 def resume_settings(run: Run, backend: str, **changes: Any) -> SearchSettings:
@@ -92,7 +106,6 @@ def record_run(run: Run, settings: SearchSettings, backend: str, argv: list[str]
     fields = dict(backend=backend, **settings_to_meta(settings))
     if storage is not None:
         fields["storage"] = mask_password(storage)
-    argv = [mask_password(arg) for arg in (argv if argv is not None else sys.argv)]  # --storage URL's password
     run.record("search", fields, dataset=settings.dataset, flop_convention=flop_convention(settings.space.resolution),
                argv=argv)
     from .optuna_backend import create_study
@@ -112,7 +125,9 @@ def check_storage(url: str | None, backend: str, heartbeat: Heartbeat = Heartbea
 
 
 def storage_of(run: Run, given: str | None) -> str:
-    """The storage a worker of `run` opens: `given`, else run.yaml's (which must then hold no masked password)."""
+    """The storage a worker of `run` opens: `given`, else the one its starting process handed it through
+    the environment (`search --workers`), else run.yaml's (which must then hold no masked password)."""
+    given = given if given is not None else os.environ.get(WORKER_STORAGE_ENV) or None
     if given is not None:
         return normalize_storage(given)
     url = run.storage_url
@@ -148,14 +163,32 @@ def sync_run(run_id: str, storage: str | None = None, root: Path | None = None) 
     return run
 
 
+def record_target(run: Run, settings: SearchSettings, storage_url: str) -> None:
+    """A raised `--trials` (`search --resume` or `--join`) is the search's target from now on: run.yaml
+    and the study's copy of it record it (a lower one only stops this worker sooner)."""
+    from .optuna_backend import RUN_META_ATTR, load_study
+
+    if not (run.path / "run.yaml").is_file():  # a bare folder (the Python API, tests): nothing recorded
+        return
+    with run.lock():
+        meta = run.read_meta()
+        if settings.trials <= (meta.get("trials") or 0):
+            return
+        meta["trials"] = settings.trials
+        run.write_meta(meta)
+    load_study(open_storage(storage_url, None), run.id).set_user_attr(RUN_META_ATTR, meta)
+
+
 def start_workers(run: Run, count: int, settings: SearchSettings, storage: str | None = None) -> list[subprocess.Popen]:
     """`count` more worker processes on this machine, each `fatnas search --join` of the run with this
-    process's device and threads."""
+    process's device and threads. The storage URL (it may hold a password) goes through their environment,
+    never their command line."""
     command = [sys.executable, "-m", "fatnas.cli", "search", "--join", str(run.path.resolve()), "--quiet",
                "--device", settings.device, "--threads", str(settings.threads)]
+    env = {key: value for key, value in os.environ.items() if key != WORKER_STORAGE_ENV}
     if storage is not None:
-        command += ["--storage", storage]
-    return [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(count)]
+        env[WORKER_STORAGE_ENV] = storage
+    return [subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env) for _ in range(count)]
 
 
 def wait_workers(workers: list[subprocess.Popen]) -> None:
@@ -212,6 +245,7 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", p
     """
     check_backend(settings, backend)
     configure_threads(settings.threads)
+    record_target(run, settings, storage_of(run, storage))
     data = data if data is not None else settings_data(settings)
     if settings.references and not joining:
         evaluate_references(run, settings, data)

@@ -16,7 +16,7 @@ from ..cost import Budget, Cost, analytic_cost
 from ..data import DataSplit, check_classes
 from ..errors import FatnasError, check_positive
 from ..liveness import sampling_space
-from ..proxy import ProxySettings, train_proxy
+from ..proxy import ProxySettings, check_memory, train_proxy
 from ..space import SearchSpace
 from ..zero_cost import check_proxy
 from .storage import Heartbeat
@@ -66,6 +66,10 @@ class SearchSettings:
             check_proxy(self.prescreen)
         if not 0 < self.prescreen_keep <= 1:
             raise FatnasError(f"prescreen keep fraction {self.prescreen_keep!r}: must be in (0, 1], e.g. 0.25")
+        check_memory(self.space, self.proxy.res, self.proxy.batch_size, self.device, training=True, what="--proxy-res")
+        if self.latency_model is None:  # candidates are timed here at the space's resolution
+            check_memory(self.space, self.space.resolution, 1, self.device, training=False,
+                         what=f"space {self.space.name!r} resolution")
 
     @property
     def prescreen_draws(self) -> int:

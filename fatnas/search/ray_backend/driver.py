@@ -279,27 +279,21 @@ _SESSIONS: dict[str, _Session] = {}
 
 
 def error_text(trial: Trial) -> str:
-    """`Type: message` of the exception a trial raised (Ray wraps it in a RayTaskError).
+    """`Type: message` of the exception a trial raised: the last line of Tune's text error file.
 
+    Tune also keeps the exception pickled (error.pkl) in the run folder; it is never read, since
+    unpickling a file of a run folder (which may come from someone else) runs the code in it.
     Tune writes the error into the trial's driver-side folder first and syncs it to the
     experiment folder later, so both places are tried.
     """
-    err = None
-    with contextlib.suppress(Exception):
-        if trial.pickled_error_file and os.path.isfile(trial.pickled_error_file):
-            with open(trial.pickled_error_file, "rb") as f:
-                err = ray.cloudpickle.load(f)
-    if err is None:
-        with contextlib.suppress(Exception):
-            err = trial.get_pickled_error()
-    if err is not None:
-        cause = getattr(err, "cause", None) or err
-        return f"{type(cause).__name__}: {cause}"[:500]
     text = ""
     with contextlib.suppress(Exception):
-        text = Path(trial.error_file).read_text() if trial.error_file else trial.get_error() or ""
+        text = Path(trial.error_file).read_text(errors="replace") if trial.error_file else ""
+    if not text.strip():
+        with contextlib.suppress(Exception):
+            text = trial.get_error() or ""
     lines = [line for line in str(text).splitlines() if line.strip()]
-    return (lines[-1] if lines else "the trial's Ray actor failed")[:500]
+    return (lines[-1].strip() if lines else "the trial's Ray actor failed")[:500]
 
 
 # ---------------------------------------------------------------- the search
