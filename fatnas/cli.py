@@ -581,9 +581,7 @@ def _study_settings(args: argparse.Namespace):
 
 def _resume_study_settings(run, args: argparse.Namespace):
     """The recorded settings; `--low` adds low fidelities; `--high-seeds`, `--reference-metric`, `--workers` change."""
-    import dataclasses
-
-    from fatnas.fidelity import StudySettings, parse_fidelity
+    from fatnas.fidelity import StudySettings, add_lows, parse_fidelity
 
     meta = run.read_meta()
     if meta.get("kind") != "fidelity":
@@ -596,8 +594,7 @@ def _resume_study_settings(run, args: argparse.Namespace):
     added = [parse_fidelity(text) for text in args.low or []]
     added = [s for s in added if s not in settings.lows]
     if added:  # a finished study takes more low fidelities; its other measurements are kept
-        settings = dataclasses.replace(settings, lows=settings.lows + tuple(added))
-        run.update_meta(**settings.fidelity_meta())
+        settings = add_lows(run, settings, added)
     recorded = (meta.get("high_seeds", 1), meta.get("reference_metric", "accuracy"))
     if (settings.high_seeds, settings.reference_metric) != recorded:
         run.update_meta(high_seeds=settings.high_seeds, reference_metric=settings.reference_metric)

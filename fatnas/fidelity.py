@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import dataclasses
 import html
 import json
 import math
@@ -254,6 +255,17 @@ class StudySettings:
                       top_k=meta["top_k"], device=meta.get("device", "cpu"))
         values.update({k: v for k, v in changes.items() if v is not None})
         return cls(**values)
+
+
+def add_lows(run: Run, settings: StudySettings, added: list[ProxySettings]) -> StudySettings:
+    """The study with more low fidelities, recorded in run.yaml under the run's lock; the lows are re-read
+    there, so that a process adding others to the same study at the same time keeps them too."""
+    with run.lock():
+        recorded = StudySettings.from_meta(run.read_meta()).lows
+        lows = recorded + tuple(s for s in (*settings.lows, *added) if s not in recorded)
+        settings = dataclasses.replace(settings, lows=tuple(dict.fromkeys(lows)))
+        run.update_meta(**settings.fidelity_meta())
+    return settings
 
 
 def record_study(run: Run, settings: StudySettings, argv: list[str] | None = None) -> None:
