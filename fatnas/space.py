@@ -180,8 +180,8 @@ def load_space(spec: str | Path | None = None) -> SearchSpace:
         raise SpaceError(f"space {path}: cannot be read as text ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         raise SpaceError(f"space {path}: not valid YAML: {' '.join(str(exc).split())[:200]}") from None
-    return space_from_dict(data, source=portable_path(str(path)),
-                           default_name=path.name.removesuffix(".yaml").removesuffix(".yml"))
+    space = space_from_dict(data, source=str(path), default_name=path.name.removesuffix(".yaml").removesuffix(".yml"))
+    return dataclasses.replace(space, source=portable_path(str(path)))  # as records keep it: no machine path
 
 
 def space_from_dict(data: Any, *, source: str = "<dict>", default_name: str = "space") -> SearchSpace:
