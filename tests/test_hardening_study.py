@@ -93,3 +93,23 @@ def test_two_concurrent_fidelity_resumes_of_one_study_lose_no_row(isolated_dirs)
     archs = set(after[after["measure"] == first_low]["arch"])
     for label in lows[1:]:  # the rows of each process's own low fidelity are all there
         assert set(after[after["measure"] == label]["arch"]) == archs, label
+
+
+def test_a_ray_experiment_from_another_machine_or_user_is_never_unpickled(tmp_path):
+    from fatnas.errors import FatnasError
+    from fatnas.search.ray_backend.driver import check_own_experiment, maker
+    from fatnas.store import create_run
+
+    run = create_run("r", root=tmp_path)
+    ray_dir = run.path / "ray"
+    ray_dir.mkdir()
+    state = ray_dir / "tuner.pkl"
+    state.write_bytes(b"not read")
+    state.chmod(0o644)
+    check_own_experiment(run, ray_dir, dict(made_by=maker()))  # made here, by this user
+    check_own_experiment(run, ray_dir, {})  # made before run.yaml named its maker: the files' owner decides
+    with pytest.raises(FatnasError, match=r"made on elsewhere by user .*restores only experiments made on this"):
+        check_own_experiment(run, ray_dir, dict(made_by=dict(maker(), host="elsewhere")))
+    state.chmod(0o666)
+    with pytest.raises(FatnasError, match=r"writable by others \(tuner.pkl\)"):
+        check_own_experiment(run, ray_dir, dict(made_by=maker()))
