@@ -16,7 +16,7 @@ from typing import Any, Callable
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fatnas import __version__  # noqa: E402
-from fatnas.errors import FatnasError, check_positive  # noqa: E402
+from fatnas.errors import FatnasError, check_positive, redact  # noqa: E402
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -951,8 +951,6 @@ def main(argv: list[str] | None = None) -> int:
         _check_resolution(args)
         return COMMANDS[args.command](args)
     except FatnasError as exc:
-        from fatnas.errors import redact
-
         print(f"error: {redact(' '.join(str(exc).splitlines()))}", file=sys.stderr)
         return 2
 
@@ -962,7 +960,8 @@ def _negative_values(argv: list[str]) -> list[str]:
     a plain number for an option, and would say "expected one argument" instead of what is wrong with it."""
     out: list[str] = []
     for word in argv:
-        if out and out[-1].startswith("--") and "=" not in out[-1] and re.match(r"^-\.?\d", word) \
+        option = out[-1] if out else ""
+        if option.startswith("--") and option != "--" and "=" not in option and re.match(r"^-\.?\d", word) \
                 and not re.fullmatch(r"-\d+|-\d*\.\d+", word):
             out[-1] = f"{out[-1]}={word}"
         else:

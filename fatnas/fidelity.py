@@ -461,7 +461,10 @@ def run_study(run: Run, settings: StudySettings, *, data: DataSplit | None = Non
     for name, cfg in archs.items():
         if not (run.path / "configs" / f"{name}.yaml").is_file():
             run.write_config(name, cfg, dict(run=run.id, arch=name))
-    done = read_rows(run)
+    with run.lock():  # a file from before the metric column, in today's form (rows are appended to it below)
+        done = read_rows(run)
+        if not done.empty and "metric" not in run.read_table("fidelity.csv"):
+            run.write_table("fidelity.csv", done)
     rows = done.to_dict("records")
     finished = {(r["arch"], r["measure"], int(r["seed"])) for r in rows}
     jobs = plan_jobs(settings, archs)
