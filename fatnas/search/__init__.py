@@ -186,6 +186,9 @@ def start_workers(run: Run, count: int, settings: SearchSettings, storage: str |
     command = [sys.executable, "-m", "fatnas.cli", "search", "--join", str(run.path.resolve()), "--quiet",
                "--device", settings.device, "--threads", str(settings.threads)]
     env = {key: value for key, value in os.environ.items() if key != WORKER_STORAGE_ENV}
+    # the workers import this process's fatnas, wherever they start (not another copy installed or in their folder)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     if storage is not None:
         env[WORKER_STORAGE_ENV] = storage
     return [subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env) for _ in range(count)]
