@@ -179,14 +179,18 @@ class Run:
             raise self.damaged(name, f"cannot be read ({exc.strerror or exc})") from None
         if not data:
             raise self.damaged(name, "is empty (0 bytes, not even a header; damaged?)")
-        if not data.endswith(b"\n"):
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            text = "\0"
+        if "\0" in text:
+            raise self.damaged(name, "is not text (binary or damaged)")
+        if not text.endswith("\n"):
             raise self.damaged(name, "ends in the middle of a line (truncated?)")
-        if data.strip() == b"" or data.strip() == b'""':
+        if text.strip() in ("", '""'):
             return pd.DataFrame()  # a table with no column, as write_table writes it
         try:
-            table = pd.read_csv(io.StringIO(data.decode()))
-        except UnicodeDecodeError:
-            raise self.damaged(name, "is not text (binary or damaged)") from None
+            table = pd.read_csv(io.StringIO(text))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
             raise self.damaged(name, f"is not a readable CSV table ({' '.join(str(exc).split())[:150]})") from None
         missing = [c for c in TABLE_KEYS.get(name, ()) if c not in table.columns or table[c].isna().any()]

@@ -21,9 +21,10 @@ from fatnas.store import command_line, open_run
 
 from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist
 from .postgres import PASSWORD, USER, postgres_server
+from .test_hardening_runs import machine_paths
 
 SEARCH = ["search", "--budget", "6MFLOPs", "--space", str(TINY_SPACE), "--quiet", "--sampler", "random",
-          "--no-references", "--proxy-images", "128", "--proxy-epochs", "1", "--batch-size", "32", "--trials", "2"]
+          "--no-references", "--proxy-images", "128", "--proxy-epochs", "1", "--batch-size", "32", "--trials", "1"]
 RAW_AT_PASSWORD = "p@ss:w/rd-7x"  # a raw `@`, `:` and `/` in a password
 
 
@@ -134,7 +135,7 @@ def test_a_password_in_each_url_form_is_written_and_shown_nowhere(isolated_dirs)
         query_url = f"postgresql://{USER}@{host}?password={PASSWORD}"
         forms = {  # run id: (arguments, the URL that opens the study, the password to look for)
             "pg-equals": ([f"--storage={url}"], url, PASSWORD),
-            "pg-raw-at": (["--storage", raw_url, "--workers", "2", "--trials", "3"], raw_url, RAW_AT_PASSWORD),
+            "pg-raw-at": (["--storage", raw_url, "--workers", "2", "--trials", "2"], raw_url, RAW_AT_PASSWORD),
             "pg-query": ([f"--storage={query_url}"], query_url, PASSWORD),
         }
         for run_id, (extra, study_url, secret) in forms.items():
@@ -147,10 +148,12 @@ def test_a_password_in_each_url_form_is_written_and_shown_nowhere(isolated_dirs)
             texts.update({f"worker command line {i}": line for i, line in enumerate(workers)})
             assert _leaks(secret, texts) == [], run_id
             meta = run.read_meta()
-            assert "***" in meta["storage"] and meta["command"].startswith("fatnas search ")
+            assert "***" in meta["storage"] and meta["command"].startswith("fatnas search --budget 6MFLOPs --space ")
+            # recorded as typed, the space relative to the working folder: no machine path
+            assert machine_paths(meta) == [] and meta["space_source"] == "tests/data/tiny_space.yaml"
             if "--workers" in extra:
                 assert workers, "the workers' command lines were never seen"
-                assert len(run.trials().query("state in ['COMPLETE', 'PRUNED']")) == 3
+                assert len(run.trials().query("state in ['COMPLETE', 'PRUNED']")) == 2
         # a masked URL cannot open the study: the one line says so, without the password
         out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "search", "--join", "pg-query"],
                              capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=120)
