@@ -1,4 +1,19 @@
-"""The one base class for bad user input; the CLI turns it into a one-line error and exit 2."""
+"""The one base class for bad user input; the CLI turns it into a one-line error and exit 2.
+
+Also the one redaction of secrets (`redact`): every place that writes or shows a storage URL or a
+command line (run.yaml, study attributes, errors, progress lines) passes the text through it.
+"""
+from __future__ import annotations
+
+import re
+
+MASK = "***"
+# scheme://USER:PASSWORD@ : the password runs to the last `@` of its word, so a raw `@` in it is masked too
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):(?P<password>\S*)@")
+_USERINFO_WORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):(?P<password>.*)@", re.DOTALL)
+# ?password=..., &sslpassword=..., ;pwd=... (query strings and connection options)
+_QUERY = re.compile(r"(?P<head>[?&;\s]['\"]?[A-Za-z_]*(?:password|passwd|pwd|secret|token)['\"]?=)"
+                    r"(?P<password>[^&\s'\"]*)", re.IGNORECASE)
 
 
 class FatnasError(ValueError):
@@ -27,3 +42,18 @@ def check_positive(**values: object) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:  # type: ignore[operator]
             raise FatnasError(f"--{name.replace('_', '-')} {value}: must be a positive number")
+
+
+def redact(text: str, *, one_word: bool = False) -> str:
+    """`text` with every password in it replaced by `***`: the user-info password of any URL (with any
+    characters, a raw `@` included) and password-like query parameters (`?password=`, `&sslpassword=`).
+    It finds URLs anywhere in the text, so whole command lines (`--storage=URL`) and messages go through it.
+    `one_word`: the text is one command-line argument, whose password may hold spaces too."""
+    userinfo = _USERINFO_WORD if one_word else _USERINFO
+    text = userinfo.sub(lambda m: f"{m['head']}:{MASK}@" if m["password"] else m[0], text)
+    return _QUERY.sub(lambda m: f"{m['head']}{MASK}" if m["password"] else m[0], text)
+
+
+def has_secret(text: str) -> bool:
+    """Whether `redact` would change `text`."""
+    return redact(text) != text

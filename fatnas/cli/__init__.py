@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 # OpenMP threads that spin while waiting stall badly when other processes share the cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .._version import __version__  # noqa: E402
-from ..errors import FatnasError  # noqa: E402
+from ..errors import FatnasError, redact  # noqa: E402
 from . import export, fidelity, models, scale, search, supernet  # noqa: E402
 from .common import ArgumentParser, Flags  # noqa: E402
 
@@ -39,12 +40,26 @@ def main(argv: list[str] | None = None) -> int:
 
     retain_freed_memory()
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_negative_values(sys.argv[1:] if argv is None else argv))
         _check_resolution(args)
         return args.handler(args)
     except FatnasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(' '.join(str(exc).splitlines()))}", file=sys.stderr)
         return 2
+
+
+def _negative_values(argv: list[str]) -> list[str]:
+    """`--budget -5Mparams` as `--budget=-5Mparams`: argparse takes a value that starts with `-` and is not
+    a plain number for an option, and would say "expected one argument" instead of what is wrong with it."""
+    out: list[str] = []
+    for word in argv:
+        option = out[-1] if out else ""
+        if option.startswith("--") and option != "--" and "=" not in option and re.match(r"^-\.?\d", word) \
+                and not re.fullmatch(r"-\d+|-\d*\.\d+", word):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
 
 
 def _check_resolution(args: argparse.Namespace) -> None:

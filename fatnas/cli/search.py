@@ -173,15 +173,15 @@ def add_runs(sub: Any, flags: Flags) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ..runs.store import list_runs
+    from ..runs.store import readable_runs, state_counts
 
     rows = []
-    for run in list_runs():
-        meta, counts = run.read_meta(), run.state_counts()
+    for run, (meta, trials, front) in readable_runs(check=lambda r: (r.read_meta(), r.trials(), r.pareto())):
+        counts = state_counts(trials)
         rows.append(dict(run=run.id, kind=meta.get("kind", "?"), backend=meta.get("backend", "-"),
                          budget=meta.get("budget_text", "-"), complete=counts.get("COMPLETE", 0),
                          stopped=counts.get("PRUNED", 0), failed=counts.get("FAIL", 0),
-                         infeasible=counts.get("INFEASIBLE", 0), front=len(run.pareto())))
+                         infeasible=counts.get("INFEASIBLE", 0), front=len(front)))
     if not rows:
         print("no runs yet; start one with: python cli.py search --budget 2GFLOPs")
         return 0

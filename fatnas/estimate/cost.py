@@ -79,7 +79,7 @@ def fvcore_cost(model: nn.Module, in_chans: int, res: int | tuple[int, int] = 22
 
 _UNIT_PREFIX = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _BUDGET_RE = re.compile(
-    r"^\s*(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)\s*"
+    r"^\s*(?P<num>[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|[+-]?\.\d+(?:[eE][+-]?\d+)?)\s*"
     r"(?:(?P<prefix>[kKMGT]?)(?P<unit>flops?|params?)|(?P<time>ms|s))\s*$",
     re.IGNORECASE,
 )

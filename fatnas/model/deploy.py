@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import FatnasError
-from ..paths import atomic_write_bytes
+from ..paths import atomic_write_bytes, check_writable
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-4
@@ -126,7 +126,7 @@ def write_deployed(model: nn.Module, path: Path, fmt: str, *, res: int = 224, in
     if fmt not in FORMATS:
         raise DeployError(f"unknown format {fmt!r}; accepted: {', '.join(FORMATS)}")
     writer = write_onnx if fmt == "onnx" else write_pt2
-    return writer(model, Path(path), res=res, in_chans=in_chans)
+    return writer(model, check_writable(path, "-o"), res=res, in_chans=in_chans)
 
 
 __all__ = ["FORMATS", "TOLERANCE", "DeployError", "Deployed", "onnx_bytes", "onnx_session", "require_onnx",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -29,6 +30,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from ..errors import FatnasError
+from ..paths import portable_path
 from .config import NUM_STAGES, ConfigError, FATConfig, attention_keys, stage_output_sizes
 
 DEFAULT_SPACE = "fat"
@@ -40,6 +42,12 @@ OTHER_KEYS = ("resolution", "name", "description", "drop_path_rate")
 # order in which a stage's values are sampled (and named in Optuna: `width_0`, ...)
 PARAM_ORDER = ("depths", "widths", "heads", "head_dims", "kernels", "windows", "ffn_ratios", "ffn_kernels")
 HEAD_KEYS = ("heads", "head_dims")
+# what each key's choices must be, checked before anything is derived from them: (integer?, low, high)
+CHOICE_RANGES = {"depths": (True, 1, 64), "widths": (True, 1, 16384), "heads": (True, 1, 4096),
+                 "head_dims": (True, 1, 4096), "kernels": (True, 1, 63), "windows": (True, 1, 1024),
+                 "ffn_ratios": (False, 0, 64), "ffn_kernels": (True, 1, 63)}
+MAX_CHOICES = 256  # per key and stage
+MAX_RESOLUTION = 16384  # px; what fits memory is checked later, against the machine (estimate.memory)
 # with a proxy resolution, windows are sampled before the heads they can make inert
 CONDITIONAL_ORDER = ("depths", "widths", "kernels", "windows", "heads", "head_dims", "ffn_ratios", "ffn_kernels")
 
@@ -135,8 +143,13 @@ def snap_heads(key: str, width: int, value: int) -> int:
 
 def nearest_divisor(n: int, target: float) -> int:
     """The divisor of n closest to target (ties go to the smaller one)."""
-    divisors = [d for d in range(1, n + 1) if n % d == 0]
-    return min(divisors, key=lambda d: (abs(d - target), d))
+    return min(divisors(n), key=lambda d: (abs(d - target), d))
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of n >= 1 in O(sqrt n) steps, ascending."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def shipped_spaces() -> dict[str, Traversable]:
@@ -162,10 +175,13 @@ def load_space(spec: str | Path | None = None) -> SearchSpace:
     """Load and validate a space by name or path."""
     path = resolve_space_path(spec)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode())
+    except (UnicodeDecodeError, OSError) as exc:
+        raise SpaceError(f"space {path}: cannot be read as text ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
-        raise SpaceError(f"space {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return space_from_dict(data, source=str(path), default_name=path.name.removesuffix(".yaml").removesuffix(".yml"))
+        raise SpaceError(f"space {path}: not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+    space = space_from_dict(data, source=str(path), default_name=path.name.removesuffix(".yaml").removesuffix(".yml"))
+    return dataclasses.replace(space, source=portable_path(str(path)))  # as records keep it: no machine path
 
 
 def space_from_dict(data: Any, *, source: str = "<dict>", default_name: str = "space") -> SearchSpace:
@@ -184,10 +200,16 @@ def space_from_dict(data: Any, *, source: str = "<dict>", default_name: str = "s
         raise SpaceError(f"space {source}: missing key(s) {missing}")
     choices = {key: _per_stage_choices(source, key, data[key]) for key in PARAM_ORDER if key in data}
     resolution = data.get("resolution", 224)
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
-        raise SpaceError(f"space {source}: resolution = {resolution!r}: must be a positive integer")
+    if not _positive_int(resolution) or resolution > MAX_RESOLUTION:
+        raise SpaceError(f"space {source}: resolution = {resolution!r}: must be an integer from 1 to {MAX_RESOLUTION}")
+    rate = data.get("drop_path_rate", 0.0)
+    if not _is_number(rate) or not 0 <= rate < 1:
+        raise SpaceError(f"space {source}: drop_path_rate = {rate!r}: must be a number in [0, 1)")
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], (str, int, float)):
+            raise SpaceError(f"space {source}: {key} = {data[key]!r}: must be a text")
     space = SearchSpace(name=str(data.get("name", default_name)), choices=choices, resolution=resolution,
-                        drop_path_rate=data.get("drop_path_rate", 0.0), source=source)
+                        drop_path_rate=rate, source=source)
     _check_every_choice(space)
     return space
 
@@ -203,15 +225,27 @@ def _per_stage_choices(source: str, key: str, value: Any) -> tuple[tuple[Any, ..
         raise SpaceError(f"space {source}: {key}: mix of lists and values; give one list or four lists")
     else:
         per_stage = [value] * NUM_STAGES
+    integer, low, high = CHOICE_RANGES[key]
     for s, options in enumerate(per_stage):
         if not options:
             raise SpaceError(f"space {source}: {key}[{s}]: empty choices; give at least one value")
-        if len(set(options)) != len(options):
-            raise SpaceError(f"space {source}: {key}[{s}]: repeated choices {options}")
+        if len(options) > MAX_CHOICES:
+            raise SpaceError(f"space {source}: {key}[{s}]: {len(options)} choices; at most {MAX_CHOICES} per stage")
         for option in options:
-            if key in ("head_dims", "heads") and not _positive_int(option):
-                raise SpaceError(f"space {source}: {key}[{s}] = {option!r}: must be an integer >= 1")
+            if integer and not (_positive_int(option) and low <= option <= high):
+                raise SpaceError(f"space {source}: {key}[{s}] = {_short(option)}: must be an integer from {low} "
+                                 f"to {high}")
+            if not integer and not (_is_number(option) and low < option <= high):
+                raise SpaceError(f"space {source}: {key}[{s}] = {_short(option)}: must be a number above {low}, "
+                                 f"at most {high}")
+        if len(set(options)) != len(options):
+            raise SpaceError(f"space {source}: {key}[{s}]: repeated choices {_short(options)}")
     return tuple(tuple(options) for options in per_stage)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _check_every_choice(space: SearchSpace) -> None:
@@ -231,6 +265,10 @@ def _check_every_choice(space: SearchSpace) -> None:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def grid(space: SearchSpace, limit: int = 10_000) -> list[FATConfig]:

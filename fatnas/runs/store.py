@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
+import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,16 +28,33 @@ import pandas as pd
 import yaml
 
 from .._version import __version__ as fatnas_version
+from ..errors import FatnasError, redact
 from ..model.config import FATConfig
-from ..errors import FatnasError
-from ..paths import atomic_write_text, home_dir
+from ..paths import atomic_write_text, home_dir, portable_path
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 OBJECTIVES = (("accuracy", "max"), ("latency_ms", "min"))
 
 
+# run.yaml fields that must be numbers where present (None: not set), and the budget's limits
+NUMBER_FIELDS = ("trials", "timeout_s", "archs", "threads", "workers")
+BUDGET_FIELDS = ("max_flops", "max_params", "max_latency_ms", "res")
+# per CSV file of a run: the columns every row must fill (a damaged or cut file misses them)
+TABLE_KEYS = {"trials.csv": ("trial", "state"), "pareto.csv": ("trial", "state"), "references.csv": ("name",)}
+_WARNED: set[str] = set()
+_HELD = threading.local()  # run folders whose lock this thread holds (the lock is re-entrant)
+
+
 class RunError(FatnasError):
-    """A missing, malformed or clashing run."""
+    """A missing, malformed, damaged or clashing run; the message names the run, the file and what is wrong."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr (once per process): what a listing skipped, and why."""
+    line = f"warning: {redact(' '.join(message.split()))}"
+    if line not in _WARNED:
+        _WARNED.add(line)
+        print(line, file=sys.stderr)
 
 
 def runs_root() -> Path:
@@ -74,45 +95,108 @@ class Run:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the run folder's lock: one process at a time rewrites its files."""
+        """Hold the run folder's lock: one process at a time rewrites its files (re-entrant in a thread)."""
+        held = _HELD.__dict__.setdefault("paths", set())
+        key = str(self.path.resolve())
+        if key in held:
+            yield
+            return
         with open(self.path / ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            held.add(key)
             try:
                 yield
             finally:
+                held.discard(key)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def damaged(self, name: str, what: str) -> RunError:
+        return RunError(f"run {self.id!r}: {self.path / name} {what}")
+
     def read_meta(self) -> dict[str, Any]:
+        """run.yaml as a mapping; a missing, unreadable or malformed one is a RunError naming what is wrong."""
         meta_path = self.path / "run.yaml"
         if not meta_path.is_file():
             raise RunError(f"run {self.id!r} has no run.yaml; it is not a fatnas run folder")
-        return yaml.safe_load(meta_path.read_text()) or {}
+        try:
+            meta = yaml.safe_load(meta_path.read_bytes().decode())
+        except OSError as exc:
+            raise self.damaged("run.yaml", f"cannot be read ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise self.damaged("run.yaml", "is not text (damaged?)") from None
+        except yaml.YAMLError as exc:
+            raise self.damaged("run.yaml", f"is not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+        if not isinstance(meta, dict):
+            held = "nothing" if meta is None else f"a {type(meta).__name__}"
+            raise self.damaged("run.yaml", f"holds {held}, not a mapping of fields (damaged?)")
+        _check_meta_types(meta, lambda what: self.damaged("run.yaml", what))
+        return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write_text(self.path / "run.yaml", yaml.safe_dump(meta, sort_keys=False))
 
     def record(self, kind: str, fields: dict[str, Any], *, flop_convention: str, dataset: str,
                argv: list[str] | None = None) -> None:
-        """Write run.yaml for a new run: its kind, command, `fields`, versions, hardware and conventions."""
-        meta = dict(id=self.id, kind=kind, command=" ".join(argv if argv is not None else sys.argv), **fields,
+        """Write run.yaml for a new run: its kind, command (as typed, no password, no machine path),
+        `fields`, versions, hardware and conventions."""
+        meta = dict(id=self.id, kind=kind, command=command_line(argv if argv is not None else sys.argv), **fields,
                     **environment_info())
         meta["flop_convention"] = flop_convention
         meta["accuracy_note"] = f"proxy accuracy on {dataset}; not ImageNet accuracy"
         self.write_meta(meta)
 
     def update_meta(self, **changes: Any) -> None:
-        meta = self.read_meta()
-        meta.update(changes)
-        self.write_meta(meta)
+        """Change some fields of run.yaml, under the run folder's lock (workers may update it at once)."""
+        with self.lock():
+            meta = self.read_meta()
+            meta.update(changes)
+            self.write_meta(meta)
 
     def write_table(self, name: str, table: pd.DataFrame) -> None:
         atomic_write_text(self.path / name, table.to_csv(index=False))
 
+    def append_rows(self, name: str, rows: list[dict[str, Any]], columns: list[str],
+                    key: list[str] | None = None) -> pd.DataFrame:
+        """Add rows to a CSV file under the run folder's lock, so that processes appending at once lose none;
+        rows whose `key` columns are already there are not added twice. Returns the whole table."""
+        with self.lock():
+            table = self.read_table(name)
+            table = pd.concat([t for t in (table, pd.DataFrame(rows, columns=columns)) if not t.empty],
+                              ignore_index=True) if rows else table
+            if key and not table.empty:
+                table = table.drop_duplicates(subset=key, keep="first", ignore_index=True)
+            self.write_table(name, table if not table.empty else pd.DataFrame(columns=columns))
+            return table
+
     def read_table(self, name: str) -> pd.DataFrame:
+        """One CSV file of the run (empty if missing); a damaged one is a RunError naming the file."""
         path = self.path / name
         if not path.is_file():
             return pd.DataFrame()
-        return pd.read_csv(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise self.damaged(name, f"cannot be read ({exc.strerror or exc})") from None
+        if not data:
+            raise self.damaged(name, "is empty (0 bytes, not even a header; damaged?)")
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            text = "\0"
+        if "\0" in text:
+            raise self.damaged(name, "is not text (binary or damaged)")
+        if not text.endswith("\n"):
+            raise self.damaged(name, "ends in the middle of a line (truncated?)")
+        if text.strip() in ("", '""'):
+            return pd.DataFrame()  # a table with no column, as write_table writes it
+        try:
+            table = pd.read_csv(io.StringIO(text))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+            raise self.damaged(name, f"is not a readable CSV table ({' '.join(str(exc).split())[:150]})") from None
+        missing = [c for c in TABLE_KEYS.get(name, ()) if c not in table.columns or table[c].isna().any()]
+        if missing:
+            raise self.damaged(name, f"lacks values in column(s) {missing} (damaged or truncated?)")
+        return table
 
     def trials(self) -> pd.DataFrame:
         return self.read_table("trials.csv")
@@ -134,11 +218,14 @@ class Run:
 
 
 def create_run(run_id: str, root: Path | None = None) -> Run:
-    """A new, empty run folder; an existing id is an error."""
+    """A new, empty run folder; an existing id is an error, also when another process takes it at this moment."""
     path = (root or runs_root()) / check_run_id(run_id)
-    if path.exists():
-        raise RunError(f"run {run_id!r} already exists in {path.parent}; pick another --run-id or --resume it")
-    path.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()  # atomic: of two processes making one id, exactly one succeeds
+    except FileExistsError:
+        raise RunError(f"run {run_id!r} already exists in {path.parent}; pick another --run-id or --resume it"
+                       ) from None
     return Run(path)
 
 
@@ -173,6 +260,54 @@ def list_runs(root: Path | None = None) -> list[Run]:
 def state_counts(trials: pd.DataFrame) -> dict[str, int]:
     """Rows of a trials table by state (empty table: none)."""
     return trials["state"].value_counts().to_dict() if not trials.empty else {}
+
+
+def readable_runs(root: Path | None = None, check: Callable[[Run], Any] | None = None) -> Iterator[tuple[Run, Any]]:
+    """(run, check(run)) for each run whose files read (default check: run.yaml); a damaged run is
+    skipped with a one-line warning on stderr, so that one broken run never hides the others."""
+    for run in list_runs(root):
+        try:
+            yield run, (check or Run.read_meta)(run)
+        except RunError as exc:
+            warn(f"skipped {exc}")
+
+
+def _check_meta_types(meta: dict[str, Any], damaged: Callable[[str], RunError]) -> None:
+    """The numbers run.yaml must hold where it holds them (a budget of text would fail far from here)."""
+    for name in NUMBER_FIELDS:
+        if meta.get(name) is not None and not _is_number(meta[name]):
+            raise damaged(f"has {name}: {meta[name]!r}, not a number (damaged?)")
+    budget = meta.get("budget")
+    if budget is None:
+        return
+    if not isinstance(budget, dict):
+        raise damaged(f"has budget: {budget!r}, not a mapping of limits (damaged?)")
+    for name, value in budget.items():
+        if name not in BUDGET_FIELDS:
+            raise damaged(f"has an unknown budget field {name!r}; accepted: {', '.join(BUDGET_FIELDS)}")
+        if value is not None and not (_is_number(value) and value > 0):
+            raise damaged(f"has budget {name}: {value!r}, not a positive number (damaged?)")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as its user would type it: `fatnas search ...` (not the path of cli.py or of the
+    script), paths relative to the working folder, passwords masked, quoted for a shell."""
+    program = Path(argv[0]).name if argv else "fatnas"
+    program = "fatnas" if program in ("cli.py", "fatnas", "__main__.py") else portable_path(argv[0])
+    words = [_portable_word(word) for word in argv[1:]]
+    return shlex.join([program, *(redact(word, one_word=True) for word in words)])
+
+
+def _portable_word(word: str) -> str:
+    """An argument with an absolute path in it (`/x/y`, `--opt=/x/y`) made relative to the working folder."""
+    head, sep, value = word.partition("=") if word.startswith("--") else ("", "", word)
+    if value.startswith("/") and "://" not in value:
+        value = portable_path(value)
+    return f"{head}{sep}{value}"
 
 
 def pareto_mask(table: pd.DataFrame, objectives: Iterable[tuple[str, str]] = OBJECTIVES) -> pd.Series:

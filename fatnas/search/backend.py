@@ -19,6 +19,7 @@ from ..estimate.proxy import configure_threads
 from ..model.variants import PUBLISHED, get_config
 from ..runs.store import Run
 from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
+from .record import record_target, storage_of
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", o
         options = chosen.make_options(settings.device)
     chosen.check(settings, workers=workers, joining=joining)  # a resumed run's storage is its own
     configure_threads(settings.threads)
+    record_target(run, settings, storage_of(run, storage))
     data = data if data is not None else settings_data(settings)
     if settings.references and not joining:
         evaluate_references(run, settings, data)

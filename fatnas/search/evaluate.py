@@ -16,6 +16,7 @@ from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, Cost, analytic_cost
 from ..estimate.data import DataSplit, check_classes
 from ..estimate.liveness import sampling_space
+from ..estimate.memory import check_memory
 from ..estimate.proxy import ProxySettings
 from ..estimate.zero_cost import check_proxy
 from ..model.config import NUM_STAGES, STAGE_FIELDS, FATConfig
@@ -68,6 +69,10 @@ class SearchSettings:
             check_proxy(self.prescreen)
         if not 0 < self.prescreen_keep <= 1:
             raise FatnasError(f"prescreen keep fraction {self.prescreen_keep!r}: must be in (0, 1], e.g. 0.25")
+        check_memory(self.space, self.proxy.res, self.proxy.batch_size, self.device, training=True, what="--proxy-res")
+        if self.latency_model is None:  # candidates are timed here at the space's resolution
+            check_memory(self.space, self.space.resolution, 1, self.device, training=False,
+                         what=f"space {self.space.name!r} resolution")
 
     @property
     def prescreen_draws(self) -> int:

@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import FatnasError
 from ..estimate.base import make_estimator
 from ..estimate.data import DataSplit
-from ..runs.store import Run, publish_trials
+from ..runs.store import OBJECTIVES, Run, publish_trials
 from .backend import SearchJob
 from .core import MAX_INFEASIBLE_DRAWS, MedianStopper, StopRule, progress_bar, show_progress
 from .evaluate import (
@@ -48,6 +48,7 @@ from .storage import HeartbeatThread, fail_stale_trials, is_lost, open_storage, 
 from .workers import start_workers, stop_workers, wait_workers
 
 DIRECTIONS = ("maximize", "minimize")  # accuracy, latency_ms
+METRIC_NAMES = tuple(name for name, _ in OBJECTIVES)  # accuracy, latency_ms
 RUN_META_ATTR = "fatnas_run"  # the study's copy of run.yaml, so any machine can rebuild the run folder
 REFERENCES_ATTR = "fatnas_references"  # the study's copy of references.csv
 SURPLUS = "surplus: the target was reached or claimed by other workers; not trained"
@@ -75,8 +76,17 @@ def create_study(storage: optuna.storages.BaseStorage, run_id: str, run_meta: di
         raise FatnasError(f"the storage already holds a study named {run_id!r}; "
                           f"add a worker with --join {run_id} or pick another --run-id")
     study = optuna.create_study(storage=storage, study_name=run_id, directions=list(DIRECTIONS))
+    name_metrics(study)
     study.set_user_attr(RUN_META_ATTR, run_meta)
     return study
+
+
+def name_metrics(study: optuna.Study) -> None:
+    """Name the study's objectives (optuna-dashboard and Optuna's plots show these names, not "0" and "1")."""
+    if study.metric_names != list(METRIC_NAMES):
+        with warnings.catch_warnings():  # set_metric_names is experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(METRIC_NAMES))
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -100,8 +110,10 @@ def open_study(run_id: str, settings: SearchSettings, storage: optuna.storages.B
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     made = len(load_study(storage, run_id).trials) if run_id in study_names(storage) else 0
     seed = settings.seed + made + (os.getpid() if joining else 0)
-    return optuna.create_study(storage=storage, study_name=run_id, directions=list(DIRECTIONS),
-                               sampler=make_sampler(settings.sampler, seed), load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=run_id, directions=list(DIRECTIONS),
+                                sampler=make_sampler(settings.sampler, seed), load_if_exists=True)
+    name_metrics(study)  # also in studies made before the names were set
+    return study
 
 
 def fail_legacy_running(study: optuna.Study, storage: optuna.storages.BaseStorage, grace_s: int) -> int:

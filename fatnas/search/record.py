@@ -3,7 +3,7 @@ storage of its study, and `sync_run`, which rebuilds the folder from the study o
 from __future__ import annotations
 
 import dataclasses
-import sys
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,17 @@ from ..estimate.latency import latency_source
 from ..estimate.liveness import space_liveness
 from ..estimate.proxy import ProxySettings
 from ..model.space import space_from_dict
+from ..paths import portable_path
 from ..runs.store import Run, RunError, create_run, open_run
 from .evaluate import OBJECTIVES, SearchSettings
-from .storage import Heartbeat, has_masked_password, mask_password, normalize_storage, open_storage
+from .storage import (
+    WORKER_STORAGE_ENV,
+    Heartbeat,
+    has_masked_password,
+    mask_password,
+    normalize_storage,
+    open_storage,
+)
 
 
 def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
@@ -31,7 +39,7 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                 dataset=settings.dataset, data_dir=settings.data_dir, classes=list(settings.classes) or None,
                 latency=dict(warmup=settings.latency_warmup, repeats=settings.latency_repeats,
                              # then device, resolution, batch_size: of the latency's source
-                             model=settings.latency_model,
+                             model=portable_path(settings.latency_model) if settings.latency_model else None,
                              **latency_source(latency_model=settings.latency_model, device=settings.device,
                                               threads=settings.threads, res=settings.space.resolution)),
                 threads=settings.threads,
@@ -59,7 +67,7 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
                   latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
                   references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
                   threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False),
-                  latency_model=meta["latency"].get("model"), classes=tuple(meta.get("classes") or ()),
+                  latency_model=_absolute(meta["latency"].get("model")), classes=tuple(meta.get("classes") or ()),
                   estimator=meta.get("estimator", "proxy"))
     prescreen = meta.get("prescreen") or {}
     values.update(prescreen=prescreen.get("proxy"), prescreen_keep=prescreen.get("keep", 0.25))
@@ -70,6 +78,11 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
         values.update(proxy=dataclasses.replace(values["proxy"], device=device))
     values.update({k: v for k, v in changes.items() if v is not None})
     return SearchSettings(**values)
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path run.yaml records relative to the working folder, made absolute (Ray trials run in other folders)."""
+    return str(Path(path).resolve()) if path else None
 
 
 def resume_settings(run: Run, backend: str, **changes: Any) -> SearchSettings:
@@ -91,7 +104,6 @@ def record_run(run: Run, settings: SearchSettings, backend: str, argv: list[str]
     fields = dict(backend=backend, **settings_to_meta(settings))
     if storage is not None:
         fields["storage"] = mask_password(storage)
-    argv = [mask_password(arg) for arg in (argv if argv is not None else sys.argv)]  # --storage URL's password
     run.record("search", fields, dataset=settings.dataset, flop_convention=flop_convention(settings.space.resolution),
                argv=argv)
     from .optuna_backend import create_study
@@ -112,7 +124,9 @@ def check_storage(url: str | None, backend: str, heartbeat: Heartbeat = Heartbea
 
 
 def storage_of(run: Run, given: str | None) -> str:
-    """The storage a worker of `run` opens: `given`, else run.yaml's (which must then hold no masked password)."""
+    """The storage a worker of `run` opens: `given`, else the one its starting process handed it through
+    the environment (`search --workers`), else run.yaml's (which must then hold no masked password)."""
+    given = given if given is not None else os.environ.get(WORKER_STORAGE_ENV) or None
     if given is not None:
         return normalize_storage(given)
     url = run.storage_url
@@ -120,6 +134,22 @@ def storage_of(run: Run, given: str | None) -> str:
         raise FatnasError(f"run {run.id!r} keeps its study in {url}, whose password run.yaml does not record; "
                           "pass --storage URL with the password (or leave it out of the URL and set PGPASSWORD)")
     return url
+
+
+def record_target(run: Run, settings: SearchSettings, storage_url: str) -> None:
+    """A raised `--trials` (`search --resume` or `--join`) is the search's target from now on: run.yaml
+    and the study's copy of it record it (a lower one only stops this worker sooner)."""
+    from .optuna_backend import RUN_META_ATTR, load_study
+
+    if not (run.path / "run.yaml").is_file():  # a bare folder (the Python API, tests): nothing recorded
+        return
+    with run.lock():
+        meta = run.read_meta()
+        if settings.trials <= (meta.get("trials") or 0):
+            return
+        meta["trials"] = settings.trials
+        run.write_meta(meta)
+    load_study(open_storage(storage_url, None), run.id).set_user_attr(RUN_META_ATTR, meta)
 
 
 def sync_run(run_id: str, storage: str | None = None, root: Path | None = None) -> Run:

@@ -17,18 +17,23 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote, unquote
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import FatnasError
+from ..errors import MASK, FatnasError, redact
 
 STORAGE_FORMS = ("sqlite:///PATH, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
                  "mysql://USER[:PASSWORD]@HOST[:PORT]/DB, journal:///PATH.log (or PATH.log)")
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 JOURNAL_PREFIX = "journal://"
-PASSWORD = re.compile(r"^(?P<head>[a-z0-9+]+://[^:/@]*):(?P<password>[^@]*)@")
+# the user-info of a server URL: USER:PASSWORD up to the last `@` before the query (a raw `@` may be in the password)
+USERINFO = re.compile(r"^(?P<scheme>[A-Za-z0-9+]+://)(?P<user>[^:/@]*):(?P<password>[^?]*)@(?P<rest>[^@]*)$", re.DOTALL)
+# how `search --workers N` hands the storage URL to the worker processes it starts: in their environment
+# (readable by the owner only), never on their command line, where `ps` shows it to every user
+WORKER_STORAGE_ENV = "FATNAS_WORKER_STORAGE"
 HEARTBEAT_ATTR = "heartbeat"  # journal storages: wall-clock time of the trial's last heartbeat
 # SQLAlchemy's default driver of each scheme (another is named in the URL, e.g. postgresql+psycopg2://)
 DRIVERS = dict(postgresql="psycopg (pip install 'psycopg[binary]')", mysql="mysqlclient (pip install mysqlclient)")
@@ -78,17 +83,27 @@ def normalize_storage(url: str) -> str:
         if not path:
             raise StorageError(f"--storage {url!r}: sqlite needs a file path; accepted forms: {STORAGE_FORMS}")
         return f"sqlite:///{Path(path).resolve()}"
-    return url
+    return quote_password(url)
+
+
+def quote_password(url: str) -> str:
+    """The URL with its password percent-encoded, so a raw `@`, `/` or `?` in it reaches the server whole."""
+    match = USERINFO.match(url)
+    if match is None or match["password"] == MASK:
+        return url
+    password = quote(unquote(match["password"]), safe="")
+    return f"{match['scheme']}{match['user']}:{password}@{match['rest']}"
 
 
 def mask_password(url: str) -> str:
-    """The URL with its password replaced by `***` (what run.yaml records)."""
-    return PASSWORD.sub(lambda m: f"{m['head']}:***@", url)
+    """The URL with its password replaced by `***` (what run.yaml records); `fatnas.errors.redact` of one word."""
+    return redact(url, one_word=True)
 
 
 def has_masked_password(url: str) -> bool:
-    match = PASSWORD.match(url)
-    return match is not None and match["password"] == "***"
+    """Whether the URL's password was masked (run.yaml's copy), so the URL cannot open the storage."""
+    match = USERINFO.match(url)
+    return (match is not None and match["password"] == MASK) or f"={MASK}" in url
 
 
 def open_storage(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage:
@@ -111,7 +126,7 @@ def open_storage(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseS
                            f"install {driver}") from None
     except Exception as exc:  # sqlalchemy's OperationalError and the like: one line, no password
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"--storage {mask_password(url)}: cannot open it: {mask_password(reason)[:300]}") from None
+        raise StorageError(f"--storage {mask_password(url)}: cannot open it: {redact(reason)[:300]}") from None
 
 
 def keeps_optuna_heartbeats(storage: optuna.storages.BaseStorage) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..paths import home_dir
-from ..runs.store import Run, list_runs, runs_root
+from ..runs.store import Run, RunError, readable_runs, runs_root, warn
 from ..search.evaluate import OBJECTIVES
 from .fidelity import FIDELITY_KEYS, read_study_table
 
@@ -65,7 +65,7 @@ def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None,
     """The best fidelity study that trained `proxy` (ProxySettings fields) as a low fidelity on all of `dataset`."""
     val_images = int(proxy.get("val_images") or 0)
     fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound")
-    found = [trust for run in _fidelity_runs(roots) if (trust := _trust_from(run, proxy, dataset)) is not None]
+    found = [trust for run in _fidelity_runs(roots) if (trust := _checked_trust(run, proxy, dataset)) is not None]
     found = [t if t.seed_std is not None else dataclasses.replace(t, seed_note=fallback.seed_note) for t in found]
     if not found:
         return fallback
@@ -78,16 +78,18 @@ def bench_results() -> Path:
 
 
 def _fidelity_runs(roots: Sequence[Path] | None) -> list[Run]:
+    """The fidelity studies under `roots`; a damaged run is skipped with a one-line warning."""
     roots = [runs_root(), bench_results()] if roots is None else roots
-    runs = []
-    for root in roots:
-        for run in list_runs(root):
-            try:
-                if run.read_meta().get("kind") == "fidelity":
-                    runs.append(run)
-            except (OSError, ValueError):
-                continue  # a half-written or foreign folder is no study
-    return runs
+    return [run for root in roots for run, meta in readable_runs(root) if meta.get("kind") == "fidelity"]
+
+
+def _checked_trust(run: Run, proxy: dict[str, Any], dataset: str) -> ProxyTrust | None:
+    """`_trust_from`, or None with a one-line warning where a file of the study is damaged."""
+    try:
+        return _trust_from(run, proxy, dataset)
+    except RunError as exc:
+        warn(f"skipped {exc}")
+        return None
 
 
 def _trust_from(run: Run, proxy: dict[str, Any], dataset: str) -> ProxyTrust | None:

@@ -20,6 +20,7 @@ from ...errors import FatnasError
 from ...model.config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
 from ...model.network import FATBlock, Head, Stem
 from ...model.space import SearchSpace, snap_heads, stage_value
+from ...paths import atomic_write_text, check_writable, portable_path
 from .measure import MEASURED_METHOD, REFERENCE_CONFIG, RUNTIMES, device_name
 
 TABLE_FORMAT = "fatnas-latency-table/1"
@@ -204,11 +205,8 @@ class LatencyTable:
                     parts=self.parts)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
+        path = check_writable(path, "-o")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))  # a unique temporary file, then rename
         self.path = path
         return path
 
@@ -216,7 +214,7 @@ class LatencyTable:
         """Where modelled latency comes from, as run.yaml records it."""
         return dict(source="modelled", device=self.device, device_name=self.meta.get("device_name"),
                     runtime=self.runtime, threads=self.threads, batch_size=self.batch, resolution=self.res,
-                    table=str(self.path) if self.path else None,
+                    table=portable_path(self.path) if self.path else None,
                     table_fingerprint=file_fingerprint(self.path) if self.path else None)
 
 

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from ...paths import check_writable
 from ...runs.store import Run, atomic_write_text
 from ..page import html_table, page_html
 from .figures import (
@@ -77,7 +78,7 @@ def dashboard_html(runs: Sequence[RunData]) -> str:
 def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path:
     """Write the dashboard of `runs` to `path` (default: dashboard.html in the first run's folder)."""
     datas = [load_run_data(r) for r in runs]
-    out = Path(path) if path is not None else runs[0].path / "dashboard.html"
+    out = check_writable(path, "-o") if path is not None else runs[0].path / "dashboard.html"
     if out.is_dir():
         out = out / "dashboard.html"
     atomic_write_text(out, dashboard_html(datas))

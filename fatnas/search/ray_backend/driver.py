@@ -40,6 +40,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
+from ...errors import FatnasError
 from ...estimate.data import DataSplit, settings_data
 from ...model.space import SearchSpace
 from ...runs.store import Run, publish_trials
@@ -279,27 +280,40 @@ _SESSIONS: dict[str, _Session] = {}
 
 
 def error_text(trial: Trial) -> str:
-    """`Type: message` of the exception a trial raised (Ray wraps it in a RayTaskError).
+    """`Type: message` of the exception a trial raised: the last line of Tune's text error file.
 
+    Tune also keeps the exception pickled (error.pkl) in the run folder; it is never read, since
+    unpickling a file of a run folder (which may come from someone else) runs the code in it.
     Tune writes the error into the trial's driver-side folder first and syncs it to the
     experiment folder later, so both places are tried.
     """
-    err = None
-    with contextlib.suppress(Exception):
-        if trial.pickled_error_file and os.path.isfile(trial.pickled_error_file):
-            with open(trial.pickled_error_file, "rb") as f:
-                err = ray.cloudpickle.load(f)
-    if err is None:
-        with contextlib.suppress(Exception):
-            err = trial.get_pickled_error()
-    if err is not None:
-        cause = getattr(err, "cause", None) or err
-        return f"{type(cause).__name__}: {cause}"[:500]
     text = ""
     with contextlib.suppress(Exception):
-        text = Path(trial.error_file).read_text() if trial.error_file else trial.get_error() or ""
+        text = Path(trial.error_file).read_text(errors="replace") if trial.error_file else ""
+    if not text.strip():
+        with contextlib.suppress(Exception):
+            text = trial.get_error() or ""
     lines = [line for line in str(text).splitlines() if line.strip()]
-    return (lines[-1] if lines else "the trial's Ray actor failed")[:500]
+    return (lines[-1].strip() if lines else "the trial's Ray actor failed")[:500]
+
+
+def maker() -> dict[str, Any]:
+    """Who runs this search, as run.yaml records it: the machine and the user."""
+    return dict(host=os.uname().nodename, uid=os.getuid())
+
+
+def check_own_experiment(run: Run, ray_dir: Path, meta: dict[str, Any]) -> None:
+    """Refuse to restore a Tune experiment made on another machine or by another user: Tune's restore unpickles
+    its files (searcher, trials), and unpickling a file runs the code it names."""
+    made = meta.get("made_by")
+    here = maker()
+    foreign = [p for p in ray_dir.rglob("*.pkl") if p.stat().st_uid != here["uid"] or p.stat().st_mode & 0o022]
+    if (made is not None and made != here) or foreign:
+        by = f"on {made.get('host')} by user {made.get('uid')}" if made and made != here else \
+            f"with files of another user or writable by others ({foreign[0].relative_to(ray_dir)})"
+        raise FatnasError(f"run {run.id!r}: its Ray experiment ({ray_dir.name}/) was made {by}; restoring it would "
+                          f"unpickle its files, which runs their code, so fatnas restores only experiments made on "
+                          f"this machine by this user (start a new run, or `sync` an Optuna run)")
 
 
 # ---------------------------------------------------------------- the search
@@ -324,6 +338,8 @@ class RaySearch:
         """Run Tune trials until `settings.trials` have trained, the timeout passes, or too many fail."""
         meta = self.run.read_meta().get("ray") or {}
         restoring = self.ray_dir.is_dir() and tune.Tuner.can_restore(str(self.ray_dir))
+        if restoring:
+            check_own_experiment(self.run, self.ray_dir, meta)
         if restoring and meta.get("finished"):
             if self._target_reached():
                 return  # nothing to add
@@ -431,7 +447,7 @@ class RaySearch:
         many of this session's trials failed once (a node lost, an exception) and ran again."""
         total = ray.cluster_resources()
         self.run.update_meta(ray=dict(
-            version=ray.__version__, address=self.options.address or "local",
+            version=ray.__version__, address=self.options.address or "local", made_by=maker(),
             cpus_per_trial=self.options.cpus_per_trial, gpus_per_trial=self.options.gpus_per_trial,
             max_concurrent=max_concurrent, torch_threads_per_trial=self.options.threads,
             cluster=dict(nodes=sum(bool(n.get("Alive")) for n in ray.nodes()), cpus=total.get("CPU", 0),

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from ...estimate.base import check_estimator_task, make_estimator
 from ...estimate.cost import Budget, flop_convention
 from ...estimate.data import check_classes
+from ...estimate.memory import check_memory
 from ...estimate.proxy import ProxySettings
 from ...estimate.zero_cost import PROXIES, check_proxy
 from ...model.space import SearchSpace, space_from_dict
@@ -68,6 +69,9 @@ class StudySettings:
         check_classes(self.classes)
         if self.device != "cpu" and self.device != "cuda" and not self.device.startswith("cuda:"):
             raise FidelityError(f"device {self.device!r}: expected cpu, cuda or cuda:N")
+        for fidelity in self.fidelities:  # every training fits memory here, known before any starts
+            check_memory(self.space, fidelity.res, fidelity.batch_size, self.device, training=True,
+                         what=f"fidelity {self.label(fidelity)}: res")
 
     @staticmethod
     def label(settings: ProxySettings) -> str:
@@ -128,6 +132,17 @@ class StudySettings:
         return cls(**values)
 
 
+def add_lows(run: Run, settings: StudySettings, added: list[ProxySettings]) -> StudySettings:
+    """The study with more low fidelities, recorded in run.yaml under the run's lock; the lows are re-read
+    there, so that a process adding others to the same study at the same time keeps them too."""
+    with run.lock():
+        recorded = StudySettings.from_meta(run.read_meta()).lows
+        lows = recorded + tuple(s for s in (*settings.lows, *added) if s not in recorded)
+        settings = dataclasses.replace(settings, lows=tuple(dict.fromkeys(lows)))
+        run.update_meta(**settings.fidelity_meta())
+    return settings
+
+
 def record_study(run: Run, settings: StudySettings, argv: list[str] | None = None) -> None:
     """Write run.yaml: command, settings, seeds, versions and hardware."""
     run.record("fidelity", settings.to_meta(), dataset=settings.dataset,
@@ -155,8 +170,7 @@ def resume_study_settings(run: Run, *, lows: Sequence[str] = (), device: str | N
     added = [parse_fidelity(text) for text in lows if not is_scorer(text)]
     added = [s for s in added if s not in settings.lows]
     if added:  # a finished study takes more low fidelities; its other measurements are kept
-        settings = dataclasses.replace(settings, lows=settings.lows + tuple(added))
-        run.update_meta(**settings.fidelity_meta())
+        settings = add_lows(run, settings, added)
     recorded = (meta.get("high_seeds", 1), meta.get("reference_metric", "accuracy"))
     if (settings.high_seeds, settings.reference_metric) != recorded:
         run.update_meta(high_seeds=settings.high_seeds, reference_metric=settings.reference_metric)

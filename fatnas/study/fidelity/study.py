@@ -25,7 +25,10 @@ def run_study(run: Run, settings: StudySettings, *, data: DataSplit | None = Non
     for name, cfg in archs.items():
         if not (run.path / "configs" / f"{name}.yaml").is_file():
             run.write_config(name, cfg, dict(run=run.id, arch=name))
-    done = read_rows(run)
+    with run.lock():  # a file from before the metric column, in today's form (rows are appended to it below)
+        done = read_rows(run)
+        if not done.empty and "metric" not in run.read_table("fidelity.csv"):
+            run.write_table("fidelity.csv", done)
     rows = done.to_dict("records")
     finished = {(r["arch"], r["measure"], int(r["seed"])) for r in rows}
     jobs = plan_jobs(settings, archs)
@@ -33,8 +36,8 @@ def run_study(run: Run, settings: StudySettings, *, data: DataSplit | None = Non
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"fidelity {run.id}", unit="job",
               disable=not progress, dynamic_ncols=True) as bar:
         for job_rows in execute(todo, settings, data):
-            rows.extend(job_rows)
-            run.write_table("fidelity.csv", pd.DataFrame(rows, columns=list(CSV_COLUMNS)))
+            # appended under the run's lock: another process resuming this study at once loses no row
+            run.append_rows("fidelity.csv", job_rows, list(CSV_COLUMNS), key=["arch", "measure", "seed", "metric"])
             bar.set_postfix_str(f"{job_rows[0]['arch']} {job_rows[0]['measure']}", refresh=False)
             bar.update()
     return analyse(run, settings)

@@ -1,0 +1,69 @@
+"""Memory, before any trial starts: an estimate of the activation memory of a space's largest network,
+the limit of this machine (or GPU), and the check that refuses a resolution that would not fit."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+
+from ..model.config import attention_keys, stage_output_sizes
+from ..model.space import stage_value
+from .proxy import ProxyError
+
+MEMORY_LIMIT_ENV = "FATNAS_MEMORY_LIMIT_GB"  # overrides the limit found (the machine's memory, or the GPU's)
+BYTES_PER_VALUE = 4  # float32 activations
+
+
+def activation_bytes(space: Any, res: int, batch: int, *, training: bool) -> int:
+    """An estimate of the activation memory of the space's largest network (the largest width, depth and FFN
+    ratio, the smallest window and most heads of every stage) at res x res and `batch` images. Training keeps
+    every block's activations for the backward pass; inference holds about two blocks' at a time."""
+
+    def most(key: str, stage: int, pick: Callable = max) -> Any:
+        options = space.choices.get(key)
+        return pick(options[stage]) if options else stage_value({}, key, stage)
+
+    width0 = most("widths", 0)
+    stem = width0 * (-(-res // 2)) ** 2 * 4 + width0 * (-(-res // 4)) ** 2 * 4
+    blocks = []
+    for s, (h, w) in enumerate(stage_output_sizes(res, res)):
+        width, ratio = most("widths", s), most("ffn_ratios", s)
+        heads = most("heads", s) if "heads" in space.choices else \
+            width // min(space.choices["head_dims"][s]) if "head_dims" in space.choices else 8
+        keys = attention_keys(h, w, most("windows", s, min))
+        per_block = int(width * h * w * (8 + 2 * ratio)) + max(1, heads) * h * w * keys
+        blocks += [per_block] * most("depths", s)
+    values = stem + sum(blocks) if training else 2 * max([stem, *blocks])
+    return values * batch * BYTES_PER_VALUE
+
+
+def memory_limit_bytes(device: str) -> tuple[int, str]:
+    """How much memory a trial may use here, and where that figure comes from."""
+    override = os.environ.get(MEMORY_LIMIT_ENV)
+    if override:
+        try:
+            return int(float(override) * 2**30), f"${MEMORY_LIMIT_ENV}"
+        except ValueError:
+            raise ProxyError(f"${MEMORY_LIMIT_ENV}={override!r}: expected a number of GiB") from None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        return int(torch.cuda.get_device_properties(index).total_memory), f"the memory of {device}"
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "this machine's memory"
+    except (ValueError, OSError):
+        return 64 * 2**30, "an assumed 64 GiB"
+
+
+def check_memory(space: Any, res: int, batch: int, device: str, *, training: bool, what: str) -> None:
+    """Refuse, before any trial starts, a resolution whose largest network would not fit in memory here."""
+    need = activation_bytes(space, res, batch, training=training)
+    limit, origin = memory_limit_bytes(device)
+    if need > limit:
+        doing = f"training at batch {batch}" if training else "timing at batch 1"
+        raise ProxyError(f"{what} {res}: the largest network of space {space.name!r} needs about "
+                         f"{need / 2**30:,.1f} GiB for {doing} at {res} px (an estimate); the limit is "
+                         f"{limit / 2**30:,.1f} GiB ({origin}); use a smaller resolution")
+
+
+__all__ = ["BYTES_PER_VALUE", "MEMORY_LIMIT_ENV", "activation_bytes", "check_memory", "memory_limit_bytes"]
