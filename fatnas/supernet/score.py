@@ -18,6 +18,8 @@ from ..estimate.proxy import crop_oversized_kernels
 from ..model.config import FATConfig
 from .elastic import Supernet
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # the public BatchNorm classes
+
 EVAL_BATCH = 500
 
 
@@ -60,7 +62,7 @@ class SubnetScorer:
 @torch.no_grad()
 def recalibrate_batchnorm(network: nn.Module, images: ProxyImages, batch: int = 256) -> None:
     """Replace every BatchNorm's running statistics by their exact mean over `images` (the rest in eval)."""
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in network.modules() if isinstance(m, BATCH_NORMS)]
     network.eval()
     for m in norms:
         m.reset_running_stats()
