@@ -1,6 +1,6 @@
 """The `supernet:ID` estimator: a config's score from a trained supernet's inherited weights, no training.
 
-A supernet is loaded once per process (cached by run id and device), and its recalibration and
+A supernet is loaded once per process (cached by its folder, weights' hash and device), and its recalibration and
 validation images are prepared at the first `estimate`; each `estimate` then extracts,
 recalibrates and evaluates one sub-network.
 """
@@ -14,6 +14,7 @@ from ..errors import FatnasError
 from ..estimate.base import Estimate, Report, register_estimator
 from ..estimate.data import DataSplit
 from ..model.config import FATConfig
+from ..runs.store import open_run
 from .run import TrainedSupernet, check_task, load_supernet
 from .score import SubnetScorer
 
@@ -32,7 +33,7 @@ class SupernetEstimator:
         if not argument:
             raise FatnasError("estimator 'supernet' needs a run id: supernet:ID (train one with `fatnas supernet "
                               "train`)")
-        return cls(_trained(argument, device), data)
+        return cls(_trained(*_identity(argument), device), data)
 
     @property
     def provenance(self) -> str:
@@ -58,9 +59,17 @@ class SupernetEstimator:
                         provenance=self.provenance)
 
 
+def _identity(run_id: str) -> tuple[str, str | None]:
+    """What a loaded supernet is cached by: its run folder (one id may name another folder under another runs
+    root) and its weights' hash (a run retrained in place is loaded again)."""
+    run = open_run(run_id)
+    meta = run.read_meta()
+    return str(run.path.resolve()), meta.get("weights_sha256")
+
+
 @functools.lru_cache(maxsize=4)
-def _trained(run_id: str, device: str) -> TrainedSupernet:
-    return load_supernet(run_id, device)
+def _trained(path: str, weights_sha256: str | None, device: str) -> TrainedSupernet:
+    return load_supernet(path, device)
 
 
 _SCORERS: dict[tuple[int, int], SubnetScorer] = {}
