@@ -135,3 +135,38 @@ def test_committed_run_records_hold_no_machine_path():
     assert records, "no committed run.yaml found"
     found = {str(p.relative_to(ROOT)): machine_paths(yaml.safe_load(p.read_text())) for p in records}
     assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_a_run_id_taken_between_the_check_and_the_mkdir_is_still_one_clear_error(isolated_dirs, monkeypatch):
+    real_mkdir = Path.mkdir
+
+    def other_process_wins(self, *args, **kwargs):  # the folder appears just before this process makes it
+        if self.name == "raced" and not self.exists():
+            real_mkdir(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", other_process_wins)
+    with pytest.raises(RunError, match="run 'raced' already exists"):
+        create_run("raced")
+
+
+def _append_many(path: str, worker: int, count: int) -> None:
+    from fatnas.store import Run
+
+    for i in range(count):
+        Run(Path(path)).append_rows("rows.csv", [dict(worker=worker, i=i)], ["worker", "i"])
+
+
+def test_processes_appending_rows_to_one_run_lose_none(isolated_dirs):
+    import multiprocessing
+
+    run = create_run("rows")
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_append_many, args=(str(run.path), w, 40)) for w in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    table = run.read_table("rows.csv")
+    assert len(table) == 120 and not table.duplicated().any()

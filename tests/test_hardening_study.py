@@ -113,3 +113,18 @@ def test_a_ray_experiment_from_another_machine_or_user_is_never_unpickled(tmp_pa
     state.chmod(0o666)
     with pytest.raises(FatnasError, match=r"writable by others \(tuner.pkl\)"):
         check_own_experiment(run, ray_dir, dict(made_by=maker()))
+
+
+def test_two_resumes_adding_low_fidelities_at_once_keep_both_in_run_yaml(isolated_dirs):
+    from fatnas.fidelity import StudySettings, add_lows, parse_fidelity, record_study
+    from fatnas.store import new_run
+
+    from .test_fidelity import tiny_study
+
+    run = new_run("lows", "fidelity", lambda r: record_study(r, tiny_study(), argv=["fatnas", "fidelity"]))
+    first = StudySettings.from_meta(run.read_meta())  # both processes read run.yaml before either writes
+    second = StudySettings.from_meta(run.read_meta())
+    add_lows(run, first, [parse_fidelity("train_images=32,val_images=100")])
+    add_lows(run, second, [parse_fidelity("train_images=48,val_images=100")])
+    lows = run.read_meta()["lows"]
+    assert len(lows) == len(first.lows) + 2 and any("32" in low for low in lows) and any("48" in low for low in lows)
