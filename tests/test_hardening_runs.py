@@ -151,7 +151,7 @@ def test_a_run_id_taken_between_the_check_and_the_mkdir_is_still_one_clear_error
 
 
 def _append_many(path: str, worker: int, count: int) -> None:
-    from fatnas.store import Run
+    from fatnas.runs.store import Run
 
     for i in range(count):
         Run(Path(path)).append_rows("rows.csv", [dict(worker=worker, i=i)], ["worker", "i"])

@@ -116,8 +116,8 @@ def test_a_ray_experiment_from_another_machine_or_user_is_never_unpickled(tmp_pa
 
 
 def test_two_resumes_adding_low_fidelities_at_once_keep_both_in_run_yaml(isolated_dirs):
-    from fatnas.fidelity import StudySettings, add_lows, parse_fidelity, record_study
-    from fatnas.store import new_run
+    from fatnas.runs.store import new_run
+    from fatnas.study.fidelity import StudySettings, add_lows, parse_fidelity, record_study
 
     from .test_fidelity import tiny_study
 

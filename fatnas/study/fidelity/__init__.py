@@ -75,6 +75,7 @@ from .report import (
 )
 from .settings import (
     StudySettings,
+    add_lows,
     record_study,
     resume_study_settings,
 )
@@ -113,7 +114,7 @@ __all__ = ["BAR_MEASURES", "CSV_COLUMNS", "DEFAULT_ARCHS", "DEFAULT_HIGH", "DEFA
            "MIN_PREDICTOR_ARCHS", "ORIENTED", "PLOT_IDS", "PREDICTOR", "PRESETS", "REFERENCE",
            "REFERENCE_CHOICES", "REFERENCE_METRICS", "RELIABILITY_COLUMNS", "Reference", "SCORE", "SIGNS",
            "SUMMARY_COLUMNS", "StudySettings", "TARGET_PARAMS_TAU", "TARGET_SEED_TAU", "TRAIN_METRICS",
-           "analyse", "arch_sizes", "bars_figure", "choose_reference_metric", "chosen_reference",
+           "add_lows", "analyse", "arch_sizes", "bars_figure", "choose_reference_metric", "chosen_reference",
            "correlation_bars", "correlations", "cost_figure", "cost_table", "estimator_table", "estimators",
            "execute", "fidelity_fields", "fidelity_label", "finished_networks", "job_seconds", "kind_of",
            "loo_predictions", "low_vs_reference", "noise_ceiling", "parse_fidelity", "plan_jobs",
