@@ -134,9 +134,11 @@ def configure_threads(threads: int | None = None) -> int:
 def retain_freed_memory() -> bool:
     """Keep freed tensor memory in this process for reuse instead of handing it back to the OS (glibc only).
 
-    Training frees and reallocates the same large activation buffers every step; by default glibc
-    unmaps each one and the next step faults its pages in again, which on small shared VMs costs
-    more than the arithmetic (see bench/results/malloc_bench.csv). Returns whether it took effect.
+    By default glibc unmaps every large freed buffer and the next allocation faults its pages in
+    again, which is slow on small shared VMs. It pays where a step allocates large fresh buffers,
+    as a supernet step does (it copies its sliced weights every step: smallest sub-network steps
+    ran 2-3x faster in a one-off check); for the proxy trainer it changes nothing measurable
+    (bench/malloc_bench.py: 0.98x). Returns whether it took effect.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
