@@ -72,15 +72,19 @@ def _trained(path: str, weights_sha256: str | None, device: str) -> TrainedSuper
     return load_supernet(path, device)
 
 
-_SCORERS: dict[tuple[int, int], SubnetScorer] = {}
+SCORERS_KEPT = 4
+# (supernet, data set, its scorer), newest last; the cache holds the objects, so their ids cannot be reused
+_SCORERS: list[tuple[TrainedSupernet, DataSplit | None, SubnetScorer]] = []
 
 
 def _scorer(trained: TrainedSupernet, data: DataSplit | None) -> SubnetScorer:
-    """One scorer per supernet and data set in this process (DataSplit does not hash: keyed by identity)."""
-    key = (id(trained), id(data))
-    if key not in _SCORERS:
-        _SCORERS[key] = trained.scorer(data)
-    return _SCORERS[key]
+    """One scorer per supernet and data set in this process (DataSplit does not hash: matched by identity)."""
+    for entry in _SCORERS:
+        if entry[0] is trained and entry[1] is data:
+            return entry[2]
+    _SCORERS.append((trained, data, trained.scorer(data)))
+    del _SCORERS[:-SCORERS_KEPT]
+    return _SCORERS[-1][2]
 
 
 register_estimator("supernet", SupernetEstimator.from_spec)
