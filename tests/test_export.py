@@ -165,6 +165,7 @@ def _onnx_matches_pytorch(path, name: str, res: int) -> float:
         return float(np.abs(out - model(x).numpy()).max())
 
 
+@pytest.mark.slow  # the ONNX exporter traces and builds a graph: about 12 s, like a build
 def test_onnx_export_of_fat_b0_matches_pytorch_under_onnx_runtime(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "b0.onnx"

@@ -123,6 +123,7 @@ TINY_RECIPE = TrainSettings(res=32, epochs=1, train_images=192, batch_size=32, e
                             val_images=128)
 
 
+@pytest.mark.slow  # trains a supernet, then a search or study: whole runs
 @needs_fashion_mnist
 def test_a_supernet_trains_records_its_recipe_and_curves_and_scores():
     run = train_supernet(_tiny_task(), TINY_RECIPE, run_id="sn", progress=False, argv=["fatnas", "supernet"])
@@ -173,6 +174,7 @@ def test_a_training_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupt
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow  # trains a supernet, then a search or study: whole runs
 @needs_fashion_mnist
 def test_a_damaged_missing_or_foreign_supernet_is_refused():
     train_supernet(_tiny_task(), TINY_RECIPE, run_id="sn", progress=False)
@@ -196,6 +198,7 @@ def test_a_damaged_missing_or_foreign_supernet_is_refused():
         load_supernet("nothing-here")
 
 
+@pytest.mark.slow  # trains a supernet, then a search or study: whole runs
 @needs_fashion_mnist
 def test_a_search_scores_its_candidates_with_a_supernet_and_names_it(isolated_dirs):
     from fatnas.runs.store import create_run, open_run
@@ -248,6 +251,7 @@ def test_a_search_naming_a_missing_supernet_is_one_line_and_exit_2(isolated_dirs
     assert not (isolated_dirs / "runs").exists() or not any((isolated_dirs / "runs").iterdir())
 
 
+@pytest.mark.slow  # trains a supernet, then a search or study: whole runs
 @needs_fashion_mnist
 def test_a_fidelity_study_ranks_networks_with_a_supernet_as_a_low(isolated_dirs):
     from fatnas.runs.store import create_run
