@@ -39,6 +39,16 @@ class ProxyError(FatnasError):
     """Invalid proxy settings: a size below 1, an unknown evaluation split or device."""
 
 
+def scaled_lr(lr: float, batch: int) -> float:
+    """The learning rate `lr` (given at LR_REFERENCE_BATCH) at `batch`: square-root scaling, as suits AdamW."""
+    return lr * math.sqrt(batch / LR_REFERENCE_BATCH)
+
+
+def crop_padding(res: int) -> int:
+    """Pixels of zero padding around a random crop: 4 at 32 px, scaled with the resolution."""
+    return max(1, round(res / 8))
+
+
 @dataclass(frozen=True)
 class ProxySettings:
     """How one proxy trial trains: `train_images` distinct images, each seen `epochs` times."""
@@ -76,13 +86,11 @@ class ProxySettings:
         return self.train_images * self.epochs
 
     def scaled_lr(self, batch: int) -> float:
-        """The learning rate at `batch`: square-root scaling from LR_REFERENCE_BATCH, as suits AdamW."""
-        return self.lr * math.sqrt(batch / LR_REFERENCE_BATCH)
+        return scaled_lr(self.lr, batch)
 
     @property
     def crop_padding(self) -> int:
-        """Pixels of zero padding around a random crop: 4 at 32 px, scaled with the resolution."""
-        return max(1, round(self.res / 8))
+        return crop_padding(self.res)
 
     def schedule(self, available_images: int) -> tuple[int, int]:
         """(batch size, total steps) of one trial given the training images available; full batches only."""

@@ -118,20 +118,12 @@ class Supernet(nn.Module):
         self.slices = SliceMap(self.full.cfg)
         self.active: FATConfig = self.full.cfg
         self._skeletons: OrderedDict[FATConfig, FAT] = OrderedDict()
-
-    @property
-    def largest(self) -> FATConfig:
-        return self.extreme(max)
-
-    @property
-    def smallest(self) -> FATConfig:
-        return self.extreme(min)
-
-    def extreme(self, pick: type[min] | type[max]) -> FATConfig:
-        return extreme_config(self.space, pick, self.full.cfg.in_chans, self.full.cfg.num_classes)
+        # the sandwich rule's ends, drawn every training step: worked out once
+        self.largest = extreme_config(space, max, in_chans, num_classes)
+        self.smallest = extreme_config(space, min, in_chans, num_classes)
 
     def fit(self, cfg: FATConfig) -> FATConfig:
-        """`cfg` with the supernet's input channels and classes and no stochastic depth, checked to fit."""
+        """`cfg` with the supernet's input channels and classes, checked to fit."""
         cfg = cfg.replace(in_chans=self.full.cfg.in_chans, num_classes=self.full.cfg.num_classes)
         self.slices.check(cfg)
         return cfg

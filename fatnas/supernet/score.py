@@ -14,13 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..estimate.data import DataSplit, ProxyImages, proxy_images
-from ..estimate.proxy import crop_oversized_kernels
+from ..estimate.proxy import EVAL_BATCH, crop_oversized_kernels
 from ..model.config import FATConfig
 from .elastic import Supernet
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # the public BatchNorm classes
 
-EVAL_BATCH = 500
 
 
 @dataclass(frozen=True)

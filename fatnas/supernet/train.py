@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..errors import FatnasError
 from ..estimate.cost import Budget, analytic_cost
 from ..estimate.data import DataSplit, ProxyImages, proxy_images
-from ..estimate.proxy import LR_REFERENCE_BATCH, _param_groups, _warmup_cosine
+from ..estimate.proxy import _param_groups, _warmup_cosine, crop_padding, scaled_lr
 from ..model.config import FATConfig
 from .elastic import Supernet
 
@@ -129,7 +129,7 @@ class BatchSource:
         if not self.settings.augment:
             return self.images.batch(idx.to(self.images.pixels.device))
         gen = torch.Generator().manual_seed(_step_seed(self.settings.seed, step, 3))
-        return self.images.augmented_batch(idx, max(1, round(self.settings.res / 8)), gen)
+        return self.images.augmented_batch(idx, crop_padding(self.settings.res), gen)
 
 
 class SupernetTrainer:
@@ -146,8 +146,8 @@ class SupernetTrainer:
         self.batches = BatchSource(self.images, settings)
         self.sampler = SubnetSampler(supernet, settings, budget)
         self.total_steps = settings.total_steps(len(self.images))
-        lr = settings.lr * math.sqrt(settings.batch_size / LR_REFERENCE_BATCH)
-        self.optimizer = torch.optim.AdamW(_param_groups(supernet, settings.weight_decay), lr=lr)
+        self.optimizer = torch.optim.AdamW(_param_groups(supernet, settings.weight_decay),
+                                           lr=scaled_lr(settings.lr, settings.batch_size))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(self.total_steps))
         self.step = 0
         self.seconds = 0.0  # training wall time of the steps taken, over every session of a resumed run
