@@ -205,6 +205,20 @@ def test_cli_search_on_chosen_classes_records_them_and_resumes_with_them(isolate
     assert data.num_classes == 4 and set(data.train_y.tolist()) == set(data.val_y.tolist()) == {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("given, classes", [
+    (None, (0, 2, 4, 6)),  # Fashion-MNIST's default task: the upper-body classes, whose reference repeats
+    ("all", ()),
+    ("1,3", (1, 3)),
+])
+def test_a_new_run_takes_the_data_sets_default_classes_unless_told(given, classes):
+    import argparse
+
+    from fatnas.cli.common import task_classes
+
+    assert task_classes(argparse.Namespace(classes=given, dataset=None)) == classes
+    assert task_classes(argparse.Namespace(classes=None, dataset="cifar10")) == ()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--budget", "2GB"], "malformed budget '2GB'; accepted forms"),
     (["--budget", "2GFLOPs", "--prescreen", "zen"], "unknown proxy 'zen'; accepted: synflow"),

@@ -22,11 +22,13 @@ ERROR_BARS = "return document.getElementById('pareto').data.find(t => t.uid === 
 
 
 def make_study(root: Path, run_id: str, proxy: ProxySettings, *, tau: float = 0.52, seed_std: float = 0.011,
-               dataset: str = "fashion-mnist", classes: list[int] | None = None) -> Run:
+               dataset: str = "fashion-mnist", classes: list[int] | None = None, seed_tau: float = 0.61,
+               scorers: tuple[str, ...] = ()) -> Run:
     """A fidelity study folder whose low fidelity 'default' is `proxy`, as cli.py fidelity writes it."""
     run = create_run(run_id, root=root)
     run.write_meta(dict(id=run_id, kind="fidelity", lows=["default"], high="reference", dataset=dataset,
-                        classes=classes, fidelity_settings=dict(lows=[fidelity_fields(proxy)], high={})))
+                        classes=classes, fidelity_settings=dict(lows=[fidelity_fields(proxy)], high={}),
+                        scorers=list(scorers)))
     run.write_table("seed_spread.csv", pd.DataFrame([dict(measure="default", network="fat_b0", seeds=3,
                                                           seed_std=seed_std, archs=34)]))
     run.write_table("correlations.csv", pd.DataFrame([
@@ -34,8 +36,10 @@ def make_study(root: Path, run_id: str, proxy: ProxySettings, *, tau: float = 0.
              reference="-test loss (2-seed mean)"),
         dict(estimator="default:accuracy", measure="default", kendall_tau=tau, tau_low=0.31, tau_high=0.66,
              archs=34, reference="-test loss (2-seed mean)"),
+        *[dict(estimator=f"{spec}:accuracy", measure=spec, kendall_tau=0.47, tau_low=0.3, tau_high=0.6, archs=34,
+               reference="-test loss (2-seed mean)") for spec in scorers],
     ]))
-    run.write_table("reliability.csv", pd.DataFrame([dict(metric="loss", chosen=True, seed_tau=0.61),
+    run.write_table("reliability.csv", pd.DataFrame([dict(metric="loss", chosen=True, seed_tau=seed_tau),
                                                      dict(metric="accuracy", chosen=False, seed_tau=0.3)]))
     return run
 
@@ -58,7 +62,31 @@ def test_without_a_study_of_that_proxy_error_bars_are_the_validation_sampling_er
     trust = find_proxy_trust(PROXY.to_dict(), roots=[tmp_path])
     assert trust.seed_std is None and trust.tau is None and trust.study is None
     assert trust.error_bars(pd.Series([0.5, 0.9]), 100) == pytest.approx([0.05, math.sqrt(0.09 / 100)])
-    assert "No fidelity study of this proxy" in trust.describe() and "lower bound" in trust.describe()
+    text = trust.describe()
+    assert "No ranking reference exists for this task (fashion-mnist, all classes, estimator proxy)" in text
+    assert "lower bound" in text
+
+
+def test_a_study_is_quoted_only_for_its_own_classes(tmp_path):
+    make_study(tmp_path, "study-upper", PROXY, classes=[0, 2, 4, 6], tau=0.26)
+    assert find_proxy_trust(PROXY.to_dict(), roots=[tmp_path], classes=(0, 2, 4, 6)).tau == 0.26
+    assert find_proxy_trust(PROXY.to_dict(), roots=[tmp_path]).tau is None  # all classes: another task
+    assert find_proxy_trust(PROXY.to_dict(), roots=[tmp_path], classes=(0, 2)).tau is None
+
+
+def test_a_reference_that_does_not_repeat_is_not_quoted(tmp_path):
+    make_study(tmp_path, "study-noisy", PROXY, tau=0.43, seed_tau=0.23)  # the 10-class study's reference
+    trust = find_proxy_trust(PROXY.to_dict(), roots=[tmp_path])
+    assert trust.tau is None and trust.seed_std == 0.011  # its seed spread still sizes the error bars
+    assert "0.43" not in trust.describe() and "No ranking reference exists for this task" in trust.describe()
+
+
+def test_a_supernet_search_quotes_the_study_that_scored_that_supernet(tmp_path):
+    make_study(tmp_path, "study-ws", PROXY, classes=[0, 2, 4, 6], tau=0.26, scorers=("supernet:sn1",))
+    trust = find_proxy_trust(PROXY.to_dict(), roots=[tmp_path], classes=(0, 2, 4, 6), estimator="supernet:sn1")
+    assert (trust.tau, trust.study, trust.seed_std) == (0.47, "study-ws", None)  # a supernet has no seed spread
+    other = find_proxy_trust(PROXY.to_dict(), roots=[tmp_path], classes=(0, 2, 4, 6), estimator="supernet:sn2")
+    assert other.tau is None and "estimator supernet:sn2" in other.describe()
 
 
 def test_the_study_with_a_tau_and_more_networks_wins(tmp_path):

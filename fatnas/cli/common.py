@@ -60,15 +60,24 @@ class Flags:
             seed=parent(("--seed", dict(type=int, default=0, help="seed of every random choice (default 0)"))),
             quiet=parent(("--quiet", dict(action="store_true", help="no progress output"))),
             classes=parent(("--classes", dict(default=None, metavar="C,C,...",
-                                              help="train and validate on these classes only, e.g. 0,2,4,6 "
-                                                   "(Fashion-MNIST's upper-body classes, the task of the fidelity "
-                                                   "study's reference)"))),
+                                              help="train and validate on these classes only, or all; default for "
+                                                   "fashion-mnist 0,2,4,6 (its upper-body classes: the task whose "
+                                                   "reference ranks networks repeatably), for others all"))),
         )
 
 
 def device(args: argparse.Namespace) -> str:
     """The device of a new run: --device, else the default."""
     return args.device or DEFAULT_DEVICE
+
+
+def task_classes(args: argparse.Namespace) -> tuple[int, ...]:
+    """The classes of a new run: --classes (all: every class), else the data set's default task."""
+    from ..estimate.data import default_classes, parse_classes
+
+    if args.classes is None:
+        return default_classes(dataset(args) or DEFAULT_DATASET)
+    return parse_classes(args.classes)
 
 
 def threads(args: argparse.Namespace) -> int:

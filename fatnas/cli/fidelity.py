@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from ..errors import check_device
-from .common import Flags, dataset, device, given, threads
+from .common import Flags, dataset, device, given, task_classes, threads
 from .models import SPACE_HELP
 
 
@@ -74,7 +74,6 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 def _study_settings(args: argparse.Namespace) -> Any:
     from ..estimate.cost import parse_budget
-    from ..estimate.data import parse_classes
     from ..estimate.proxy import ProxySettings
     from ..estimate.zero_cost import PROXIES
     from ..model.space import load_space
@@ -91,7 +90,7 @@ def _study_settings(args: argparse.Namespace) -> Any:
                          proxies=tuple(args.proxies if args.proxies is not None else PROXIES),
                          spread_seeds=args.spread_seeds, **given(high_seeds=args.high_seeds, workers=args.workers),
                          reference_metric=args.reference_metric or "auto",
-                         classes=parse_classes(args.classes) if args.classes else (),
+                         classes=task_classes(args),
                          references=not args.no_references, seed=args.seed,
                          dataset=dataset(args), data_dir=args.data_dir, threads=threads(args),
                          top_k=args.top_k, device=device(args))

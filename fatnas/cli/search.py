@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from ..errors import FatnasError
-from .common import Flags, dataset, device, left_table, table, threads
+from .common import Flags, dataset, device, left_table, table, task_classes, threads
 from .models import SPACE_HELP
 
 RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
@@ -91,7 +91,7 @@ def _search_settings(args: argparse.Namespace) -> Any:
 
     return search_settings(budget=args.budget or [], space=args.space, trials=args.trials, timeout=args.timeout,
                            sampler=args.sampler, seed=args.seed, device=device(args), threads=threads(args),
-                           dataset=dataset(args), data_dir=args.data_dir, classes=args.classes,
+                           dataset=dataset(args), data_dir=args.data_dir, classes=task_classes(args),
                            proxy_res=args.proxy_res, proxy_images=args.proxy_images, proxy_epochs=args.proxy_epochs,
                            batch_size=args.batch_size, references=not args.no_references,
                            early_stopping=not args.no_early_stopping, prescreen=args.prescreen,

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import check_positive
-from .common import DEFAULT_DATASET, Flags, dataset, device, given
+from .common import DEFAULT_DATASET, Flags, dataset, device, given, task_classes
 
 
 def add_supernet(sub: Any, flags: Flags) -> None:
@@ -25,6 +25,8 @@ def add_supernet(sub: Any, flags: Flags) -> None:
     p.add_argument("--train-images", type=int, default=None, help="train on this many of the images (default all)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--sampling", default=None, help="sandwich (default: largest, smallest, 2 random) or uniform")
+    p.add_argument("--random-subnets", type=int, default=None,
+                   help="random sub-networks per step (default 2; with uniform sampling, all of them)")
     p.add_argument("--no-distill", action="store_true", help="every sub-network learns from the labels")
     p.add_argument("--recal-images", type=int, default=None,
                    help="BatchNorm recalibration images per scored sub-network (default 512)")
@@ -52,20 +54,19 @@ def cmd_supernet(args: argparse.Namespace) -> int:
 
 def _task(args: argparse.Namespace) -> Any:
     from ..estimate.cost import parse_budget
-    from ..estimate.data import parse_classes
     from ..model.space import load_space
     from ..supernet import SupernetTask
 
     space = load_space(args.space)
     budget = parse_budget(args.budget, space.resolution) if args.budget else None
     return SupernetTask(space=space, dataset=dataset(args) or DEFAULT_DATASET, data_dir=args.data_dir,
-                        classes=parse_classes(args.classes) if args.classes else (), budget=budget,
+                        classes=task_classes(args), budget=budget,
                         data_seed=args.seed)
 
 
 def _recipe(args: argparse.Namespace) -> dict[str, Any]:
     return given(res=args.res, epochs=args.epochs, train_images=args.train_images, batch_size=args.batch_size,
-                 sampling=args.sampling, distill=False if args.no_distill else None,
+                 sampling=args.sampling, random_subnets=args.random_subnets, distill=False if args.no_distill else None,
                  budget_only=True if args.budget_only else None, recal_images=args.recal_images, seed=args.seed,
                  device=device(args), checkpoint_minutes=args.checkpoint_minutes)
 

@@ -1,11 +1,13 @@
-"""How far a search's proxy accuracies can be trusted, read from the fidelity studies of that proxy.
+"""How far a search's accuracies can be trusted, read from the fidelity studies of its estimator on its task.
 
-A fidelity study (`cli.py fidelity`, bench/fidelity_bench.py) that trained the search's proxy as
-one of its low fidelities measured two things about it: the accuracy spread of one network over
-seeds, and the Kendall tau of its ranking against the study's reference. `find_proxy_trust`
-looks for such a study under the runs folder and `bench/results/` of the fatnas home (the working
-directory or $FATNAS_HOME: a source checkout keeps its studies there), and falls back
-to the validation set's sampling error alone, a lower bound, when there is none.
+A fidelity study (`cli.py fidelity`, bench/fidelity_bench.py) that trained the search's proxy as one of its low
+fidelities (or scored with its supernet) measured two things about it: the accuracy spread of one network over
+seeds, and the Kendall tau of its ranking against the study's reference. `find_proxy_trust` looks for such a study
+under the runs folder and `bench/results/` of the fatnas home (the working directory or $FATNAS_HOME: a source
+checkout keeps its studies there). A study is quoted only for the same task (data set and classes) and estimator,
+and its tau only where its reference repeats (seed-to-seed tau of at least REPEATS_SEED_TAU): otherwise no
+ranking reference exists for the task, and the error bars fall back to the validation set's sampling error alone,
+a lower bound.
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ from ..search.evaluate import OBJECTIVES
 from .fidelity import FIDELITY_KEYS, read_study_table
 
 OBJECTIVE = OBJECTIVES["accuracy"]
+# a reference whose seeds agree less than this ranks nothing (Fashion-MNIST's 10 classes: 0.23; upper body: 0.45)
+REPEATS_SEED_TAU = 0.3
+PROXY = "proxy"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class ProxyTrust:
     reference: str | None = None
     reference_seed_tau: float | None = None  # the reference's own reliability: tau between two of its seeds
     archs: int = 0
+    task: str = ""  # e.g. 'fashion-mnist, classes 0,2,4,6, estimator proxy'
 
     def error_bars(self, accuracy: pd.Series, val_images: int) -> list[float]:
         """Per point: the measured seed std, else the binomial std of a validation set of `val_images`."""
@@ -50,8 +56,9 @@ class ProxyTrust:
         noise = (f"error bars: +-{self.seed_std:.4f}, the proxy's accuracy std over seeds ({self.seed_note})"
                  if self.seed_std is not None else f"error bars: {self.seed_note}")
         if self.tau is None:
-            return (f"Accuracy objective: {OBJECTIVE}; {noise}. No fidelity study of this proxy was found "
-                    "(cli.py fidelity --high reference), so how well it ranks networks is not known.")
+            return (f"Accuracy objective: {OBJECTIVE}; {noise}. No ranking reference exists for this task "
+                    f"({self.task}): no fidelity study of this estimator on it has a reference whose seeds agree "
+                    f"(seed-to-seed tau >= {REPEATS_SEED_TAU}), so how well it ranks networks is not known.")
         interval = "" if self.tau_low is None else f" (90% interval {self.tau_low:.2f} to {self.tau_high:.2f})"
         reliability = "" if self.reference_seed_tau is None else \
             f"; the reference's own seed-to-seed tau is {self.reference_seed_tau:.2f}"
@@ -60,16 +67,25 @@ class ProxyTrust:
                 f"study {self.study}{reliability}.")
 
 
-def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None, *,
-                     dataset: str = "fashion-mnist") -> ProxyTrust:
-    """The best fidelity study that trained `proxy` (ProxySettings fields) as a low fidelity on all of `dataset`."""
+def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None, *, dataset: str = "fashion-mnist",
+                     classes: Sequence[int] = (), estimator: str = PROXY) -> ProxyTrust:
+    """The best fidelity study of the search's estimator on its task: `proxy` (ProxySettings fields) trained as a
+    low fidelity, or the weight-sharing `estimator` (supernet:ID) as a scorer, on `dataset` and `classes`."""
     val_images = int(proxy.get("val_images") or 0)
-    fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound")
-    found = [trust for run in _fidelity_runs(roots) if (trust := _checked_trust(run, proxy, dataset)) is not None]
-    found = [t if t.seed_std is not None else dataclasses.replace(t, seed_note=fallback.seed_note) for t in found]
+    task = task_text(dataset, classes, estimator)
+    fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound", task=task)
+    found = [trust for run in _fidelity_runs(roots)
+             if (trust := _checked_trust(run, proxy, (dataset, tuple(classes), estimator))) is not None]
+    found = [dataclasses.replace(t, task=task) if t.seed_std is not None
+             else dataclasses.replace(t, seed_note=fallback.seed_note, task=task) for t in found]
     if not found:
         return fallback
     return max(found, key=lambda t: (t.tau is not None, t.archs))
+
+
+def task_text(dataset: str, classes: Sequence[int], estimator: str) -> str:
+    which = f"classes {','.join(map(str, classes))}" if classes else "all classes"
+    return f"{dataset}, {which}, estimator {estimator}"
 
 
 def bench_results() -> Path:
@@ -83,33 +99,45 @@ def _fidelity_runs(roots: Sequence[Path] | None) -> list[Run]:
     return [run for root in roots for run, meta in readable_runs(root) if meta.get("kind") == "fidelity"]
 
 
-def _checked_trust(run: Run, proxy: dict[str, Any], dataset: str) -> ProxyTrust | None:
+Task = tuple[str, tuple[int, ...], str]  # data set, classes (empty: all), estimator
+
+
+def _checked_trust(run: Run, proxy: dict[str, Any], task: Task) -> ProxyTrust | None:
     """`_trust_from`, or None with a one-line warning where a file of the study is damaged."""
     try:
-        return _trust_from(run, proxy, dataset)
+        return _trust_from(run, proxy, task)
     except RunError as exc:
         warn(f"skipped {exc}")
         return None
 
 
-def _trust_from(run: Run, proxy: dict[str, Any], dataset: str) -> ProxyTrust | None:
-    """What `run` measured of `proxy` on the same task, or None if none of its low fidelities is that proxy."""
+def _trust_from(run: Run, proxy: dict[str, Any], task: Task) -> ProxyTrust | None:
+    """What `run` measured of the estimator on the same task, or None if it did not measure it there."""
     meta = run.read_meta()
-    if meta.get("dataset") != dataset or meta.get("classes"):  # another task ranks other networks
+    dataset, classes, estimator = task
+    if meta.get("dataset") != dataset or tuple(meta.get("classes") or ()) != classes:  # other networks win there
         return None
-    lows = (meta.get("fidelity_settings") or {}).get("lows") or []
-    label = next((meta["lows"][i] for i, low in enumerate(lows) if _same_proxy(low, proxy)), None)
+    label = _proxy_label(meta, proxy) if estimator == PROXY else \
+        (estimator if estimator in (meta.get("scorers") or []) else None)
     if label is None:
         return None
     seed_std, seed_note = _seed_spread(run, label)
     tau_row = _tau_row(run, label)
-    if tau_row is None:
-        return ProxyTrust(seed_std, seed_note, study=run.id) if seed_std is not None else None
+    seed_tau = _reference_seed_tau(run)
+    if tau_row is None or seed_tau is None or seed_tau < REPEATS_SEED_TAU:  # no tau, or a reference that repeats not
+        return ProxyTrust(seed_std, seed_note, study=run.id, reference_seed_tau=seed_tau) \
+            if seed_std is not None else None
     reference = tau_row.get("reference") if isinstance(tau_row.get("reference"), str) else \
         f"{meta.get('high')}, one seed, accuracy"
     return ProxyTrust(seed_std, seed_note, study=run.id, tau=float(tau_row["kendall_tau"]),
                       tau_low=_number(tau_row.get("tau_low")), tau_high=_number(tau_row.get("tau_high")),
-                      reference=reference, reference_seed_tau=_reference_seed_tau(run), archs=int(tau_row["archs"]))
+                      reference=reference, reference_seed_tau=seed_tau, archs=int(tau_row["archs"]))
+
+
+def _proxy_label(meta: dict[str, Any], proxy: dict[str, Any]) -> str | None:
+    """The study's label of its low fidelity that is `proxy`, if one is."""
+    lows = (meta.get("fidelity_settings") or {}).get("lows") or []
+    return next((meta["lows"][i] for i, low in enumerate(lows) if _same_proxy(low, proxy)), None)
 
 
 def _reference_seed_tau(run: Run) -> float | None:
@@ -151,4 +179,4 @@ def _number(value: Any) -> float | None:
     return float(value) if value is not None and not pd.isna(value) else None
 
 
-__all__ = ["OBJECTIVE", "ProxyTrust", "find_proxy_trust"]
+__all__ = ["OBJECTIVE", "REPEATS_SEED_TAU", "ProxyTrust", "find_proxy_trust"]

@@ -52,7 +52,8 @@ def load_run_data(run: Run) -> RunData:
     device = latency_origin(meta)
     return RunData(run.id, run.path, meta, trials, front, _with_columns(run.references(), ("name",)), budget,
                    str(meta.get("dataset", "unknown data set")), res, str(device),
-                   find_proxy_trust(meta.get("proxy") or {}, dataset=str(meta.get("dataset", ""))))
+                   find_proxy_trust(meta.get("proxy") or {}, dataset=str(meta.get("dataset", "")),
+                                    classes=tuple(meta.get("classes") or ()), estimator=meta.get("estimator", "proxy")))
 
 
 def latency_origin(meta: dict) -> str:

@@ -1,0 +1,113 @@
+"""How well trained supernets rank a fidelity study's networks, under different scoring settings.
+
+Each trained supernet (a `fatnas supernet train` run) scores the study's networks with inherited weights:
+BatchNorm recalibrated on `--recal-images` training images, evaluated on `--eval` images (`val`: the held-out
+validation part; `train:N`: N training images the recalibration did not use). Every row is one supernet and one
+scoring setting, with the study's own rank statistics against its reference: Kendall tau and its 90% interval,
+partial tau on log size, band tau, and the paired difference to the default proxy. The recipe of each supernet
+(sampling, distillation, epochs, training seconds) is read from its run.yaml. Saved to
+bench/results/supernet_ablation.csv (rows of earlier calls for other supernets or settings are kept).
+
+    python bench/supernet_ablation.py sn_a sn_b --recal-images 128 512 2048 --eval val train:4000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
+
+# isort: split
+import pandas as pd
+import torch
+
+from fatnas.estimate.data import proxy_images
+from fatnas.estimate.proxy import configure_threads
+from fatnas.model.config import FATConfig
+from fatnas.runs.store import open_run
+from fatnas.study.fidelity.analysis import arch_sizes, rank_statistics, study_reference
+from fatnas.study.fidelity.jobs import read_rows
+from fatnas.study.fidelity.settings import StudySettings
+from fatnas.supernet import load_supernet
+from fatnas.supernet.score import SubnetScorer, evaluate
+
+OUT = RESULTS / "supernet_ablation.csv"
+KEY = ["supernet", "recal_images", "eval"]
+
+
+def study_inputs(study: Path) -> tuple[StudySettings, pd.DataFrame, dict[str, FATConfig], pd.Series, pd.Series]:
+    """The study's settings, sizes, network configs, reference values and default proxy accuracy."""
+    run = open_run(str(study))
+    settings = StudySettings.from_meta(run.read_meta())
+    table = read_rows(run)
+    reference = study_reference(table, settings)
+    configs = table.drop_duplicates("arch").set_index("arch")["config"]
+    archs = {a: FATConfig.from_dict(json.loads(configs[a])) for a in reference.values.index}
+    main = table[(table["measure"] == settings.main_low) & (table["metric"] == "accuracy")]
+    proxy = main.groupby("arch")["value"].mean()
+    return settings, arch_sizes(table), archs, reference.values, proxy
+
+
+def train_eval_images(scorer: SubnetScorer, data, count: int, recal: int, seed: int):
+    """`count` training images after the recalibration's `recal` in the scorer's seeded order."""
+    order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))[recal:recal + count]
+    mean, std = data.normalization(scorer.recal.pixels.device)
+    return proxy_images(data.train_x[order], data.train_y[order], mean, std, scorer.res, scorer.recal.pixels.device)
+
+
+def score_all(supernet_id: str, recal: int, eval_spec: str, archs: dict[str, FATConfig]) -> tuple[pd.DataFrame, dict]:
+    trained = load_supernet(supernet_id)
+    data = trained.task.data()
+    scorer = trained.scorer(data, recal_images=recal, val_images=len(data.val_x))
+    images = scorer.val
+    if eval_spec.startswith("train:"):
+        images = train_eval_images(scorer, data, int(eval_spec.split(":")[1]), recal, trained.settings.seed)
+    rows, start = [], time.perf_counter()
+    for arch, cfg in archs.items():
+        accuracy, loss = evaluate(scorer.network(cfg), images)
+        rows.append(dict(arch=arch, accuracy=accuracy, neg_loss=-loss))
+    seconds = (time.perf_counter() - start) / len(archs)
+    meta = trained.settings.to_dict()
+    recipe = dict(sampling=meta["sampling"], random_subnets=meta["random_subnets"], distill=meta["distill"],
+                  budget_only=meta["budget_only"], epochs=meta["epochs"], res=meta["res"],
+                  train_seconds=open_run(supernet_id).read_meta().get("train_seconds"), eval_images=len(images),
+                  seconds_per_arch=seconds)
+    return pd.DataFrame(rows).set_index("arch"), recipe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("supernets", nargs="+", help="supernet run ids (or run folders)")
+    parser.add_argument("--study", type=Path, default=RESULTS / "fidelity_study_upper")
+    parser.add_argument("--recal-images", type=int, nargs="+", default=[512])
+    parser.add_argument("--eval", nargs="+", default=["val"], help="val, or train:N")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    configure_threads(args.threads)
+    settings, sizes, archs, truth, proxy = study_inputs(args.study)
+    rows = []
+    for supernet_id in args.supernets:
+        for recal in args.recal_images:
+            for eval_spec in args.eval:
+                scores, recipe = score_all(supernet_id, recal, eval_spec, archs)
+                for metric in ("accuracy", "neg_loss"):
+                    stats = rank_statistics(scores[metric], truth, sizes, {"proxy": proxy}, settings)
+                    rows.append(dict(supernet=supernet_id, recal_images=recal, eval=eval_spec, metric=metric,
+                                     **recipe, **{k: stats[k] for k in SHOWN}))
+                print(pd.DataFrame(rows[-2:]).to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+    table = pd.DataFrame(rows)
+    if OUT.exists():
+        old = pd.read_csv(OUT)
+        keys = set(map(tuple, table[KEY + ["metric"]].astype(str).to_numpy()))
+        old = old[[tuple(r) not in keys for r in old[KEY + ["metric"]].astype(str).to_numpy()]]
+        table = pd.concat([old, table], ignore_index=True)
+    save_table(table, OUT, digits=3)
+
+
+SHOWN = ["kendall_tau", "tau_low", "tau_high", "partial_tau", "partial_low", "partial_high", "band_tau",
+         "minus_proxy", "minus_proxy_low", "minus_proxy_high"]
+
+if __name__ == "__main__":
+    main()
