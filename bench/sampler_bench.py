@@ -6,6 +6,14 @@ Prints the table and saves it to bench/results/sampler_bench.csv.
 
     python bench/sampler_bench.py --samplers tpe random --seeds 0 1 2 --trials 20
 
+With `--supernet ID` every candidate is scored by that trained supernet instead of proxy-trained (on its
+classes, at its resolution), so hundreds of trials are affordable; `--latency-model T.json` models
+latency from a table instead of measuring it:
+
+    python bench/sampler_bench.py --supernet sn --classes 0,2,4,6 \
+        --latency-model bench/results/latency_table_torch.json \
+        --samplers tpe nsga2 random --seeds 0 1 --trials 300 --out bench/results/sampler_bench_supernet.csv
+
 `--feasibility` measures instead how well each sampler learns the budget edge: the share of
 its proposals that fit the budget over `--trials` feasible ones, with over-budget draws told as
 before (PRUNED, nothing more) and as now (PRUNED with their excess as Optuna constraints). It
@@ -31,14 +39,14 @@ from fatnas.estimate.proxy import ProxySettings
 from fatnas.model.space import load_space
 from fatnas.runs.store import create_run, hypervolume, pareto_front
 from fatnas.search import SearchSettings, run_search
+from fatnas.search.api import search_settings
 from fatnas.search.optuna_backend import OptunaSearch
 
 
 def run_one(root: Path, sampler: str, seed: int, args: argparse.Namespace) -> pd.DataFrame:
-    space = load_space(args.space)
-    proxy = ProxySettings(seed=seed, **({"train_images": args.proxy_images} if args.proxy_images else {}))
-    settings = SearchSettings(space=space, budget=parse_budget(args.budget, res=space.resolution), proxy=proxy,
-                              trials=args.trials, sampler=sampler, seed=seed, references=False)
+    settings = search_settings(budget=args.budget, space=args.space, trials=args.trials, sampler=sampler, seed=seed,
+                               proxy_images=args.proxy_images, references=False, classes=args.classes,
+                               supernet=args.supernet, latency_model=args.latency_model, threads=args.threads)
     run = create_run(f"{sampler}-{seed}", root=root)
     start = time.perf_counter()
     run_search(run, settings, progress=False)
@@ -95,6 +103,10 @@ def main() -> None:
     parser.add_argument("--budget", default="2GFLOPs")
     parser.add_argument("--space", default="fat")
     parser.add_argument("--proxy-images", type=int, default=None, help="override the proxy's images per trial")
+    parser.add_argument("--classes", default=None, help="train and score on these classes (e.g. 0,2,4,6)")
+    parser.add_argument("--supernet", default=None, metavar="ID", help="score candidates with this trained supernet")
+    parser.add_argument("--latency-model", default=None, help="model latency from this table (no measuring)")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/sampler_bench.csv "
                                                                     "(sampler_feasibility.csv with --feasibility)")
     parser.add_argument("--feasibility", action="store_true",

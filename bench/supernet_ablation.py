@@ -24,14 +24,14 @@ import pandas as pd
 import torch
 
 from fatnas.estimate.data import proxy_images
-from fatnas.estimate.proxy import configure_threads
+from fatnas.estimate.proxy import configure_threads, evaluate_network
 from fatnas.model.config import FATConfig
 from fatnas.runs.store import open_run
 from fatnas.study.fidelity.analysis import arch_sizes, rank_statistics, study_reference
 from fatnas.study.fidelity.jobs import read_rows
 from fatnas.study.fidelity.settings import StudySettings
 from fatnas.supernet import load_supernet
-from fatnas.supernet.score import SubnetScorer, evaluate
+from fatnas.supernet.score import SubnetScorer
 
 OUT = RESULTS / "supernet_ablation.csv"
 KEY = ["supernet", "recal_images", "eval"]
@@ -66,11 +66,11 @@ def score_all(supernet_id: str, recal: int, eval_spec: str, archs: dict[str, FAT
         images = train_eval_images(scorer, data, int(eval_spec.split(":")[1]), recal, trained.settings.seed)
     rows, start = [], time.perf_counter()
     for arch, cfg in archs.items():
-        accuracy, loss = evaluate(scorer.network(cfg), images)
+        accuracy, loss = evaluate_network(scorer.network(cfg), images)
         rows.append(dict(arch=arch, accuracy=accuracy, neg_loss=-loss))
     seconds = (time.perf_counter() - start) / len(archs)
     meta = trained.settings.to_dict()
-    recipe = dict(sampling=meta["sampling"], random_subnets=meta["random_subnets"], distill=meta["distill"],
+    recipe = dict(sampling=meta["sampling"], random_subnets=meta["random_subnets"], distill=trained.settings.teacher,
                   budget_only=meta["budget_only"], epochs=meta["epochs"], res=meta["res"],
                   train_seconds=open_run(supernet_id).read_meta().get("train_seconds"), eval_images=len(images),
                   seconds_per_arch=seconds)

@@ -26,7 +26,7 @@ from ..errors import FatnasError
 from ..model.config import FATConfig
 from ..model.network import FAT
 from .base import Estimate, Report, register_estimator
-from .data import EVAL_SPLITS, DataSplit, proxy_images
+from .data import EVAL_SPLITS, DataSplit, ProxyImages, proxy_images
 from .liveness import proxy_config
 
 EVAL_BATCH = 500
@@ -237,9 +237,9 @@ class _Trainer:
         self.val = proxy_images(eval_x[:n_val], eval_y[:n_val], mean, std, s.res, device)
         self.gen = gen
         self.steps_per_epoch = n_train // self.batch_size  # full batches only (BatchNorm needs > 1)
-        self.optimizer = torch.optim.AdamW(_param_groups(model, s.weight_decay), lr=s.scaled_lr(self.batch_size))
+        self.optimizer = torch.optim.AdamW(param_groups(model, s.weight_decay), lr=s.scaled_lr(self.batch_size))
         _scale_bn_momentum(model, self.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(self.total_steps))
         self.amp_dtype = _amp_dtype(device) if s.amp else None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
@@ -297,20 +297,11 @@ class _Trainer:
         self.scheduler.step()
         return loss.detach()
 
-    @torch.inference_mode()
     def evaluate(self) -> tuple[float, float]:
-        """Top-1 accuracy and mean cross-entropy on the evaluation subset (read from the device once, at the end)."""
-        self.model.eval()
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        for start in range(0, len(self.val), EVAL_BATCH):
-            x, y = self.val.batch(slice(start, start + EVAL_BATCH))
-            with self._autocast():
-                logits = self.model(self._layout(x)).float()
-            correct += (logits.argmax(dim=1) == y).sum()
-            loss += F.cross_entropy(logits, y, reduction="sum")
+        """Top-1 accuracy and mean cross-entropy on the evaluation subset."""
+        result = evaluate_network(self.model, self.val, layout=self._layout, autocast=self._autocast)
         self.model.train()
-        return int(correct) / len(self.val), float(loss) / len(self.val)
+        return result
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         """Batches come with channels-last strides; an NCHW-trained model gets them contiguous."""
@@ -342,14 +333,34 @@ def _slope(curve: list[tuple[int, float]]) -> float:
     return 1000.0 * (a1 - a0) / (n1 - n0)
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+@torch.inference_mode()
+def evaluate_network(network: nn.Module, images: ProxyImages, *,
+                     layout: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+                     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+                     ) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy of `network` (put in eval mode) on `images`, read from the device
+    once, at the end."""
+    network.eval()
+    device = images.labels.device
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    for start in range(0, len(images), EVAL_BATCH):
+        x, y = images.batch(slice(start, start + EVAL_BATCH))
+        with autocast():
+            logits = network(layout(x)).float()
+        correct += (logits.argmax(dim=1) == y).sum()
+        loss += F.cross_entropy(logits, y, reduction="sum")
+    return int(correct) / len(images), float(loss) / len(images)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on conv and linear weights only, not on biases and norm parameters."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _warmup_cosine(total_steps: int) -> Callable[[int], float]:
+def warmup_cosine(total_steps: int) -> Callable[[int], float]:
     """LR factor: linear warmup over the first 10% of steps, then cosine decay to zero."""
     warmup = max(1, round(WARMUP_FRACTION * total_steps))
 
@@ -408,4 +419,5 @@ register_estimator("proxy", ProxyEstimator.from_spec)
 
 
 __all__ = ["ProxyError", "ProxyEstimator", "ProxyResult", "ProxySettings", "configure_threads",
-           "crop_oversized_kernels", "retain_freed_memory", "train_proxy"]
+           "crop_oversized_kernels", "evaluate_network", "param_groups", "retain_freed_memory", "train_proxy",
+           "warmup_cosine"]

@@ -10,11 +10,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..estimate.data import DataSplit, ProxyImages, proxy_images
-from ..estimate.proxy import EVAL_BATCH, crop_oversized_kernels
+from ..estimate.proxy import crop_oversized_kernels, evaluate_network
 from ..model.config import FATConfig
 from .elastic import Supernet
 
@@ -54,7 +53,7 @@ class SubnetScorer:
 
     def score(self, cfg: FATConfig) -> SubnetScore:
         start = time.perf_counter()
-        accuracy, loss = evaluate(self.network(cfg), self.val)
+        accuracy, loss = evaluate_network(self.network(cfg), self.val)
         return SubnetScore(accuracy=accuracy, val_loss=loss, seconds=time.perf_counter() - start)
 
 
@@ -72,17 +71,4 @@ def recalibrate_batchnorm(network: nn.Module, images: ProxyImages, batch: int = 
     network.eval()
 
 
-@torch.inference_mode()
-def evaluate(network: nn.Module, images: ProxyImages) -> tuple[float, float]:
-    """Top-1 accuracy and mean cross-entropy on `images`."""
-    network.eval()
-    correct, loss = 0, 0.0
-    for start in range(0, len(images), EVAL_BATCH):
-        x, y = images.batch(slice(start, start + EVAL_BATCH))
-        logits = network(x).float()
-        correct += int((logits.argmax(dim=1) == y).sum())
-        loss += float(F.cross_entropy(logits, y, reduction="sum"))
-    return correct / len(images), loss / len(images)
-
-
-__all__ = ["SubnetScore", "SubnetScorer", "evaluate", "recalibrate_batchnorm"]
+__all__ = ["SubnetScore", "SubnetScorer", "recalibrate_batchnorm"]

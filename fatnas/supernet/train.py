@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..errors import FatnasError
 from ..estimate.cost import Budget, analytic_cost
 from ..estimate.data import DataSplit, ProxyImages, proxy_images
-from ..estimate.proxy import _param_groups, _warmup_cosine, crop_padding, scaled_lr
+from ..estimate.proxy import crop_padding, param_groups, scaled_lr, warmup_cosine
 from ..model.config import FATConfig
 from .elastic import Supernet
 
@@ -146,9 +146,9 @@ class SupernetTrainer:
         self.batches = BatchSource(self.images, settings)
         self.sampler = SubnetSampler(supernet, settings, budget)
         self.total_steps = settings.total_steps(len(self.images))
-        self.optimizer = torch.optim.AdamW(_param_groups(supernet, settings.weight_decay),
+        self.optimizer = torch.optim.AdamW(param_groups(supernet, settings.weight_decay),
                                            lr=scaled_lr(settings.lr, settings.batch_size))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_cosine(self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(self.total_steps))
         self.step = 0
         self.seconds = 0.0  # training wall time of the steps taken, over every session of a resumed run
 
