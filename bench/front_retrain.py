@@ -6,8 +6,9 @@ on the test split) for each of `--seeds`, on the run's own data set and classes.
 then measured by the hypervolume of (reference accuracy, the search's latency), all runs sharing one reference
 point (accuracy 0, 1.1 x the largest latency among the retrained networks), so the fronts of two estimators (say a
 supernet search and a proxy search given the same CPU time) compare on one footing. Trainings run in `--workers`
-processes of one thread each. Rows go to bench/results/front_retrain_rows.csv (trainings) and
-front_retrain.csv (one per run).
+processes of one thread each. Rows go to bench/results/front_retrain_rows.csv (trainings; those of runs not
+named this time are kept, so the runs of a comparison can be retrained in separate calls) and front_retrain.csv
+(one per run, over every run in the rows).
 
     python bench/front_retrain.py runs/sn_search runs/proxy_search --top 5 --seeds 0 1 --workers 2
 """
@@ -96,7 +97,11 @@ def main() -> None:
             print(f"  {row['run']} trial {row['trial']} seed {row['seed']}: reference accuracy "
                   f"{row['reference_accuracy']:.4f} ({row['seconds']:.0f} s)", flush=True)
     table = pd.DataFrame(rows)
-    save_table(table, args.out.with_name(args.out.stem + "_rows.csv"), digits=4)
+    rows_path = args.out.with_name(args.out.stem + "_rows.csv")
+    if rows_path.exists():
+        old = pd.read_csv(rows_path)
+        table = pd.concat([old[~old["run"].isin(table["run"])], table], ignore_index=True)
+    save_table(table, rows_path, digits=4)
     save_table(summarize(table), args.out, digits=4)
 
 

@@ -4,7 +4,8 @@ Each trained supernet (a `fatnas supernet train` run) scores the study's network
 BatchNorm recalibrated on `--recal-images` training images, evaluated on `--eval` images (`val`: the held-out
 validation part; `train:N`: N training images the recalibration did not use). Every row is one supernet and one
 scoring setting, with the study's own rank statistics against its reference: Kendall tau and its 90% interval,
-partial tau on log size, band tau, and the paired difference to the default proxy. The recipe of each supernet
+partial tau on log size, band tau, and paired differences (with intervals) to the default proxy and to each
+supernet the study scored itself (`minus_<id>`). The recipe of each supernet
 (sampling, distillation, epochs, training seconds) is read from its run.yaml. Saved to
 bench/results/supernet_ablation.csv (rows of earlier calls for other supernets or settings are kept).
 
@@ -37,8 +38,9 @@ OUT = RESULTS / "supernet_ablation.csv"
 KEY = ["supernet", "recal_images", "eval"]
 
 
-def study_inputs(study: Path) -> tuple[StudySettings, pd.DataFrame, dict[str, FATConfig], pd.Series, pd.Series]:
-    """The study's settings, sizes, network configs, reference values and default proxy accuracy."""
+def study_inputs(study: Path) -> tuple[StudySettings, pd.DataFrame, dict[str, FATConfig], pd.Series, dict]:
+    """The study's settings, sizes, network configs, reference values, and the estimators every row is compared
+    with in pairs: the default proxy's accuracy and the accuracy of each supernet the study scored itself."""
     run = open_run(str(study))
     settings = StudySettings.from_meta(run.read_meta())
     table = read_rows(run)
@@ -46,8 +48,11 @@ def study_inputs(study: Path) -> tuple[StudySettings, pd.DataFrame, dict[str, FA
     configs = table.drop_duplicates("arch").set_index("arch")["config"]
     archs = {a: FATConfig.from_dict(json.loads(configs[a])) for a in reference.values.index}
     main = table[(table["measure"] == settings.main_low) & (table["metric"] == "accuracy")]
-    proxy = main.groupby("arch")["value"].mean()
-    return settings, arch_sizes(table), archs, reference.values, proxy
+    others = {"proxy": main.groupby("arch")["value"].mean()}
+    for spec in settings.scorers:
+        rows = table[(table["measure"] == spec) & (table["metric"] == "accuracy")]
+        others[spec.split(":", 1)[1]] = rows.groupby("arch")["value"].mean()
+    return settings, arch_sizes(table), archs, reference.values, others
 
 
 def train_eval_images(scorer: SubnetScorer, data, count: int, recal: int, seed: int):
@@ -86,16 +91,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     configure_threads(args.threads)
-    settings, sizes, archs, truth, proxy = study_inputs(args.study)
+    settings, sizes, archs, truth, others = study_inputs(args.study)
     rows = []
     for supernet_id in args.supernets:
         for recal in args.recal_images:
             for eval_spec in args.eval:
                 scores, recipe = score_all(supernet_id, recal, eval_spec, archs)
                 for metric in ("accuracy", "neg_loss"):
-                    stats = rank_statistics(scores[metric], truth, sizes, {"proxy": proxy}, settings)
+                    stats = rank_statistics(scores[metric], truth, sizes, others, settings)
                     rows.append(dict(supernet=supernet_id, recal_images=recal, eval=eval_spec, metric=metric,
-                                     **recipe, **{k: stats[k] for k in SHOWN}))
+                                     **recipe, **{k: v for k, v in stats.items() if k in SHOWN or
+                                                  k.startswith("minus_") and not k.startswith("minus_params")}))
                 print(pd.DataFrame(rows[-2:]).to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
     table = pd.DataFrame(rows)
     if OUT.exists():
@@ -106,8 +112,7 @@ def main() -> None:
     save_table(table, OUT, digits=3)
 
 
-SHOWN = ["kendall_tau", "tau_low", "tau_high", "partial_tau", "partial_low", "partial_high", "band_tau",
-         "minus_proxy", "minus_proxy_low", "minus_proxy_high"]
+SHOWN = ["kendall_tau", "tau_low", "tau_high", "partial_tau", "partial_low", "partial_high", "band_tau"]
 
 if __name__ == "__main__":
     main()

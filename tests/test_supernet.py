@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+import yaml
 
 from fatnas.errors import FatnasError
 from fatnas.estimate.cost import analytic_cost, fvcore_cost
@@ -129,7 +130,7 @@ def test_a_supernet_trains_records_its_recipe_and_curves_and_scores():
     run = train_supernet(_tiny_task(), TINY_RECIPE, run_id="sn", progress=False, argv=["fatnas", "supernet"])
     meta = run.read_meta()
     assert meta["kind"] == "supernet" and meta["state"] == "finished"
-    assert meta["train"]["sampling"] == "sandwich" and meta["train"]["distill"] is True
+    assert meta["train"]["sampling"] == "sandwich" and meta["train"]["distill"] is False
     assert meta["task"]["classes"] == [0, 2, 4, 6] and meta["task"]["space"]["name"] == "tiny"
     assert meta["train_seconds"] > 0
     assert meta["weights_sha256"] == hashlib.sha256((run.path / WEIGHTS).read_bytes()).hexdigest()
@@ -144,7 +145,7 @@ def test_a_supernet_trains_records_its_recipe_and_curves_and_scores():
 def _train_cli(run_id: str, *extra: str) -> list[str]:
     return [sys.executable, str(ROOT / "cli.py"), "supernet", "train", "--space", str(TINY_SPACE), "--classes", "0,2",
             "--res", "32", "--epochs", "4", "--train-images", "256", "--batch-size", "32", "--recal-images", "64",
-            "--threads", "1", "--quiet", "--run-id", run_id, *extra]
+            "--threads", "1", "--quiet", "--run-id", run_id, "--distill", *extra]  # distillation: the other path
 
 
 @needs_fashion_mnist
@@ -167,6 +168,7 @@ def test_a_training_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupt
     out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "supernet", "train", "--resume", "killed", "--quiet"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
+    assert yaml.safe_load((runs / "killed" / "run.yaml").read_text())["train"]["distill"] is True
     a = torch.load(runs / "whole" / WEIGHTS, weights_only=True)["state_dict"]
     b = torch.load(runs / "killed" / WEIGHTS, weights_only=True)["state_dict"]
     assert a.keys() == b.keys()

@@ -21,13 +21,14 @@ def add_supernet(sub: Any, flags: Flags) -> None:
                         "resolution, 5Mparams)")
     p.add_argument("--budget-only", action="store_true", help="random sub-networks only inside --budget")
     p.add_argument("--res", type=int, default=None, help="training resolution (default 56, the proxy's)")
-    p.add_argument("--epochs", type=float, default=None, help="passes over the training images (default 4)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the training images (default 1)")
     p.add_argument("--train-images", type=int, default=None, help="train on this many of the images (default all)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--sampling", default=None, help="sandwich (default: largest, smallest, 2 random) or uniform")
     p.add_argument("--random-subnets", type=int, default=None,
                    help="random sub-networks per step (default 2; with uniform sampling, all of them)")
-    p.add_argument("--no-distill", action="store_true", help="every sub-network learns from the labels")
+    p.add_argument("--distill", action="store_true",
+                   help="sandwich only: the others learn from the largest's predictions (default: all from the labels)")
     p.add_argument("--recal-images", type=int, default=None,
                    help="BatchNorm recalibration images per scored sub-network (default 512)")
     p.add_argument("--checkpoint-minutes", type=float, default=None, help="minutes between checkpoints (default 3)")
@@ -66,7 +67,7 @@ def _task(args: argparse.Namespace) -> Any:
 
 def _recipe(args: argparse.Namespace) -> dict[str, Any]:
     return given(res=args.res, epochs=args.epochs, train_images=args.train_images, batch_size=args.batch_size,
-                 sampling=args.sampling, random_subnets=args.random_subnets, distill=False if args.no_distill else None,
+                 sampling=args.sampling, random_subnets=args.random_subnets, distill=True if args.distill else None,
                  budget_only=True if args.budget_only else None, recal_images=args.recal_images, seed=args.seed,
                  device=device(args), checkpoint_minutes=args.checkpoint_minutes)
 
