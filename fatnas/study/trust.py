@@ -72,18 +72,19 @@ def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None,
     """The best fidelity study of the search's estimator on its task: `proxy` (ProxySettings fields) trained as a
     low fidelity, or the weight-sharing `estimator` (supernet:ID) as a scorer, on `dataset` and `classes`."""
     val_images = int(proxy.get("val_images") or 0)
-    task = task_text(dataset, classes, estimator)
+    task = _task_text(dataset, classes, estimator)
     fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound", task=task)
     found = [trust for run in _fidelity_runs(roots)
              if (trust := _checked_trust(run, proxy, (dataset, tuple(classes), estimator))) is not None]
-    found = [dataclasses.replace(t, task=task) if t.seed_std is not None
-             else dataclasses.replace(t, seed_note=fallback.seed_note, task=task) for t in found]
+    found = [dataclasses.replace(t, task=task, seed_note=t.seed_note if t.seed_std is not None else fallback.seed_note)
+             for t in found]
     if not found:
         return fallback
     return max(found, key=lambda t: (t.tau is not None, t.archs))
 
 
-def task_text(dataset: str, classes: Sequence[int], estimator: str) -> str:
+def _task_text(dataset: str, classes: Sequence[int], estimator: str) -> str:
+    """'fashion-mnist, classes 0,2,4,6, estimator proxy': the task a trust sentence names."""
     which = f"classes {','.join(map(str, classes))}" if classes else "all classes"
     return f"{dataset}, {which}, estimator {estimator}"
 

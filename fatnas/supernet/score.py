@@ -20,7 +20,6 @@ from .elastic import Supernet
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # the public BatchNorm classes
 
 
-
 @dataclass(frozen=True)
 class SubnetScore:
     """What scoring one sub-network measured."""
