@@ -6,9 +6,9 @@ on the test split) for each of `--seeds`, on the run's own data set and classes.
 then measured by the hypervolume of (reference accuracy, the search's latency), all runs sharing one reference
 point (accuracy 0, 1.1 x the largest latency among the retrained networks), so the fronts of two estimators (say a
 supernet search and a proxy search given the same CPU time) compare on one footing. Trainings run in `--workers`
-processes of one thread each. Rows go to bench/results/front_retrain_rows.csv (trainings; those of runs not
-named this time are kept, so the runs of a comparison can be retrained in separate calls) and front_retrain.csv
-(one per run, over every run in the rows).
+processes of one thread each. Rows go to bench/results/front_retrain_rows.csv as each training ends (a training
+already there is not run again, so a stopped call resumes and the runs of a comparison can be retrained in separate
+calls) and front_retrain.csv (one per run named, over its chosen networks).
 
     python bench/front_retrain.py runs/sn_search runs/proxy_search --top 5 --seeds 0 1 --workers 2
 """
@@ -31,6 +31,8 @@ from fatnas.model.config import FATConfig
 from fatnas.runs.store import hypervolume, open_run, pareto_front
 from fatnas.study.fidelity.specs import REFERENCE, parse_fidelity
 
+ROW_COLUMNS = ("run", "estimator", "trial", "seed", "search_accuracy", "latency_ms", "reference_accuracy",
+               "reference_loss", "seconds")
 _DATA: dict[tuple, object] = {}
 
 
@@ -89,20 +91,22 @@ def main() -> None:
         jobs += [dict(run=row.run, estimator=row.estimator, trial=int(row.trial), config=row.config,
                       accuracy=float(row.accuracy), latency_ms=float(row.latency_ms), seed=seed, task=task)
                  for row in front.itertuples() for seed in args.seeds]
-    print(f"{len(jobs)} reference trainings in {args.workers} worker(s)", flush=True)
-    rows = []
+    rows_path = args.out.with_name(args.out.stem + "_rows.csv")
+    table = pd.read_csv(rows_path) if rows_path.exists() else pd.DataFrame(columns=list(ROW_COLUMNS))
+    done = set(zip(table["run"], table["trial"], table["seed"]))
+    todo = [job for job in jobs if (job["run"], job["trial"], job["seed"]) not in done]
+    print(f"{len(todo)} reference trainings in {args.workers} worker(s) ({len(jobs) - len(todo)} already in "
+          f"{rows_path.name})", flush=True)
     with ProcessPoolExecutor(args.workers) as pool:
-        for row in pool.map(train_one, jobs):
-            rows.append(row)
+        for row in pool.map(train_one, todo):
             print(f"  {row['run']} trial {row['trial']} seed {row['seed']}: reference accuracy "
                   f"{row['reference_accuracy']:.4f} ({row['seconds']:.0f} s)", flush=True)
-    table = pd.DataFrame(rows)
-    rows_path = args.out.with_name(args.out.stem + "_rows.csv")
-    if rows_path.exists():
-        old = pd.read_csv(rows_path)
-        table = pd.concat([old[~old["run"].isin(table["run"])], table], ignore_index=True)
-    save_table(table, rows_path, digits=4)
-    save_table(summarize(table), args.out, digits=4)
+            # saved as each training ends, so a stopped call keeps what it finished and a rerun skips it
+            table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+            save_table(table, rows_path, digits=4)
+    chosen = set(zip(*(table[c] for c in ("run", "trial")))) & {(job["run"], job["trial"]) for job in jobs}
+    named = table[[(run, trial) in chosen for run, trial in zip(table["run"], table["trial"])]]
+    save_table(summarize(named), args.out, digits=4)
 
 
 if __name__ == "__main__":

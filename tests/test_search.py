@@ -203,6 +203,7 @@ def test_cli_search_on_chosen_classes_records_them_and_resumes_with_them(isolate
     assert meta["classes"] == [0, 2, 4, 6] and settings_from_meta(meta).classes == (0, 2, 4, 6)
     data = load_dataset("fashion-mnist", classes=(0, 2, 4, 6))
     assert data.num_classes == 4 and set(data.train_y.tolist()) == set(data.val_y.tolist()) == {0, 1, 2, 3}
+    assert meta["validation_images"] == min(meta["proxy"]["val_images"], len(data.val_x))
 
 
 @pytest.mark.parametrize("given, classes", [

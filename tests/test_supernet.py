@@ -220,6 +220,10 @@ def test_a_search_scores_its_candidates_with_a_supernet_and_names_it(isolated_di
     meta, trials = open_run("s").read_meta(), open_run("s").trials()
     provenance = load_supernet("sn").provenance
     assert meta["estimator"] == "supernet:sn" and meta["estimator_provenance"] == provenance
+    objective = meta["objectives"]["accuracy"]
+    assert "inherited from supernet sn" in objective and "proxy" not in objective
+    from fatnas.report.dashboard import load_run_data
+    assert f"Accuracy objective: {objective}" in load_run_data(open_run("s")).trust.describe()
     scored = trials[trials.state == "COMPLETE"]
     assert len(scored) == 6 and (scored.estimator == provenance).all() and scored.accuracy.between(0, 1).all()
     with pytest.raises(FatnasError, match="trained for classes"):

@@ -116,3 +116,11 @@ def test_the_dashboard_draws_error_bars_and_names_the_proxy_tau(tiny_run, isolat
     complete = (data.trials["state"] == "COMPLETE").sum()
     assert result.values["bars"] == [0.02] * complete
     assert "Kendall tau against the reference (-test loss (2-seed mean)) is 0.52" in result.values["trust"]
+
+
+def test_the_sentence_names_the_runs_objective_and_the_validation_images_it_used(tmp_path):
+    trust = find_proxy_trust(PROXY.to_dict(), roots=[tmp_path], classes=(0, 2, 4, 6), estimator="supernet:sn1",
+                             objective="validation accuracy with weights inherited from supernet sn1", val_images=832)
+    text = trust.describe()
+    assert "Accuracy objective: validation accuracy with weights inherited from supernet sn1;" in text
+    assert "binomial std of 832 validation images" in text and OBJECTIVE not in text

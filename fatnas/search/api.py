@@ -19,7 +19,7 @@ from ..model.space import load_space
 from ..runs.store import Run, new_run, open_run
 from .backend import backend_options, get_backend, run_search
 from .evaluate import SearchSettings
-from .record import check_storage, record_run, resume_settings, storage_of
+from .record import check_storage, record_run, resume_settings, storage_of, validation_images
 from .storage import Heartbeat
 
 
@@ -119,7 +119,8 @@ def new_search(settings: SearchSettings, *, run_id: str | None = None, backend: 
     options = options if options is not None else get_backend(backend).make_options(settings.device)
     storage = check_storage(storage, backend, settings.heartbeat)
     data = settings_data(settings)  # a missing data set fails before any run folder exists
-    run = new_run(run_id, "search", lambda r: record_run(r, settings, backend, argv=argv, storage=storage))
+    run = new_run(run_id, "search", lambda r: record_run(r, settings, backend, argv=argv, storage=storage,
+                                                        validation_images=validation_images(settings, data)))
     return Search(run, settings, data, backend, options, storage, False, count)
 
 

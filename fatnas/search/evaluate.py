@@ -26,9 +26,19 @@ from .storage import Heartbeat
 Report = Callable[[int, float], bool]
 # what a proxy training measures besides its final validation accuracy (fatnas.proxy.ProxyResult)
 ESTIMATES = ("val_loss", "sotl_e", "curve_slope")
-# the two objectives of every search, as run.yaml and the dashboard name them
+# the two objectives of a proxy search, as run.yaml and the dashboard name them (`objectives` for any estimator)
 OBJECTIVES = dict(accuracy="proxy validation accuracy at the last checkpoint (maximized)",
                   latency_ms="median batch-1 forward latency at the target resolution (minimized)")
+
+
+def objectives(estimator: str = "proxy") -> dict[str, str]:
+    """The two objectives of a search scored by `estimator` (`proxy` or `supernet:ID`)."""
+    if estimator == "proxy":
+        return dict(OBJECTIVES)
+    accuracy = (f"validation accuracy with weights inherited from {estimator.replace(':', ' ', 1)}, BatchNorm "
+                "recalibrated, no training (maximized)") if estimator.startswith("supernet:") else \
+        f"validation accuracy estimated by {estimator} (maximized)"
+    return dict(OBJECTIVES, accuracy=accuracy)
 
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")

@@ -12,13 +12,14 @@ import pandas as pd
 from ..errors import FatnasError
 from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, flop_convention
+from ..estimate.data import DataSplit
 from ..estimate.latency import latency_source
 from ..estimate.liveness import space_liveness
 from ..estimate.proxy import ProxySettings
 from ..model.space import space_from_dict
 from ..paths import portable_path
 from ..runs.store import Run, RunError, create_run, open_run
-from .evaluate import OBJECTIVES, SearchSettings
+from .evaluate import SearchSettings, objectives
 from .storage import (
     WORKER_STORAGE_ENV,
     Heartbeat,
@@ -31,8 +32,9 @@ from .storage import (
 
 def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
     """The run.yaml view of the settings (round-trips through `settings_from_meta`)."""
-    return dict(objectives=OBJECTIVES, space=settings.space.to_dict(), space_source=settings.space.source,
-                budget=settings.budget.to_dict(), budget_text=settings.budget.describe(),
+    return dict(objectives=objectives(settings.estimator), space=settings.space.to_dict(),
+                space_source=settings.space.source, budget=settings.budget.to_dict(),
+                budget_text=settings.budget.describe(),
                 proxy=settings.proxy.to_dict(), trials=settings.trials, timeout_s=settings.timeout_s,
                 sampler=settings.sampler, seeds=dict(sampler=settings.seed, proxy=settings.proxy.seed,
                                                      data_split=settings.seed),
@@ -49,6 +51,14 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                 heartbeat=dict(interval_s=settings.heartbeat.interval_s, grace_s=settings.heartbeat.grace_s),
                 liveness=space_liveness(settings.space, settings.proxy.res).to_dict(),
                 **({} if settings.estimator == "proxy" else estimator_record(settings)))
+
+
+def validation_images(settings: SearchSettings, data: DataSplit) -> int:
+    """How many validation images a candidate's accuracy is measured on: the estimator's count, or all the split has."""
+    wanted = settings.proxy.val_images
+    if settings.estimator != "proxy":
+        wanted = getattr(make_estimator(settings.estimator, device=settings.device), "val_images", wanted)
+    return min(wanted, len(data.val_x))
 
 
 def estimator_record(settings: SearchSettings) -> dict[str, Any]:
@@ -98,10 +108,13 @@ def resume_settings(run: Run, backend: str, **changes: Any) -> SearchSettings:
 
 
 def record_run(run: Run, settings: SearchSettings, backend: str, argv: list[str] | None = None,
-               storage: str | None = None) -> None:
-    """Write run.yaml (command, settings, seeds, versions, hardware, storage with no password); a
-    run of either backend also gets its Optuna study, holding a copy of run.yaml. `storage` None: the run's study.db."""
+               storage: str | None = None, validation_images: int | None = None) -> None:
+    """Write run.yaml (command, settings, seeds, versions, hardware, storage with no password, and the validation
+    images an accuracy is measured on, where the data set is known); a run of either backend also gets its Optuna
+    study, holding a copy of run.yaml. `storage` None: the run's study.db."""
     fields = dict(backend=backend, **settings_to_meta(settings))
+    if validation_images is not None:
+        fields["validation_images"] = validation_images
     if storage is not None:
         fields["storage"] = mask_password(storage)
     run.record("search", fields, dataset=settings.dataset, flop_convention=flop_convention(settings.space.resolution),

@@ -43,6 +43,7 @@ class ProxyTrust:
     reference: str | None = None
     reference_seed_tau: float | None = None  # the reference's own reliability: tau between two of its seeds
     archs: int = 0
+    objective: str = OBJECTIVE  # what the search's accuracy axis is (run.yaml's objectives)
     task: str = ""  # e.g. 'fashion-mnist, classes 0,2,4,6, estimator proxy'
 
     def error_bars(self, accuracy: pd.Series, val_images: int) -> list[float]:
@@ -56,27 +57,31 @@ class ProxyTrust:
         noise = (f"error bars: +-{self.seed_std:.4f}, the proxy's accuracy std over seeds ({self.seed_note})"
                  if self.seed_std is not None else f"error bars: {self.seed_note}")
         if self.tau is None:
-            return (f"Accuracy objective: {OBJECTIVE}; {noise}. No ranking reference exists for this task "
+            return (f"Accuracy objective: {self.objective}; {noise}. No ranking reference exists for this task "
                     f"({self.task}): no fidelity study of this estimator on it has a reference whose seeds agree "
                     f"(seed-to-seed tau >= {REPEATS_SEED_TAU}), so how well it ranks networks is not known.")
         interval = "" if self.tau_low is None else f" (90% interval {self.tau_low:.2f} to {self.tau_high:.2f})"
         reliability = "" if self.reference_seed_tau is None else \
             f"; the reference's own seed-to-seed tau is {self.reference_seed_tau:.2f}"
-        return (f"Accuracy objective: {OBJECTIVE}; {noise}. Its Kendall tau against the reference "
+        return (f"Accuracy objective: {self.objective}; {noise}. Its Kendall tau against the reference "
                 f"({self.reference}) is {self.tau:.2f}{interval} over {self.archs} networks in fidelity "
                 f"study {self.study}{reliability}.")
 
 
 def find_proxy_trust(proxy: dict[str, Any], roots: Sequence[Path] | None = None, *, dataset: str = "fashion-mnist",
-                     classes: Sequence[int] = (), estimator: str = PROXY) -> ProxyTrust:
+                     classes: Sequence[int] = (), estimator: str = PROXY, objective: str = OBJECTIVE,
+                     val_images: int | None = None) -> ProxyTrust:
     """The best fidelity study of the search's estimator on its task: `proxy` (ProxySettings fields) trained as a
-    low fidelity, or the weight-sharing `estimator` (supernet:ID) as a scorer, on `dataset` and `classes`."""
-    val_images = int(proxy.get("val_images") or 0)
+    low fidelity, or the weight-sharing `estimator` (supernet:ID) as a scorer, on `dataset` and `classes`.
+    `objective` names the search's accuracy axis; `val_images` is the count it is measured on (None: the proxy's)."""
+    val_images = int(val_images or proxy.get("val_images") or 0)
     task = _task_text(dataset, classes, estimator)
-    fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound", task=task)
+    fallback = ProxyTrust(None, f"binomial std of {val_images} validation images only, a lower bound", task=task,
+                          objective=objective)
     found = [trust for run in _fidelity_runs(roots)
              if (trust := _checked_trust(run, proxy, (dataset, tuple(classes), estimator))) is not None]
-    found = [dataclasses.replace(t, task=task, seed_note=t.seed_note if t.seed_std is not None else fallback.seed_note)
+    found = [dataclasses.replace(t, task=task, objective=objective,
+                                 seed_note=t.seed_note if t.seed_std is not None else fallback.seed_note)
              for t in found]
     if not found:
         return fallback

@@ -40,6 +40,11 @@ class SupernetEstimator:
         return self.trained.provenance
 
     @property
+    def val_images(self) -> int:
+        """The validation images a score is measured on (at most; fewer where the split has fewer)."""
+        return self.trained.settings.val_images
+
+    @property
     def res(self) -> int:
         """The resolution the supernet was trained at, and scores at."""
         return self.trained.settings.res

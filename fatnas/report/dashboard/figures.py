@@ -20,6 +20,7 @@ from .tables import (
     complete_trials,
     evaluated_references,
     front_table,
+    validation_images,
 )
 
 # ---------------------------------------------------------------- drawing
@@ -92,7 +93,7 @@ def _point_groups(data: RunData, x: str) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _point_rows(table: pd.DataFrame, data: RunData, run_index: int, group: str, x: str) -> pd.DataFrame:
-    val_images = int((data.meta.get("proxy") or {}).get("val_images") or 0)
+    val_images = validation_images(data.meta)
     return pd.DataFrame(dict(run=data.run_id, run_index=run_index, group=group, x=table[x].astype(float).to_numpy(),
                              accuracy=table["accuracy"].astype(float).to_numpy(),
                              error=data.trust.error_bars(table["accuracy"], val_images),

@@ -14,7 +14,7 @@ from ...estimate.cost import Budget
 from ...model.config import NUM_STAGES, STAGE_FIELDS
 from ...runs.store import Run, hypervolume, pareto_front
 from ...runs.store import state_counts as count_states
-from ...study.trust import ProxyTrust, find_proxy_trust
+from ...study.trust import OBJECTIVE, ProxyTrust, find_proxy_trust
 
 PLOT_IDS = ("pareto", "acc-flops", "acc-params", "hypervolume", "best-accuracy", "importance", "parcoords")
 HV_LATENCY_MARGIN = 1.1
@@ -53,7 +53,14 @@ def load_run_data(run: Run) -> RunData:
     return RunData(run.id, run.path, meta, trials, front, _with_columns(run.references(), ("name",)), budget,
                    str(meta.get("dataset", "unknown data set")), res, str(device),
                    find_proxy_trust(meta.get("proxy") or {}, dataset=str(meta.get("dataset", "")),
-                                    classes=tuple(meta.get("classes") or ()), estimator=meta.get("estimator", "proxy")))
+                                    classes=tuple(meta.get("classes") or ()), estimator=meta.get("estimator", "proxy"),
+                                    objective=(meta.get("objectives") or {}).get("accuracy", OBJECTIVE),
+                                    val_images=validation_images(meta)))
+
+
+def validation_images(meta: dict) -> int:
+    """The validation images a run's accuracies are measured on (older runs recorded only the proxy's count)."""
+    return int(meta.get("validation_images") or (meta.get("proxy") or {}).get("val_images") or 0)
 
 
 def latency_origin(meta: dict) -> str:
