@@ -55,6 +55,42 @@ def test_extracted_networks_compute_the_supernets_active_path(name):
         assert sum(p.numel() for p in network.parameters()) == analytic_cost(network.cfg, 224).params
 
 
+@pytest.mark.parametrize("name", sorted(shipped_spaces()))
+def test_with_kernel_transforms_extraction_stays_exact_and_small_kernels_are_transformed(name):
+    space = load_space(name)
+    supernet = Supernet(space, in_chans=3, num_classes=7, kernel_transform=True).eval()
+    _random_statistics(supernet)
+    gen = torch.Generator().manual_seed(2)
+    for matrix in supernet.kernel_transforms.matrices.values():  # away from identity, so a missed one shows
+        matrix.data += 0.1 * torch.randn(matrix.shape, generator=gen)
+    rng = random.Random(name)
+    x = torch.randn(2, 3, 48, 48)
+    for cfg in [supernet.smallest] + [_sample(space, rng) for _ in range(3)]:
+        supernet.set_active(cfg)
+        torch.testing.assert_close(supernet.extract(cfg).eval()(x), supernet(x), atol=1e-5, rtol=0)
+    small = supernet.fit(supernet.smallest)
+    k = small.kernels[0]
+    pos = supernet.full.stages[0][0].pos.weight
+    c = (pos.shape[-1] - k) // 2
+    if c > 0:  # the smallest positional kernel: the crop times its matrix, not the crop itself
+        crop = pos[:small.widths[0], :, c:c + k, c:c + k]
+        assert not torch.allclose(supernet.extract(small).stages[0][0].pos.weight, crop)
+
+
+def test_kernel_transform_matrices_learn_from_the_sub_networks_using_them():
+    space = load_space("fat")
+    supernet = Supernet(space, in_chans=1, num_classes=3, kernel_transform=True)
+    sizes = supernet.kernel_transforms.sizes
+    assert sizes["stages.2.0.pos.weight"] == [7, 5] and sizes["stages.0.0.ffn.dw.weight"] == [3]
+    assert "stem.layers.0.weight" not in sizes  # a kernel no config shrinks has no matrix
+    supernet.set_active(supernet.smallest)
+    supernet(torch.randn(2, 1, 64, 64)).sum().backward()
+    matrices = supernet.kernel_transforms.matrices
+    assert matrices["stages__2__0__pos__weight__k5"].grad.abs().sum() > 0
+    assert matrices["stages__2__0__pos__weight__k7"].grad.abs().sum() > 0  # the step on the way down to 5
+    assert matrices["stages__3__2__pos__weight__k7"].grad is not None  # stage 3's one block: its strided last
+
+
 def test_an_extracted_networks_flops_equal_the_analytic_cost():
     space = load_space(TINY_SPACE)
     supernet = Supernet(space, in_chans=1, num_classes=4)

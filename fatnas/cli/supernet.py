@@ -29,6 +29,9 @@ def add_supernet(sub: Any, flags: Flags) -> None:
                    help="random sub-networks per step (default 2; with uniform sampling, all of them)")
     p.add_argument("--distill", action="store_true",
                    help="sandwich only: the others learn from the largest's predictions (default: all from the labels)")
+    p.add_argument("--kernel-transform", action="store_true",
+                   help="OFA's kernel transformation: a smaller kernel is the larger one's centre times a learned "
+                        "matrix (default: the plain centre crop)")
     p.add_argument("--recal-images", type=int, default=None,
                    help="BatchNorm recalibration images per scored sub-network (default 512)")
     p.add_argument("--checkpoint-minutes", type=float, default=None, help="minutes between checkpoints (default 3)")
@@ -68,8 +71,9 @@ def _task(args: argparse.Namespace) -> Any:
 def _recipe(args: argparse.Namespace) -> dict[str, Any]:
     return given(res=args.res, epochs=args.epochs, train_images=args.train_images, batch_size=args.batch_size,
                  sampling=args.sampling, random_subnets=args.random_subnets, distill=True if args.distill else None,
-                 budget_only=True if args.budget_only else None, recal_images=args.recal_images, seed=args.seed,
-                 device=device(args), checkpoint_minutes=args.checkpoint_minutes)
+                 budget_only=True if args.budget_only else None,
+                 kernel_transform=True if args.kernel_transform else None, recal_images=args.recal_images,
+                 seed=args.seed, device=device(args), checkpoint_minutes=args.checkpoint_minutes)
 
 
 COMMANDS = (add_supernet,)

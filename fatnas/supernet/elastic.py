@@ -5,7 +5,9 @@ A sub-network of the space is a plain `FAT(cfg)` whose every tensor is a slice o
 - depth: a stage's first d - 1 blocks and its last block (the one that carries the stride);
 - width, FFN ratio, stem: channel prefixes in every convolution, norm and the head;
 - heads: the same q/k/v channels regrouped (the K and V halves of `kv` are sliced apart);
-- kernels (positional, local, FFN, shortcut): the centre crop of the largest kernel;
+- kernels (positional, local, FFN, shortcut): the centre crop of the largest kernel, or with `kernel_transform`
+  (OFA's kernel transformation) each smaller size of the space the crop of the next larger one times a learned
+  matrix of its own (`KernelTransforms`);
 - windows: the first log2(w) steps of the refined downsampling.
 
 `SliceMap` states that rule once, for a sub-network's state-dict entries; the supernet's forward
@@ -100,6 +102,59 @@ def _kv_slice(full: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return rows.narrow(1, 0, shape[1]) if full.ndim > 1 else rows
 
 
+class KernelTransforms(nn.Module):
+    """OFA's kernel transformation: a kernel of size k is the centre k x k of the next larger size's kernel
+    times a learned (k*k x k*k) matrix, one per layer and size, shared by the channels and starting at identity.
+
+    Only the sizes a space can ask a layer for get a matrix: each kernel field of each stage is set in turn to
+    each of its choices, and every tensor whose taps then shrink is noted with that size.
+    """
+
+    def __init__(self, space: SearchSpace, largest: FATConfig) -> None:
+        super().__init__()
+        self.sizes: dict[str, list[int]] = {}  # tensor name of the largest network -> its smaller sizes, largest first
+        for name, sizes in sorted(_shrinking_kernels(space, largest).items()):
+            self.sizes[name] = sorted(sizes, reverse=True)
+        self.matrices = nn.ParameterDict({_matrix_key(name, k): nn.Parameter(torch.eye(k * k))
+                                          for name, sizes in self.sizes.items() for k in sizes})
+
+    def shrink(self, name: str, weight: torch.Tensor, size: int) -> torch.Tensor:
+        """`weight` (of the largest network's tensor `name`) brought down to `size` x `size` taps step by step;
+        a size with no matrix of its own is a plain centre crop."""
+        for k in self.sizes.get(name, ()):
+            if k < size:
+                break
+            weight = _centre_taps(weight, k)
+            out, inp = weight.shape[:2]
+            weight = (weight.reshape(out, inp, k * k) @ self.matrices[_matrix_key(name, k)]).reshape(out, inp, k, k)
+        return _centre_taps(weight, size)
+
+
+def _shrinking_kernels(space: SearchSpace, largest: FATConfig) -> dict[str, set[int]]:
+    """Tensor name -> the kernel sizes below its largest that some config of the space gives it."""
+    with torch.device("meta"):
+        full = {name: t.shape for name, t in FAT(largest).named_parameters() if t.ndim == 4}
+        found: dict[str, set[int]] = {}
+        for field in ("kernels", "ffn_kernels"):
+            for stage, options in enumerate(space.choices.get(field, ())):
+                for k in options:
+                    values = list(getattr(largest, field))
+                    values[stage] = k
+                    for name, t in FAT(largest.replace(**{field: tuple(values)})).named_parameters():
+                        if name in full and t.ndim == 4 and t.shape[-1] < full[name][-1]:
+                            found.setdefault(name, set()).add(int(t.shape[-1]))
+    return found
+
+
+def _matrix_key(name: str, size: int) -> str:
+    return f"{name.replace('.', '__')}__k{size}"
+
+
+def _centre_taps(weight: torch.Tensor, size: int) -> torch.Tensor:
+    start = (weight.shape[-1] - size) // 2
+    return weight[..., start:start + size, start:start + size]
+
+
 class SupernetError(NotEstimable):
     """A config the supernet cannot hold."""
 
@@ -111,11 +166,13 @@ class Supernet(nn.Module):
     `FAT(cfg)` holding copies of its weights (and BatchNorm statistics).
     """
 
-    def __init__(self, space: SearchSpace, in_chans: int, num_classes: int, res: int | None = None) -> None:
+    def __init__(self, space: SearchSpace, in_chans: int, num_classes: int, res: int | None = None, *,
+                 kernel_transform: bool = False) -> None:
         super().__init__()
         self.space, self.res = space, res
         self.full = FAT(largest_config(space, in_chans, num_classes))
         self.slices = SliceMap(self.full.cfg)
+        self.kernel_transforms = KernelTransforms(space, self.full.cfg) if kernel_transform else None
         self.active: FATConfig = self.full.cfg
         self._skeletons: OrderedDict[FATConfig, FAT] = OrderedDict()
         # the sandwich rule's ends, drawn every training step: worked out once
@@ -142,7 +199,11 @@ class Supernet(nn.Module):
         source = dict(self.full.named_parameters())
         source.update(self.full.named_buffers())
         for name, tensor in _named_tensors(skeleton):
-            yield name, self.slices.cut(name, source[self.slices.source_name(name, cfg)], tensor.shape)
+            origin = self.slices.source_name(name, cfg)
+            full = source[origin]
+            if self.kernel_transforms is not None and tensor.ndim == 4 and tensor.shape[-1] < full.shape[-1]:
+                full = self.kernel_transforms.shrink(origin, full, tensor.shape[-1])
+            yield name, self.slices.cut(name, full, tensor.shape)
 
     @torch.no_grad()
     def extract(self, cfg: FATConfig) -> FAT:
@@ -178,4 +239,4 @@ def _named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     yield from module.named_buffers()
 
 
-__all__ = ["SliceMap", "Supernet", "SupernetError", "extreme_config", "largest_config"]
+__all__ = ["KernelTransforms", "SliceMap", "Supernet", "SupernetError", "extreme_config", "largest_config"]

@@ -79,7 +79,8 @@ def resume_supernet(run_id: str, *, threads: int | None = None, progress: bool =
 def _train(run: Run, task: SupernetTask, settings: TrainSettings, progress: bool) -> Run:
     data = task.data()
     torch.manual_seed(settings.seed)  # the initial weights; a resumed run then loads its checkpoint's
-    supernet = Supernet(task.space, data.in_chans, data.num_classes, res=settings.res).to(settings.device)
+    supernet = Supernet(task.space, data.in_chans, data.num_classes, res=settings.res,
+                        kernel_transform=settings.kernel_transform).to(settings.device)
     trainer = SupernetTrainer(supernet, data, settings, task.budget)
     if (run.path / CHECKPOINT).is_file():
         trainer.load_state_dict(_load(run.path / CHECKPOINT))
@@ -211,12 +212,14 @@ def load_supernet(run_id: str, device: str = "cpu") -> TrainedSupernet:
         raise RunError(f"{path}: its sha256 does not match run.yaml's weights_sha256; the file is damaged or replaced")
     task = task_from_meta(meta)
     state = _load(path)
-    supernet = Supernet(task.space, int(state["largest"]["in_chans"]), int(state["largest"]["num_classes"]))
+    settings = TrainSettings(**meta["train"])
+    supernet = Supernet(task.space, int(state["largest"]["in_chans"]), int(state["largest"]["num_classes"]),
+                        kernel_transform=settings.kernel_transform)
     try:
         supernet.load_state_dict(state["state_dict"])
     except (KeyError, RuntimeError) as exc:
         raise RunError(f"{path}: its weights do not fit the recorded space ({str(exc).splitlines()[0]})") from None
-    return TrainedSupernet(run, supernet.to(device).eval(), task, TrainSettings(**meta["train"]), digest)
+    return TrainedSupernet(run, supernet.to(device).eval(), task, settings, digest)
 
 
 def check_task(trained: TrainedSupernet, *, space: SearchSpace, dataset: str, classes: tuple[int, ...],

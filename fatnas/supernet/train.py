@@ -50,6 +50,7 @@ class TrainSettings:
     distill: bool = False  # the others learn from the largest's predictions (sandwich only)
     augment: bool = True  # random crops and flips, as the reference trains
     budget_only: bool = False  # random sub-networks drawn only inside the search budget
+    kernel_transform: bool = False  # OFA's learned kernel transformation instead of plain centre crops
     eval_points: int = 8  # learning-curve points of the largest and smallest sub-networks
     recal_images: int = 512  # BatchNorm recalibration images per evaluated sub-network
     val_images: int = 1000
@@ -149,8 +150,10 @@ class SupernetTrainer:
         self.batches = BatchSource(self.images, settings)
         self.sampler = SubnetSampler(supernet, settings, budget)
         self.total_steps = settings.total_steps(len(self.images))
-        self.optimizer = torch.optim.AdamW(param_groups(supernet, settings.weight_decay),
-                                           lr=scaled_lr(settings.lr, settings.batch_size))
+        groups = param_groups(supernet.full, settings.weight_decay)
+        if supernet.kernel_transforms is not None:  # no decay: it would pull the matrices from identity to zero
+            groups.append({"params": list(supernet.kernel_transforms.parameters()), "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=scaled_lr(settings.lr, settings.batch_size))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(self.total_steps))
         self.step = 0
         self.seconds = 0.0  # training wall time of the steps taken, over every session of a resumed run
