@@ -2,18 +2,21 @@
 
 Each trained supernet (a `fatnas supernet train` run) scores the study's networks with inherited weights:
 BatchNorm recalibrated on `--recal-images` training images, evaluated on `--eval` images (`val`: the held-out
-validation part; `train:N`: N training images the recalibration did not use). Every row is one supernet and one
-scoring setting, with the study's own rank statistics against its reference: Kendall tau and its 90% interval,
-partial tau on log size, band tau, and paired differences (with intervals) to the default proxy and to each
-supernet the study scored itself (`minus_<id>`). The recipe of each supernet
-(sampling, distillation, epochs, training seconds) is read from its run.yaml. Saved to
+validation part; `train:N`: N training images the recalibration did not use), after `--finetune-steps` steps of
+training each sub-network on its own from the inherited weights (0: none, the default scoring). Every row is
+one supernet and one scoring setting, with the study's own rank statistics against its reference: Kendall tau
+and its 90% interval, partial tau on log size, band tau, and paired differences (with intervals) to the default
+proxy and to each supernet the study scored itself (`minus_<id>`). The recipe of each supernet (sampling,
+distillation, kernel transformation, epochs, training seconds) is read from its run.yaml. Saved to
 bench/results/supernet_ablation.csv (rows of earlier calls for other supernets or settings are kept).
 
     python bench/supernet_ablation.py sn_a sn_b --recal-images 128 512 2048 --eval val train:4000
+    python bench/supernet_ablation.py sn_a --finetune-steps 0 16 48
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -35,7 +38,7 @@ from fatnas.supernet import load_supernet
 from fatnas.supernet.score import SubnetScorer
 
 OUT = RESULTS / "supernet_ablation.csv"
-KEY = ["supernet", "recal_images", "eval"]
+KEY = ["supernet", "recal_images", "eval", "finetune_steps"]
 
 
 def study_inputs(study: Path) -> tuple[StudySettings, pd.DataFrame, dict[str, FATConfig], pd.Series, dict]:
@@ -62,10 +65,11 @@ def train_eval_images(scorer: SubnetScorer, data, count: int, recal: int, seed: 
     return proxy_images(data.train_x[order], data.train_y[order], mean, std, scorer.res, scorer.recal.pixels.device)
 
 
-def score_all(supernet_id: str, recal: int, eval_spec: str, archs: dict[str, FATConfig]) -> tuple[pd.DataFrame, dict]:
+def score_all(supernet_id: str, recal: int, eval_spec: str, finetune_steps: int,
+              archs: dict[str, FATConfig]) -> tuple[pd.DataFrame, dict]:
     trained = load_supernet(supernet_id)
     data = trained.task.data()
-    scorer = trained.scorer(data, recal_images=recal, val_images=len(data.val_x))
+    scorer = trained.scorer(data, recal_images=recal, val_images=len(data.val_x), finetune_steps=finetune_steps)
     images = scorer.val
     if eval_spec.startswith("train:"):
         images = train_eval_images(scorer, data, int(eval_spec.split(":")[1]), recal, trained.settings.seed)
@@ -76,7 +80,8 @@ def score_all(supernet_id: str, recal: int, eval_spec: str, archs: dict[str, FAT
     seconds = (time.perf_counter() - start) / len(archs)
     meta = trained.settings.to_dict()
     recipe = dict(sampling=meta["sampling"], random_subnets=meta["random_subnets"], distill=trained.settings.teacher,
-                  budget_only=meta["budget_only"], epochs=meta["epochs"], res=meta["res"],
+                  budget_only=meta["budget_only"], kernel_transform=meta.get("kernel_transform", False),
+                  epochs=meta["epochs"], res=meta["res"],
                   train_seconds=open_run(supernet_id).read_meta().get("train_seconds"), eval_images=len(images),
                   seconds_per_arch=seconds)
     return pd.DataFrame(rows).set_index("arch"), recipe
@@ -88,6 +93,7 @@ def main() -> None:
     parser.add_argument("--study", type=Path, default=RESULTS / "fidelity_study_upper")
     parser.add_argument("--recal-images", type=int, nargs="+", default=[512])
     parser.add_argument("--eval", nargs="+", default=["val"], help="val, or train:N")
+    parser.add_argument("--finetune-steps", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     configure_threads(args.threads)
@@ -95,17 +101,19 @@ def main() -> None:
     rows = []
     for supernet_id in args.supernets:
         for recal in args.recal_images:
-            for eval_spec in args.eval:
-                scores, recipe = score_all(supernet_id, recal, eval_spec, archs)
+            for eval_spec, steps in itertools.product(args.eval, args.finetune_steps):
+                scores, recipe = score_all(supernet_id, recal, eval_spec, steps, archs)
                 for metric in ("accuracy", "neg_loss"):
                     stats = rank_statistics(scores[metric], truth, sizes, others, settings)
-                    rows.append(dict(supernet=supernet_id, recal_images=recal, eval=eval_spec, metric=metric,
+                    rows.append(dict(supernet=supernet_id, recal_images=recal, eval=eval_spec, finetune_steps=steps,
+                                     metric=metric,
                                      **recipe, **{k: v for k, v in stats.items() if k in SHOWN or
                                                   k.startswith("minus_") and not k.startswith("minus_params")}))
                 print(pd.DataFrame(rows[-2:]).to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
     table = pd.DataFrame(rows)
     if OUT.exists():
         old = pd.read_csv(OUT)
+        old["finetune_steps"] = old.get("finetune_steps", pd.Series(0, index=old.index)).fillna(0).astype(int)
         keys = set(map(tuple, table[KEY + ["metric"]].astype(str).to_numpy()))
         old = old[[tuple(r) not in keys for r in old[KEY + ["metric"]].astype(str).to_numpy()]]
         table = pd.concat([old, table], ignore_index=True)

@@ -152,6 +152,30 @@ def test_recalibration_measures_the_statistics_of_the_images():
     assert not network.training
 
 
+def test_a_finetuned_score_trains_a_copy_the_same_way_for_every_call_and_leaves_the_supernet_alone():
+    from fatnas.estimate.data import DataSplit
+    from fatnas.supernet.score import FinetuneSettings, SubnetScorer
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 255, (96, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    y = torch.arange(96) % 3
+    data = DataSplit(train_x=x, train_y=y, val_x=x[:16], val_y=y[:16], num_classes=3, in_chans=1, name="random",
+                     image_size=(28, 28), mean=(0.5,), std=(0.25,), train_indices=torch.arange(96),
+                     val_indices=torch.arange(16))
+    space = load_space(TINY_SPACE)
+    supernet = Supernet(space, in_chans=1, num_classes=3)
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    cfg = supernet.fit(_sample(space, random.Random(5)))
+    tuned = SubnetScorer(supernet, data, 32, recal_images=32, val_images=16,
+                         finetune=FinetuneSettings(steps=2, lr=1e-2, batch_size=16))
+    plain = SubnetScorer(supernet, data, 32, recal_images=32, val_images=16)
+    a, b, c = tuned.network(cfg), tuned.network(cfg), plain.network(cfg)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # seeded: the same every call
+    assert not torch.equal(a.head.fc.weight, c.head.fc.weight)  # it did train
+    assert all(torch.equal(v, before[k]) for k, v in supernet.state_dict().items())  # on a copy
+    assert len(tuned.tune) == 2 * 16 and not a.training
+
+
 def _tiny_task(**changes) -> SupernetTask:
     return SupernetTask(space=load_space(TINY_SPACE), classes=(0, 2, 4, 6), **changes)
 

@@ -21,12 +21,12 @@ from tqdm import tqdm
 from ..errors import FatnasError
 from ..estimate.cost import Budget, flop_convention
 from ..estimate.data import DataSplit, load_dataset
-from ..estimate.proxy import configure_threads
+from ..estimate.proxy import configure_threads, scaled_lr
 from ..model.space import SearchSpace, space_from_dict
 from ..paths import atomic_write_bytes, torch_bytes
 from ..runs.store import Run, RunError, new_run, open_run
 from .elastic import Supernet
-from .score import SubnetScorer
+from .score import FinetuneSettings, SubnetScorer
 from .train import Stopwatch, SupernetTrainer, TrainSettings, eval_steps
 
 CHECKPOINT, WEIGHTS, CURVES = "checkpoint.pt", "supernet.pt", "curves.csv"
@@ -192,10 +192,15 @@ class TrainedSupernet:
         return f"supernet:{self.run.id}@{self.sha256[:12]}"
 
     def scorer(self, data: DataSplit | None = None, *, recal_images: int | None = None,
-               val_images: int | None = None) -> SubnetScorer:
-        return SubnetScorer(self.supernet, data or self.task.data(), self.settings.res,
-                            recal_images=recal_images or self.settings.recal_images,
-                            val_images=val_images or self.settings.val_images, seed=self.settings.seed)
+               val_images: int | None = None, finetune_steps: int = 0) -> SubnetScorer:
+        """A scorer on the task's images; `finetune_steps` > 0 trains each sub-network that many steps first
+        (at the supernet's batch size and peak learning rate)."""
+        s = self.settings
+        finetune = FinetuneSettings(finetune_steps, scaled_lr(s.lr, s.batch_size), s.batch_size, s.weight_decay) \
+            if finetune_steps > 0 else None
+        return SubnetScorer(self.supernet, data or self.task.data(), s.res,
+                            recal_images=recal_images or s.recal_images, val_images=val_images or s.val_images,
+                            seed=s.seed, finetune=finetune)
 
 
 def load_supernet(run_id: str, device: str = "cpu") -> TrainedSupernet:
