@@ -177,7 +177,7 @@ def test_a_finetuned_score_trains_a_copy_the_same_way_for_every_call_and_leaves_
 
 
 def _tiny_task(**changes) -> SupernetTask:
-    return SupernetTask(space=load_space(TINY_SPACE), classes=(0, 2, 4, 6), **changes)
+    return SupernetTask(**{"space": load_space(TINY_SPACE), "classes": (0, 2, 4, 6), **changes})
 
 
 TINY_RECIPE = TrainSettings(res=32, epochs=1, train_images=192, batch_size=32, eval_points=2, recal_images=64,
@@ -200,6 +200,30 @@ def test_a_supernet_trains_records_its_recipe_and_curves_and_scores():
     assert trained.provenance == f"supernet:sn@{meta['weights_sha256'][:12]}"
     score = trained.scorer().score(trained.supernet.smallest)
     assert 0 <= score.accuracy <= 1 and score.val_loss > 0
+
+
+@pytest.mark.slow  # trains two supernets
+@needs_fashion_mnist
+def test_a_few_shot_supernet_starts_from_its_parents_inherited_weights(isolated_dirs, tmp_path):
+    import dataclasses
+
+    train_supernet(_tiny_task(), TINY_RECIPE, run_id="parent", progress=False)
+    sub = tmp_path / "sub.yaml"  # the sub-space of the first stage's wider choice
+    sub.write_text(TINY_SPACE.read_text().replace("widths: [[16, 24],", "widths: [[24],"))
+    frozen = dataclasses.replace(TINY_RECIPE, lr=0.0, init_from="parent")  # no learning: the start shows
+    child = train_supernet(_tiny_task(space=load_space(sub)), frozen, run_id="child", progress=False)
+    parent = load_supernet("parent")
+    assert child.read_meta()["init_provenance"] == parent.provenance
+    cfg = load_supernet("child").supernet.smallest
+    inherited, started = parent.supernet.extract(cfg), load_supernet("child").supernet.extract(cfg)
+    assert all(torch.equal(a, b) for a, b in zip(inherited.parameters(), started.parameters()))
+    with pytest.raises(FatnasError, match="--init-from parent: trained for"):
+        train_supernet(SupernetTask(space=load_space(sub), classes=(0, 2)), frozen, run_id="other-classes")
+    with pytest.raises(SupernetError, match="above the supernet's largest choice"):
+        wider = sub.read_text().replace("widths: [[24],", "widths: [[32],")
+        (tmp_path / "wider.yaml").write_text(wider)
+        train_supernet(_tiny_task(space=load_space(tmp_path / "wider.yaml")), frozen, run_id="too-wide")
+    assert not any((isolated_dirs / "runs" / name).exists() for name in ("other-classes", "too-wide"))
 
 
 def _train_cli(run_id: str, *extra: str) -> list[str]:

@@ -32,6 +32,9 @@ def add_supernet(sub: Any, flags: Flags) -> None:
     p.add_argument("--kernel-transform", action="store_true",
                    help="OFA's kernel transformation: a smaller kernel is the larger one's centre times a learned "
                         "matrix (default: the plain centre crop)")
+    p.add_argument("--init-from", default=None, metavar="ID",
+                   help="start from the inherited weights of trained supernet ID (few-shot: a sub-space's supernet "
+                        "split from a whole space's)")
     p.add_argument("--recal-images", type=int, default=None,
                    help="BatchNorm recalibration images per scored sub-network (default 512)")
     p.add_argument("--checkpoint-minutes", type=float, default=None, help="minutes between checkpoints (default 3)")
@@ -72,7 +75,8 @@ def _recipe(args: argparse.Namespace) -> dict[str, Any]:
     return given(res=args.res, epochs=args.epochs, train_images=args.train_images, batch_size=args.batch_size,
                  sampling=args.sampling, random_subnets=args.random_subnets, distill=True if args.distill else None,
                  budget_only=True if args.budget_only else None,
-                 kernel_transform=True if args.kernel_transform else None, recal_images=args.recal_images,
+                 kernel_transform=True if args.kernel_transform else None, init_from=args.init_from,
+                 recal_images=args.recal_images,
                  seed=args.seed, device=device(args), checkpoint_minutes=args.checkpoint_minutes)
 
 

@@ -25,7 +25,7 @@ from ..estimate.proxy import configure_threads, scaled_lr
 from ..model.space import SearchSpace, space_from_dict
 from ..paths import atomic_write_bytes, torch_bytes
 from ..runs.store import Run, RunError, new_run, open_run
-from .elastic import Supernet
+from .elastic import Supernet, largest_config
 from .score import FinetuneSettings, SubnetScorer
 from .train import Stopwatch, SupernetTrainer, TrainSettings, eval_steps
 
@@ -57,9 +57,11 @@ class SupernetTask:
 def train_supernet(task: SupernetTask, settings: TrainSettings, *, run_id: str | None = None,
                    threads: int | None = None, progress: bool = True, argv: list[str] | None = None) -> Run:
     """Train a new supernet in a new run folder; returns the run."""
+    parent = _parent(task, settings)  # refused before any run folder exists
+
     def record(run: Run) -> None:
         run.record(KIND, dict(task=task.to_dict(), train=settings.to_dict(), threads=configure_threads(threads),
-                              state="training"),
+                              state="training", **({"init_provenance": parent.provenance} if parent else {})),
                    flop_convention=flop_convention(task.space.resolution), dataset=task.dataset, argv=argv)
 
     run = new_run(run_id, KIND, record)
@@ -84,6 +86,8 @@ def _train(run: Run, task: SupernetTask, settings: TrainSettings, progress: bool
     trainer = SupernetTrainer(supernet, data, settings, task.budget)
     if (run.path / CHECKPOINT).is_file():
         trainer.load_state_dict(_load(run.path / CHECKPOINT))
+    elif settings.init_from is not None:
+        supernet.full.load_state_dict(_parent(task, settings).supernet.extract(supernet.full.cfg).state_dict())
     curves = CurveRecorder(run, SubnetScorer(supernet, data, settings.res, recal_images=settings.recal_images,
                                              val_images=settings.val_images, seed=settings.seed))
     points = eval_steps(trainer.total_steps, settings.eval_points)
@@ -103,6 +107,21 @@ def _train(run: Run, task: SupernetTask, settings: TrainSettings, progress: bool
                 watch.lap()
     _finish(run, supernet, trainer.seconds)
     return run
+
+
+def _parent(task: SupernetTask, settings: TrainSettings) -> TrainedSupernet | None:
+    """The supernet whose inherited weights start a few-shot one: trained on the same data set, classes and
+    resolution, over a space holding this one's largest network."""
+    if settings.init_from is None:
+        return None
+    parent = load_supernet(settings.init_from, settings.device)
+    have = (parent.task.dataset, tuple(parent.task.classes), parent.settings.res)
+    if have != (task.dataset, tuple(task.classes), settings.res):
+        raise FatnasError(f"--init-from {settings.init_from}: trained for (data set, classes, resolution) {have}, "
+                          f"this supernet is for {(task.dataset, tuple(task.classes), settings.res)}")
+    parent.supernet.fit(largest_config(task.space, parent.supernet.full.cfg.in_chans,
+                                       parent.supernet.full.cfg.num_classes))
+    return parent
 
 
 class CurveRecorder:

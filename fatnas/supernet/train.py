@@ -51,6 +51,7 @@ class TrainSettings:
     augment: bool = True  # random crops and flips, as the reference trains
     budget_only: bool = False  # random sub-networks drawn only inside the search budget
     kernel_transform: bool = False  # OFA's learned kernel transformation instead of plain centre crops
+    init_from: str | None = None  # a trained supernet (run id) whose inherited weights start this one (few-shot)
     eval_points: int = 8  # learning-curve points of the largest and smallest sub-networks
     recal_images: int = 512  # BatchNorm recalibration images per evaluated sub-network
     val_images: int = 1000
