@@ -67,24 +67,44 @@ def train_eval_images(scorer: SubnetScorer, data, count: int, recal: int, seed: 
 
 def score_all(supernet_id: str, recal: int, eval_spec: str, finetune_steps: int,
               archs: dict[str, FATConfig]) -> tuple[pd.DataFrame, dict]:
-    trained = load_supernet(supernet_id)
-    data = trained.task.data()
-    scorer = trained.scorer(data, recal_images=recal, val_images=len(data.val_x), finetune_steps=finetune_steps)
-    images = scorer.val
+    """Every study network's score by one supernet, or by a few-shot group `ID1+ID2+...` (each network by the
+    member whose sub-space holds its values where the members' spaces differ)."""
+    members = [load_supernet(member) for member in supernet_id.split("+")]
+    data = members[0].task.data()
+    scorers = [m.scorer(data, recal_images=recal, val_images=len(data.val_x), finetune_steps=finetune_steps)
+               for m in members]
+    images = scorers[0].val
     if eval_spec.startswith("train:"):
-        images = train_eval_images(scorer, data, int(eval_spec.split(":")[1]), recal, trained.settings.seed)
+        images = train_eval_images(scorers[0], data, int(eval_spec.split(":")[1]), recal, members[0].settings.seed)
     rows, start = [], time.perf_counter()
     for arch, cfg in archs.items():
+        scorer = scorers[holder([m.task.space for m in members], cfg)]
         accuracy, loss = evaluate_network(scorer.network(cfg), images)
         rows.append(dict(arch=arch, accuracy=accuracy, neg_loss=-loss))
     seconds = (time.perf_counter() - start) / len(archs)
-    meta = trained.settings.to_dict()
-    recipe = dict(sampling=meta["sampling"], random_subnets=meta["random_subnets"], distill=trained.settings.teacher,
+    meta = members[0].settings.to_dict()
+    recipe = dict(sampling=meta["sampling"], random_subnets=meta["random_subnets"], distill=members[0].settings.teacher,
                   budget_only=meta["budget_only"], kernel_transform=meta.get("kernel_transform", False),
-                  epochs=meta["epochs"], res=meta["res"],
-                  train_seconds=open_run(supernet_id).read_meta().get("train_seconds"), eval_images=len(images),
-                  seconds_per_arch=seconds)
+                  few_shot=len(members), epochs=meta["epochs"], res=meta["res"],
+                  train_seconds=sum(open_run(m.run.id).read_meta().get("train_seconds") or 0 for m in members),
+                  eval_images=len(images), seconds_per_arch=seconds)
     return pd.DataFrame(rows).set_index("arch"), recipe
+
+
+def holder(spaces: list, cfg: FATConfig) -> int:
+    """The index of the space holding `cfg`'s values at every (key, stage) where the spaces' choices differ."""
+    split = [(key, stage) for key in spaces[0].choices for stage in range(len(spaces[0].choices[key]))
+             if len({space.choices[key][stage] for space in spaces}) > 1]
+    for index, space in enumerate(spaces):
+        if all(_value(cfg, key, stage) in space.choices[key][stage] for key, stage in split):
+            return index
+    raise ValueError(f"no member of the few-shot group holds {cfg}")
+
+
+def _value(cfg: FATConfig, key: str, stage: int):
+    if key == "head_dims":
+        return cfg.widths[stage] // cfg.heads[stage]
+    return getattr(cfg, key)[stage]
 
 
 def main() -> None:
