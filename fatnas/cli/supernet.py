@@ -76,8 +76,8 @@ def _recipe(args: argparse.Namespace) -> dict[str, Any]:
                  sampling=args.sampling, random_subnets=args.random_subnets, distill=True if args.distill else None,
                  budget_only=True if args.budget_only else None,
                  kernel_transform=True if args.kernel_transform else None, init_from=args.init_from,
-                 recal_images=args.recal_images,
-                 seed=args.seed, device=device(args), checkpoint_minutes=args.checkpoint_minutes)
+                 recal_images=args.recal_images, seed=args.seed, device=device(args),
+                 checkpoint_minutes=args.checkpoint_minutes)
 
 
 COMMANDS = (add_supernet,)
