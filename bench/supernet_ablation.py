@@ -26,6 +26,7 @@ from common import RESULTS, save_table  # first: it sets the OpenMP wait policy 
 # isort: split
 import pandas as pd
 import torch
+from scipy.stats import kendalltau
 
 from fatnas.estimate.data import proxy_images
 from fatnas.estimate.proxy import configure_threads, evaluate_network
@@ -38,7 +39,9 @@ from fatnas.supernet import load_supernet
 from fatnas.supernet.score import SubnetScorer
 
 OUT = RESULTS / "supernet_ablation.csv"
-KEY = ["supernet", "recal_images", "eval", "finetune_steps"]
+SCORES = RESULTS / "supernet_ablation_scores.csv"  # every network's score by every supernet and setting
+AGREEMENT = RESULTS / "supernet_ablation_agreement.csv"  # Kendall tau between the settings scored in one call
+KEY = ["supernet", "recal_images", "recal_seed", "eval", "finetune_steps"]
 
 
 def study_inputs(study: Path) -> tuple[StudySettings, pd.DataFrame, dict[str, FATConfig], pd.Series, dict]:
@@ -65,14 +68,14 @@ def train_eval_images(scorer: SubnetScorer, data, count: int, recal: int, seed: 
     return proxy_images(data.train_x[order], data.train_y[order], mean, std, scorer.res, scorer.recal.pixels.device)
 
 
-def score_all(supernet_id: str, recal: int, eval_spec: str, finetune_steps: int,
+def score_all(supernet_id: str, recal: int, recal_seed: int | None, eval_spec: str, finetune_steps: int,
               archs: dict[str, FATConfig]) -> tuple[pd.DataFrame, dict]:
     """Every study network's score by one supernet, or by a few-shot group `ID1+ID2+...` (each network by the
     member whose sub-space holds its values where the members' spaces differ)."""
     members = [load_supernet(member) for member in supernet_id.split("+")]
     data = members[0].task.data()
-    scorers = [m.scorer(data, recal_images=recal, val_images=len(data.val_x), finetune_steps=finetune_steps)
-               for m in members]
+    scorers = [m.scorer(data, recal_images=recal, val_images=len(data.val_x), finetune_steps=finetune_steps,
+                        seed=recal_seed) for m in members]
     images = scorers[0].val
     if eval_spec.startswith("train:"):
         images = train_eval_images(scorers[0], data, int(eval_spec.split(":")[1]), recal, members[0].settings.seed)
@@ -114,30 +117,51 @@ def main() -> None:
     parser.add_argument("--recal-images", type=int, nargs="+", default=[512])
     parser.add_argument("--eval", nargs="+", default=["val"], help="val, or train:N")
     parser.add_argument("--finetune-steps", type=int, nargs="+", default=[0])
+    parser.add_argument("--recal-seeds", type=int, nargs="+", default=[None],
+                        help="seeds of the recalibration images (default: the supernet's own)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     configure_threads(args.threads)
     settings, sizes, archs, truth, others = study_inputs(args.study)
-    rows = []
+    rows, per_arch = [], []
     for supernet_id in args.supernets:
         for recal in args.recal_images:
-            for eval_spec, steps in itertools.product(args.eval, args.finetune_steps):
-                scores, recipe = score_all(supernet_id, recal, eval_spec, steps, archs)
+            for seed, eval_spec, steps in itertools.product(args.recal_seeds, args.eval, args.finetune_steps):
+                scores, recipe = score_all(supernet_id, recal, seed, eval_spec, steps, archs)
+                key = dict(supernet=supernet_id, recal_images=recal, recal_seed=seed, eval=eval_spec,
+                           finetune_steps=steps)
+                per_arch.append(scores.reset_index().assign(**key))
                 for metric in ("accuracy", "neg_loss"):
                     stats = rank_statistics(scores[metric], truth, sizes, others, settings)
-                    rows.append(dict(supernet=supernet_id, recal_images=recal, eval=eval_spec, finetune_steps=steps,
-                                     metric=metric,
+                    rows.append(dict(**key, metric=metric,
                                      **recipe, **{k: v for k, v in stats.items() if k in SHOWN or
                                                   k.startswith("minus_") and not k.startswith("minus_params")}))
                 print(pd.DataFrame(rows[-2:]).to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
-    table = pd.DataFrame(rows)
-    if OUT.exists():
-        old = pd.read_csv(OUT)
-        old["finetune_steps"] = old.get("finetune_steps", pd.Series(0, index=old.index)).fillna(0).astype(int)
-        keys = set(map(tuple, table[KEY + ["metric"]].astype(str).to_numpy()))
-        old = old[[tuple(r) not in keys for r in old[KEY + ["metric"]].astype(str).to_numpy()]]
-        table = pd.concat([old, table], ignore_index=True)
-    save_table(table, OUT, digits=3)
+    save_table(merged(pd.DataFrame(rows), OUT, KEY + ["metric"]), OUT, digits=3)
+    scores = pd.concat(per_arch, ignore_index=True)
+    save_table(merged(scores, SCORES, KEY + ["arch"]), SCORES, digits=4)
+    if len(per_arch) > 1:
+        save_table(agreement(scores), AGREEMENT, digits=3)
+
+
+def merged(table: pd.DataFrame, path: Path, key: list[str]) -> pd.DataFrame:
+    """`table` with the rows of `path` whose keys it does not hold (earlier calls' supernets and settings)."""
+    if not path.exists():
+        return table
+    old = pd.read_csv(path)
+    old["finetune_steps"] = old.get("finetune_steps", pd.Series(0, index=old.index)).fillna(0).astype(int)
+    old["recal_seed"] = old.get("recal_seed", pd.Series(None, index=old.index, dtype=object))
+    as_text = lambda frame: [tuple(r) for r in frame[key].astype(str).replace("nan", "None").to_numpy()]  # noqa: E731
+    keys = set(as_text(table))
+    return pd.concat([old[[r not in keys for r in as_text(old)]], table], ignore_index=True)
+
+
+def agreement(scores: pd.DataFrame) -> pd.DataFrame:
+    """Kendall tau between every two scorings of this call (by accuracy): how well the estimator repeats itself."""
+    scores = scores.assign(setting=scores[KEY].astype(str).agg(" ".join, axis=1))
+    wide = scores.pivot(index="arch", columns="setting", values="accuracy")
+    return pd.DataFrame([dict(a=a, b=b, kendall_tau=kendalltau(wide[a], wide[b]).statistic, archs=len(wide))
+                         for a, b in itertools.combinations(wide.columns, 2)])
 
 
 SHOWN = ["kendall_tau", "tau_low", "tau_high", "partial_tau", "partial_low", "partial_high", "band_tau"]

@@ -312,7 +312,23 @@ def test_a_search_scores_its_candidates_with_a_supernet_and_names_it(isolated_di
     assert len(scored) == 6 and (scored.estimator == provenance).all() and scored.accuracy.between(0, 1).all()
     with pytest.raises(FatnasError, match="trained for classes"):
         search_settings(budget="6MFLOPs", space=str(TINY_SPACE), supernet="sn")
+    _scores_on_its_own_split_whatever_split_the_caller_drew(scored.config.iloc[0])
     _export_with_weights_starts_from_the_inherited_weights(open_run("s"), int(scored.trial.iloc[0]))
+
+
+def _scores_on_its_own_split_whatever_split_the_caller_drew(config: str) -> None:
+    """A search with another seed draws another split, whose validation images the supernet may have trained on."""
+    import json
+
+    from fatnas.estimate.base import make_estimator
+    from fatnas.estimate.data import load_dataset
+
+    cfg = FATConfig.from_dict(json.loads(config))
+    other = load_dataset("fashion-mnist", seed=1, classes=(0, 2, 4, 6))
+    estimate = make_estimator("supernet:sn", data=other).estimate(cfg)
+    own = load_supernet("sn").scorer().score(cfg)
+    assert (estimate.score, estimate.metrics["val_loss"]) == (own.accuracy, own.val_loss)
+    assert load_supernet("sn").scorer(other).score(cfg).val_loss != own.val_loss  # the caller's split does differ
 
 
 def _export_with_weights_starts_from_the_inherited_weights(run, trial: int) -> None:

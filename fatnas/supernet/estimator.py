@@ -2,7 +2,9 @@
 
 A supernet is loaded once per process (cached by its folder, weights' hash and device), and its recalibration and
 validation images are prepared at the first `estimate`; each `estimate` then extracts,
-recalibrates and evaluates one sub-network.
+recalibrates and evaluates one sub-network. The images come from the supernet's own split of its data set, not
+the caller's: a search or study drawing another split (another seed) would otherwise score on images the
+supernet trained on.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from typing import Any
 
 from ..errors import FatnasError
 from ..estimate.base import Estimate, Report, register_estimator
-from ..estimate.data import DataSplit
 from ..model.config import FATConfig
 from ..runs.store import open_run
 from .run import TrainedSupernet, check_task, load_supernet
@@ -24,16 +25,16 @@ class SupernetEstimator:
 
     name = "supernet"
 
-    def __init__(self, trained: TrainedSupernet, data: DataSplit | None = None) -> None:
-        self.trained, self.data = trained, data
+    def __init__(self, trained: TrainedSupernet) -> None:
+        self.trained = trained
 
     @classmethod
-    def from_spec(cls, argument: str = "", *, data: DataSplit | None = None, device: str = "cpu",
-                  **context: Any) -> "SupernetEstimator":
+    def from_spec(cls, argument: str = "", *, device: str = "cpu", **context: Any) -> "SupernetEstimator":
+        """`supernet:ID`; the caller's `data` in `context` is not used (the supernet's own split is)."""
         if not argument:
             raise FatnasError("estimator 'supernet' needs a run id: supernet:ID (train one with `fatnas supernet "
                               "train`)")
-        return cls(_trained(*_identity(argument), device), data)
+        return cls(_trained(*_identity(argument), device))
 
     @property
     def provenance(self) -> str:
@@ -54,11 +55,11 @@ class SupernetEstimator:
 
     def network(self, cfg: FATConfig) -> Any:
         """The sub-network with its inherited weights and BatchNorm recalibrated on the task's images."""
-        return _scorer(self.trained, self.data).network(cfg)
+        return _scorer(self.trained).network(cfg)
 
     def estimate(self, cfg: FATConfig, report: Report | None = None) -> Estimate:
         start = time.perf_counter()
-        score = _scorer(self.trained, self.data).score(cfg)
+        score = _scorer(self.trained).score(cfg)
         metrics = dict(accuracy=score.accuracy, val_loss=score.val_loss, images_seen=0.0)
         return Estimate(score=score.accuracy, metrics=metrics, seconds=time.perf_counter() - start,
                         provenance=self.provenance)
@@ -78,18 +79,18 @@ def _trained(path: str, weights_sha256: str | None, device: str) -> TrainedSuper
 
 
 SCORERS_KEPT = 4
-# (supernet, data set, its scorer), newest last; the cache holds the objects, so their ids cannot be reused
-_SCORERS: list[tuple[TrainedSupernet, DataSplit | None, SubnetScorer]] = []
+# (supernet, its scorer), newest last; the cache holds the objects, so their ids cannot be reused
+_SCORERS: list[tuple[TrainedSupernet, SubnetScorer]] = []
 
 
-def _scorer(trained: TrainedSupernet, data: DataSplit | None) -> SubnetScorer:
-    """One scorer per supernet and data set in this process (DataSplit does not hash: matched by identity)."""
+def _scorer(trained: TrainedSupernet) -> SubnetScorer:
+    """One scorer per loaded supernet in this process, on the supernet's own task and split."""
     for entry in _SCORERS:
-        if entry[0] is trained and entry[1] is data:
-            return entry[2]
-    _SCORERS.append((trained, data, trained.scorer(data)))
+        if entry[0] is trained:
+            return entry[1]
+    _SCORERS.append((trained, trained.scorer()))
     del _SCORERS[:-SCORERS_KEPT]
-    return _SCORERS[-1][2]
+    return _SCORERS[-1][1]
 
 
 register_estimator("supernet", SupernetEstimator.from_spec)

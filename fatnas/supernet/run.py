@@ -211,15 +211,16 @@ class TrainedSupernet:
         return f"supernet:{self.run.id}@{self.sha256[:12]}"
 
     def scorer(self, data: DataSplit | None = None, *, recal_images: int | None = None,
-               val_images: int | None = None, finetune_steps: int = 0) -> SubnetScorer:
+               val_images: int | None = None, finetune_steps: int = 0, seed: int | None = None) -> SubnetScorer:
         """A scorer on the task's images; `finetune_steps` > 0 trains each sub-network that many steps first
-        (at the supernet's batch size and peak learning rate)."""
+        (at the supernet's batch size and peak learning rate); `seed` picks the recalibration images (None: the
+        supernet's own seed)."""
         s = self.settings
         finetune = FinetuneSettings(finetune_steps, scaled_lr(s.lr, s.batch_size), s.batch_size, s.weight_decay) \
             if finetune_steps > 0 else None
         return SubnetScorer(self.supernet, data or self.task.data(), s.res,
                             recal_images=recal_images or s.recal_images, val_images=val_images or s.val_images,
-                            seed=s.seed, finetune=finetune)
+                            seed=s.seed if seed is None else seed, finetune=finetune)
 
 
 def load_supernet(run_id: str, device: str = "cpu") -> TrainedSupernet:
