@@ -212,3 +212,18 @@ def test_the_issue_space_cases_name_the_key_and_the_limit(change, words, tmp_pat
     assert status == 2 and err.count("\n") == 1 and words in err, err
     assert any(limit in err for limit in ("must be an integer from", "must be a number in", "the limit is", "at most"))
     assert seconds < SECONDS
+
+
+@pytest.mark.parametrize("args, words", [
+    (["cost", "fat_b0", "--res", "20000", "--latency"], "--res 20000: the network needs about"),
+    (["supernet", "train", "--res", "9000"], "--res 9000: the largest network of space 'fat' needs about"),
+    (["scale", "fat_b0", "--proxy-res", "9000"], "--proxy-res 9000: the network needs about"),
+    (["scale", "fat_b0", "--resolutions", "224", "30000", "--latency", "--train", "0"],
+     "--resolutions 30000: the network needs about"),
+])
+def test_a_resolution_that_cannot_fit_in_memory_is_refused_before_anything_is_written(args, words, tmp_path):
+    status, err, seconds = run_main(*args)
+    assert status == 2 and err.count("\n") == 1 and words in err and "the limit is" in err, err
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+    assert seconds < SECONDS

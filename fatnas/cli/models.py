@@ -94,6 +94,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args.model)
     check_device(device(args))
+    if args.latency:
+        from ..estimate.memory import check_memory
+
+        check_memory(cfg, args.res, args.batch_size, device(args), training=False, what="--res")
     result = cost_result(cfg, args)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..model.config import attention_keys, stage_output_sizes
+from ..model.config import NUM_STAGES, FATConfig, attention_keys, stage_output_sizes
 from ..model.space import stage_value
 from .proxy import ProxyError
 
@@ -15,27 +15,38 @@ MEMORY_LIMIT_ENV = "FATNAS_MEMORY_LIMIT_GB"  # overrides the limit found (the ma
 BYTES_PER_VALUE = 4  # float32 activations
 
 
-def activation_bytes(space: Any, res: int, batch: int, *, training: bool) -> int:
-    """An estimate of the activation memory of the space's largest network (the largest width, depth and FFN
-    ratio, the smallest window and most heads of every stage) at res x res and `batch` images. Training keeps
-    every block's activations for the backward pass; inference holds about two blocks' at a time."""
-
-    def most(key: str, stage: int, pick: Callable = max) -> Any:
-        options = space.choices.get(key)
-        return pick(options[stage]) if options else stage_value({}, key, stage)
-
-    width0 = most("widths", 0)
+def activation_bytes(source: Any, res: int, batch: int, *, training: bool) -> int:
+    """An estimate of the activation memory of a network at res x res and `batch` images: of a config, or of a
+    space's largest network (the largest width, depth and FFN ratio, the smallest window and most heads of every
+    stage). Training keeps every block's activations for the backward pass; inference holds about two blocks'
+    at a time."""
+    stages = _largest_stages(source)
+    width0 = stages[0][0]
     stem = width0 * (-(-res // 2)) ** 2 * 4 + width0 * (-(-res // 4)) ** 2 * 4
     blocks = []
-    for s, (h, w) in enumerate(stage_output_sizes(res, res)):
-        width, ratio = most("widths", s), most("ffn_ratios", s)
-        heads = most("heads", s) if "heads" in space.choices else \
-            width // min(space.choices["head_dims"][s]) if "head_dims" in space.choices else 8
-        keys = attention_keys(h, w, most("windows", s, min))
-        per_block = int(width * h * w * (8 + 2 * ratio)) + max(1, heads) * h * w * keys
-        blocks += [per_block] * most("depths", s)
+    for (width, ratio, heads, window, depth), (h, w) in zip(stages, stage_output_sizes(res, res)):
+        per_block = int(width * h * w * (8 + 2 * ratio)) + max(1, heads) * h * w * attention_keys(h, w, window)
+        blocks += [per_block] * depth
     values = stem + sum(blocks) if training else 2 * max([stem, *blocks])
     return values * batch * BYTES_PER_VALUE
+
+
+def _largest_stages(source: Any) -> list[tuple[int, float, int, int, int]]:
+    """(width, FFN ratio, heads, window, depth) of every stage: a config's own, or a space's largest choices."""
+    if isinstance(source, FATConfig):
+        return list(zip(source.widths, source.ffn_ratios, source.heads, source.windows, source.depths))
+
+    def most(key: str, stage: int, pick: Callable = max) -> Any:
+        options = source.choices.get(key)
+        return pick(options[stage]) if options else stage_value({}, key, stage)
+
+    def heads(stage: int, width: int) -> int:
+        if "heads" in source.choices:
+            return most("heads", stage)
+        return width // min(source.choices["head_dims"][stage]) if "head_dims" in source.choices else 8
+
+    return [(most("widths", s), most("ffn_ratios", s), heads(s, most("widths", s)), most("windows", s, min),
+             most("depths", s)) for s in range(NUM_STAGES)]
 
 
 def memory_limit_bytes(device: str) -> tuple[int, str]:
@@ -55,15 +66,16 @@ def memory_limit_bytes(device: str) -> tuple[int, str]:
         return 64 * 2**30, "an assumed 64 GiB"
 
 
-def check_memory(space: Any, res: int, batch: int, device: str, *, training: bool, what: str) -> None:
-    """Refuse, before any trial starts, a resolution whose largest network would not fit in memory here."""
-    need = activation_bytes(space, res, batch, training=training)
+def check_memory(source: Any, res: int, batch: int, device: str, *, training: bool, what: str) -> None:
+    """Refuse, before any work starts, a resolution at which a config (or a space's largest network) would not
+    fit in memory here."""
+    need = activation_bytes(source, res, batch, training=training)
     limit, origin = memory_limit_bytes(device)
     if need > limit:
-        doing = f"training at batch {batch}" if training else "timing at batch 1"
-        raise ProxyError(f"{what} {res}: the largest network of space {space.name!r} needs about "
-                         f"{need / 2**30:,.1f} GiB for {doing} at {res} px (an estimate); the limit is "
-                         f"{limit / 2**30:,.1f} GiB ({origin}); use a smaller resolution")
+        doing = f"{'training' if training else 'timing'} at batch {batch}"
+        network = f"the largest network of space {source.name!r}" if hasattr(source, "choices") else "the network"
+        raise ProxyError(f"{what} {res}: {network} needs about {need / 2**30:,.1f} GiB for {doing} at {res} px "
+                         f"(an estimate); the limit is {limit / 2**30:,.1f} GiB ({origin}); use a smaller resolution")
 
 
 __all__ = ["BYTES_PER_VALUE", "MEMORY_LIMIT_ENV", "activation_bytes", "check_memory", "memory_limit_bytes"]

@@ -21,6 +21,7 @@ from .explore import (
     CSV_COLUMNS,
     DEFAULT_TRAIN,
     ScalingSettings,
+    check_points_fit,
     explore,
     price_points,
     record_scaling_run,
@@ -55,6 +56,7 @@ from .transforms import (
 
 __all__ = ["BASE_RES", "COST_METRICS", "CSV_COLUMNS", "DEFAULT_TRAIN", "DIRECTIONS", "PLOT_IDS", "X_LABELS",
            "BudgetFit", "Compound", "Point", "PowerLaw", "ScalingError", "ScalingGrid", "ScalingSettings",
-           "accuracy_fits", "best_direction", "compound_scale", "cost_fits", "explore", "export_budget_fit",
+           "accuracy_fits", "best_direction", "check_points_fit", "compound_scale", "cost_fits", "explore",
+           "export_budget_fit",
            "fit_budget", "fit_power_law", "fit_x", "grid_points", "price_points", "record_scaling_run", "report_html",
            "scale_depth", "scale_width", "training_rows", "write_report"]

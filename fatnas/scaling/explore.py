@@ -14,6 +14,7 @@ from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, Cost, analytic_cost
 from ..estimate.data import DataSplit
 from ..estimate.latency import measure_latency
+from ..estimate.memory import check_memory
 from ..estimate.proxy import ProxySettings, configure_threads
 from ..model.config import FATConfig
 from ..runs.store import Run
@@ -97,6 +98,19 @@ def training_rows(table: pd.DataFrame, per_direction: int) -> list[int]:
     return chosen
 
 
+def check_points_fit(base: FATConfig, settings: ScalingSettings) -> None:
+    """Refuse, before anything is written, a grid whose timed or trained points would not fit in memory here."""
+    table = price_points(grid_points(base, settings.grid), settings)
+    trained = set(training_rows(table, settings.train))
+    for idx, row in table.iterrows():
+        cfg = FATConfig.from_dict(json.loads(row["config"]))
+        if settings.latency:
+            check_memory(cfg, int(row["res"]), 1, settings.device, training=False, what="--resolutions")
+        if idx in trained:
+            check_memory(cfg, int(row["proxy_res"]), settings.proxy.batch_size, settings.device, training=True,
+                         what="--proxy-res")
+
+
 def explore(run: Run, base: FATConfig, settings: ScalingSettings, *, data: DataSplit | None = None,
             log: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Price, time (with settings.latency) and proxy-train the grid around `base`; writes scaling.csv and the report.
@@ -106,6 +120,7 @@ def explore(run: Run, base: FATConfig, settings: ScalingSettings, *, data: DataS
     Points with the same config and resolution (the base appears in every direction) are measured once.
     """
     log = log or (lambda _: None)
+    check_points_fit(base, settings)
     configure_threads(settings.threads)
     table = price_points(grid_points(base, settings.grid), settings)
     run.write_table("scaling.csv", table)
@@ -170,5 +185,5 @@ def record_scaling_run(run: Run, base_name: str, base: FATConfig, settings: Scal
                argv=argv)
 
 
-__all__ = ["CSV_COLUMNS", "DEFAULT_TRAIN", "ScalingSettings", "explore", "price_points", "record_scaling_run",
-           "training_rows"]
+__all__ = ["CSV_COLUMNS", "DEFAULT_TRAIN", "ScalingSettings", "check_points_fit", "explore", "price_points",
+           "record_scaling_run", "training_rows"]

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..errors import FatnasError
 from ..estimate.cost import Budget, flop_convention
 from ..estimate.data import DataSplit, load_dataset
+from ..estimate.memory import check_memory
 from ..estimate.proxy import configure_threads, scaled_lr
 from ..model.space import SearchSpace, space_from_dict
 from ..paths import atomic_write_bytes, torch_bytes
@@ -58,6 +59,7 @@ def train_supernet(task: SupernetTask, settings: TrainSettings, *, run_id: str |
                    threads: int | None = None, progress: bool = True, argv: list[str] | None = None) -> Run:
     """Train a new supernet in a new run folder; returns the run."""
     parent = _parent(task, settings)  # refused before any run folder exists
+    check_memory(task.space, settings.res, settings.batch_size, settings.device, training=True, what="--res")
 
     def record(run: Run) -> None:
         run.record(KIND, dict(task=task.to_dict(), train=settings.to_dict(), threads=configure_threads(threads),
