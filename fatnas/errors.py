@@ -40,7 +40,7 @@ def check_device(device: str, *, available: bool = True) -> str:
 def check_positive(**values: object) -> None:
     """Each given value (None: not given) must be above 0; the error names it as its command-line flag."""
     for name, value in values.items():
-        if value is not None and value <= 0:  # type: ignore[operator]
+        if value is not None and not value > 0:  # type: ignore[operator]  # `not >`: nan is refused too
             raise FatnasError(f"--{name.replace('_', '-')} {value}: must be a positive number")
 
 

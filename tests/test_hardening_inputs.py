@@ -227,3 +227,20 @@ def test_a_resolution_that_cannot_fit_in_memory_is_refused_before_anything_is_wr
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())
     assert seconds < SECONDS
+
+
+@pytest.mark.parametrize("args, words", [
+    (["supernet", "train", "--epochs", "nan"], "--epochs: 'nan': expected a finite number"),
+    (["supernet", "train", "--checkpoint-minutes", "inf"], "--checkpoint-minutes: 'inf': expected a finite number"),
+    (["supernet", "train", "--random-subnets", "-1"], "random_subnets = -1: must be >= 0"),
+    (["search", "--budget", "2GFLOPs", "--timeout", "nan"], "--timeout: 'nan': expected a finite number"),
+    (["scale", "fat_b0", "--alpha=-inf"], "--alpha: '-inf': expected a finite number"),
+    (["search", "--budget", "2GFLOPs", "--res", "64"], "unrecognized arguments: --res 64"),  # not --resume 64
+])
+def test_a_number_flag_that_is_no_finite_number_or_an_abbreviation_is_refused_before_anything_is_written(
+        args, words, tmp_path):
+    status, err, seconds = run_main(*args)
+    assert status == 2 and err.count("\n") == 1 and words in err, err
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+    assert seconds < SECONDS

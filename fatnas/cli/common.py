@@ -3,6 +3,7 @@ flags (one spelling, one check, one default each), and small text helpers."""
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,7 +18,12 @@ DEFAULT_DATASET = "fashion-mnist"
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with our one-line error and exit status 2."""
+    """argparse with our one-line error and exit status 2, and no abbreviated flags (`--res` must not be taken
+    for `--resume`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise FatnasError(f"{self.prog}: {message}")
@@ -29,6 +35,17 @@ def device_arg(text: str) -> str:
         return check_device(text, available=False)
     except FatnasError:
         raise argparse.ArgumentTypeError(f"{text!r}: accepted forms: {DEVICE_FORMS}") from None
+
+
+def finite_float(text: str) -> float:
+    """The type of every number flag: a float, but not nan or inf (which no setting can mean)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number")
+    return value
 
 
 @dataclass(frozen=True)

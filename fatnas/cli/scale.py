@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ..errors import FatnasError, check_device
-from .common import Flags, dataset, device, given, table, threads
+from .common import Flags, dataset, device, finite_float, given, table, threads
 
 # options that only a grid run takes (all default to None/False): --to prices analytically only
 GRID_ONLY = ("widths", "depths", "resolutions", "compound", "gamma", "budget", "train", "latency", "run_id",
@@ -18,17 +18,17 @@ def add_scale(sub: Any, flags: Flags) -> None:
     p = sub.add_parser("scale", parents=[flags.device, flags.threads, flags.data, flags.seed, flags.quiet],
                        help="scale a model's width, depth, resolution (and compound); fit cost and accuracy")
     p.add_argument("base", metavar="BASE", help="variant name or CONFIG.yaml")
-    p.add_argument("--widths", type=float, nargs="*", default=None, metavar="M",
+    p.add_argument("--widths", type=finite_float, nargs="*", default=None, metavar="M",
                    help="width multipliers (default 0.5 0.75 1 1.25 1.5; none given: skip)")
-    p.add_argument("--depths", type=float, nargs="*", default=None, metavar="M",
+    p.add_argument("--depths", type=finite_float, nargs="*", default=None, metavar="M",
                    help="depth multipliers (default 0.5 1 1.5 2; none given: skip)")
     p.add_argument("--resolutions", type=int, nargs="*", default=None, metavar="PX",
                    help="input resolutions (default 160 192 224 256; none given: skip)")
-    p.add_argument("--compound", type=float, nargs="*", default=None, metavar="PHI",
+    p.add_argument("--compound", type=finite_float, nargs="*", default=None, metavar="PHI",
                    help="compound phis: depth alpha^phi, width beta^phi, resolution gamma^phi (default -1 0 1 2)")
-    p.add_argument("--alpha", type=float, default=None, help="compound depth base (default 1.2)")
-    p.add_argument("--beta", type=float, default=None, help="compound width base (default 1.1)")
-    p.add_argument("--gamma", type=float, default=None, help="compound resolution base (default 1.15)")
+    p.add_argument("--alpha", type=finite_float, default=None, help="compound depth base (default 1.2)")
+    p.add_argument("--beta", type=finite_float, default=None, help="compound width base (default 1.1)")
+    p.add_argument("--gamma", type=finite_float, default=None, help="compound resolution base (default 1.15)")
     p.add_argument("--budget", action="append", metavar="B",
                    help="mark points over it and train none of them: 2GFLOPs (at the point's resolution), 5Mparams, "
                         "20ms")

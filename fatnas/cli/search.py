@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from ..errors import FatnasError
-from .common import Flags, dataset, device, left_table, table, task_classes, threads
+from .common import Flags, dataset, device, finite_float, left_table, table, task_classes, threads
 from .models import SPACE_HELP
 
 RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
@@ -20,7 +20,7 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--space", default=None, help=SPACE_HELP)
     p.add_argument("--trials", type=int, default=None,
                    help="trained (or, with --supernet, scored) trials to reach (default 20; with --supernet 300)")
-    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--timeout", type=finite_float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default=None, help="tpe (default), nsga2 (default with --supernet), gp or random")
     p.add_argument("--backend", default="optuna", help="optuna (default) or ray")
     p.add_argument("--run-id", default=None)
@@ -45,7 +45,7 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--prescreen", default=None, metavar="PROXY",
                    help="score candidates at initialization and train only the best: synflow, grad_norm, snip, "
                         "naswot, params or flops")
-    p.add_argument("--prescreen-keep", type=float, default=None, metavar="FRACTION",
+    p.add_argument("--prescreen-keep", type=finite_float, default=None, metavar="FRACTION",
                    help="with --prescreen: fraction of scored candidates that train (default 0.25: best of 4)")
     p.add_argument("--supernet", default=None, metavar="ID",
                    help="score candidates with this trained supernet (fatnas supernet train) instead of training each")
@@ -54,9 +54,9 @@ def add_search(sub: Any, flags: Flags) -> None:
                         "measuring it here")
     p.add_argument("--keep-inert", action="store_true",
                    help="draw every value, also those that build the same network at the proxy resolution")
-    p.add_argument("--cpus-per-trial", type=float, default=None,
+    p.add_argument("--cpus-per-trial", type=finite_float, default=None,
                    help="ray: CPUs (and torch threads) per trial (default: --threads)")
-    p.add_argument("--gpus-per-trial", type=float, default=None,
+    p.add_argument("--gpus-per-trial", type=finite_float, default=None,
                    help="ray: GPUs per trial, fractions share one (default 0)")
     p.add_argument("--max-concurrent", type=int, default=None,
                    help="ray: trials at once (default: cluster CPUs // cpus per trial)")

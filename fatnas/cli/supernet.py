@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import check_positive
-from .common import DEFAULT_DATASET, Flags, dataset, device, given, task_classes
+from .common import DEFAULT_DATASET, Flags, dataset, device, finite_float, given, task_classes
 
 
 def add_supernet(sub: Any, flags: Flags) -> None:
@@ -21,7 +21,7 @@ def add_supernet(sub: Any, flags: Flags) -> None:
                         "resolution, 5Mparams)")
     p.add_argument("--budget-only", action="store_true", help="random sub-networks only inside --budget")
     p.add_argument("--res", type=int, default=None, help="training resolution (default 56, the proxy's)")
-    p.add_argument("--epochs", type=float, default=None, help="passes over the training images (default 1)")
+    p.add_argument("--epochs", type=finite_float, default=None, help="passes over the training images (default 1)")
     p.add_argument("--train-images", type=int, default=None, help="train on this many of the images (default all)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--sampling", default=None, help="sandwich (default: largest, smallest, 2 random) or uniform")
@@ -37,7 +37,8 @@ def add_supernet(sub: Any, flags: Flags) -> None:
                         "split from a whole space's)")
     p.add_argument("--recal-images", type=int, default=None,
                    help="BatchNorm recalibration images per scored sub-network (default 512)")
-    p.add_argument("--checkpoint-minutes", type=float, default=None, help="minutes between checkpoints (default 3)")
+    p.add_argument("--checkpoint-minutes", type=finite_float, default=None,
+                   help="minutes between checkpoints (default 3)")
     p.add_argument("--run-id", default=None)
     p.add_argument("--resume", default=None, metavar="ID", help="go on with an interrupted training")
     p.set_defaults(handler=cmd_supernet)

@@ -258,7 +258,7 @@ def check_task(trained: TrainedSupernet, *, space: SearchSpace, dataset: str, cl
                 resolution=trained.settings.res)
     for key in asked:
         if asked[key] != have[key]:
-            shown = (lambda d: d["name"]) if key == "space" else (lambda v: v)
+            shown = (lambda d: d["name"]) if key == "space" else (lambda v: "all" if v == () else v)
             raise FatnasError(f"supernet {trained.run.id!r} was trained for {key} {shown(have[key])!r}, "
                               f"the search asks for {shown(asked[key])!r}; train one for this task with "
                               f"`fatnas supernet train`")

@@ -68,8 +68,11 @@ class TrainSettings:
         if self.train_images is not None and self.train_images < self.batch_size:
             raise SupernetSettingsError(f"train_images = {self.train_images}: at least one batch "
                                         f"({self.batch_size}) is needed")
-        if self.epochs <= 0 or self.checkpoint_minutes <= 0 or self.random_subnets < 0:
-            raise SupernetSettingsError("epochs and checkpoint_minutes must be > 0, random_subnets >= 0")
+        for name in ("epochs", "checkpoint_minutes"):
+            if not math.isfinite(getattr(self, name)) or not getattr(self, name) > 0:
+                raise SupernetSettingsError(f"{name} = {getattr(self, name)}: must be a finite number > 0")
+        if self.random_subnets < 0:
+            raise SupernetSettingsError(f"random_subnets = {self.random_subnets}: must be >= 0")
         if self.sampling == "uniform" and self.random_subnets < 1:
             raise SupernetSettingsError("uniform sampling needs random_subnets >= 1")
 
