@@ -296,8 +296,9 @@ def test_a_search_scores_its_candidates_with_a_supernet_and_names_it(isolated_di
                                classes="0,2,4,6", supernet="sn", references=True)
     assert settings.estimator == "supernet:sn" and settings.proxy.res == 32
     default = search_settings(budget="6MFLOPs", space=str(TINY_SPACE), classes="0,2,4,6", supernet="sn")
-    assert (default.sampler, default.trials) == ("nsga2", 300)  # hundreds of cheap trials: NSGA-II
-    assert search_settings(budget="6MFLOPs", space=str(TINY_SPACE)).sampler == "tpe"
+    assert (default.sampler, default.trials) == ("tpe", 300)  # hundreds of cheap trials, TPE as for the proxy
+    proxy_default = search_settings(budget="6MFLOPs", space=str(TINY_SPACE))
+    assert (proxy_default.sampler, proxy_default.trials) == ("tpe", 20)
     run = create_run("s")
     record_run(run, settings, "optuna")
     run_search(run, settings, progress=False)

@@ -21,7 +21,7 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--trials", type=int, default=None,
                    help="trained (or, with --supernet, scored) trials to reach (default 20; with --supernet 300)")
     p.add_argument("--timeout", type=finite_float, default=None, help="stop starting trials after this many seconds")
-    p.add_argument("--sampler", default=None, help="tpe (default), nsga2 (default with --supernet), gp or random")
+    p.add_argument("--sampler", default=None, help="tpe (default), nsga2, gp or random")
     p.add_argument("--backend", default="optuna", help="optuna (default) or ray")
     p.add_argument("--run-id", default=None)
     p.add_argument("--resume", default=None, metavar="ID", help="continue an interrupted run")

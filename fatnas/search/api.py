@@ -29,10 +29,10 @@ def _given(**values: Any) -> dict[str, Any]:
 
 DEFAULT_TRIALS = 20  # proxy-trained candidates of a search, unless --trials says otherwise
 CHEAP_ESTIMATOR_TRIALS = 300  # candidates scored without training (a supernet's): seconds each, so hundreds
+# for supernet-scored candidates too: at 100 trials TPE's front had the largest hypervolume (38.8 over 3 seeds,
+# against random's 36.6 and NSGA-II's 36.1; bench/results/sampler_bench_supernet.csv)
 DEFAULT_SAMPLER = "tpe"
-# at 100 supernet-scored trials NSGA-II's front had the largest hypervolume (36.1 against random's 34.8 and
-# TPE's 34.5; one seed, bench/results/sampler_bench_supernet.csv)
-CHEAP_ESTIMATOR_SAMPLER = "nsga2"
+
 
 def search_settings(*, budget: str | Sequence[str] = (), space: str | None = None, trials: int | None = None,
                     timeout: float | None = None, sampler: str | None = None, seed: int = 0, device: str = "cpu",
@@ -65,9 +65,9 @@ def search_settings(*, budget: str | Sequence[str] = (), space: str | None = Non
     if estimator != "proxy":
         proxy = _fit_to_estimator(estimator, proxy, space_, dataset, tuple(classes or ()), proxy_res)
     trials = trials or (DEFAULT_TRIALS if estimator == "proxy" else CHEAP_ESTIMATOR_TRIALS)
-    sampler = sampler or (DEFAULT_SAMPLER if estimator == "proxy" else CHEAP_ESTIMATOR_SAMPLER)
     return SearchSettings(space=space_, budget=parsed_budget, proxy=proxy, trials=trials, timeout_s=timeout,
-                          sampler=sampler, seed=seed, dataset=dataset, data_dir=data_dir, references=references,
+                          sampler=sampler or DEFAULT_SAMPLER, seed=seed, dataset=dataset, data_dir=data_dir,
+                          references=references,
                           early_stopping=early_stopping, threads=threads, prescreen=prescreen,
                           collapse_inert=collapse_inert, heartbeat=heartbeat,
                           latency_model=checked_table_path(latency_model, space_), classes=tuple(classes or ()),
