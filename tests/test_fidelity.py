@@ -429,6 +429,14 @@ def test_cli_fidelity_writes_the_study_and_resumes_what_is_missing(isolated_dirs
 
 
 @needs_fashion_mnist
+def _cmdline(pid: int) -> str:
+    """The command line of a process, or "" where it has already ended (children come and go while listed)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _children(pid: int) -> list[int]:
     """Processes whose parent is `pid` (Linux /proc)."""
     found = []
@@ -460,8 +468,7 @@ def test_killing_a_study_ends_its_workers(isolated_dirs):
         workers: list[int] = []
         while len(workers) < 2 and time.monotonic() < deadline:  # the pool's two workers (and its resource tracker)
             time.sleep(0.5)
-            workers = [p for p in _children(study.pid)
-                       if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+            workers = [p for p in _children(study.pid) if "spawn_main" in _cmdline(p)]
         assert len(workers) == 2, "the study never started its workers"
         time.sleep(3)  # the workers are loading data or training
         study.send_signal(signal.SIGKILL)
