@@ -37,6 +37,9 @@ def check_device(device: str, *, available: bool = True) -> str:
     return device
 
 
+MAX_WORKERS = 1024  # processes of one search or study on this machine
+
+
 def check_positive(**values: object) -> None:
     """Each given value (None: not given) must be above 0; the error names it as its command-line flag."""
     for name, value in values.items():

@@ -232,13 +232,35 @@ def test_a_resolution_that_cannot_fit_in_memory_is_refused_before_anything_is_wr
 @pytest.mark.parametrize("args, words", [
     (["supernet", "train", "--epochs", "nan"], "--epochs: 'nan': expected a finite number"),
     (["supernet", "train", "--checkpoint-minutes", "inf"], "--checkpoint-minutes: 'inf': expected a finite number"),
-    (["supernet", "train", "--random-subnets", "-1"], "random_subnets = -1: must be >= 0"),
+    (["supernet", "train", "--random-subnets", "-1"], "random_subnets = -1: must be from 0 to 64"),
     (["search", "--budget", "2GFLOPs", "--timeout", "nan"], "--timeout: 'nan': expected a finite number"),
     (["scale", "fat_b0", "--alpha=-inf"], "--alpha: '-inf': expected a finite number"),
     (["search", "--budget", "2GFLOPs", "--res", "64"], "unrecognized arguments: --res 64"),  # not --resume 64
 ])
 def test_a_number_flag_that_is_no_finite_number_or_an_abbreviation_is_refused_before_anything_is_written(
         args, words, tmp_path):
+    status, err, seconds = run_main(*args)
+    assert status == 2 and err.count("\n") == 1 and words in err, err
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+    assert seconds < SECONDS
+
+
+@pytest.mark.parametrize("args, words", [
+    (["cost", "fat_b0", "--latency", "--threads", "100000000000"], "expected a whole number from 1 to 1,024"),
+    (["cost", "fat_b0", "--latency", "--batch-size", "0"], "--batch-size: '0': expected a whole number from 1"),
+    (["cost", "fat_b0", "--latency", "--repeats", "0"], "--repeats: '0': expected a whole number from 1"),
+    (["search", "--budget", "2GFLOPs", "--seed=-1"], "--seed: '-1': expected a whole number from 0 to 4,294,967,295"),
+    (["search", "--budget", "2GFLOPs", "--workers", "100000000000"], "--workers 100000000000: at most 1024"),
+    (["search", "--budget", "2GFLOPs", "--proxy-epochs", "100000000000"], "at most 1000 passes"),
+    (["supernet", "train", "--random-subnets", "100000000000"], "random_subnets = 100000000000: must be from 0 to 64"),
+    (["fidelity", "--archs", "100000000000"], "--archs 100000000000: at most 10,000 architectures"),
+    (["fidelity", "--archs", "3", "--workers", "100000000000"], "workers = 100000000000: at most 1024"),
+    (["scale", "fat_b0", "--train", "0", "--depths=100000000000"], "depth must be an integer from 1 to 64"),
+])
+def test_a_count_too_large_to_run_or_out_of_range_is_refused_at_once(args, words, tmp_path):
+    """Values like these once overflowed (threads), raised from deep inside (seed, batch, repeats, proxy epochs) or
+    hung building 1e11 of something (workers, sub-networks, architectures, depth)."""
     status, err, seconds = run_main(*args)
     assert status == 2 and err.count("\n") == 1 and words in err, err
     runs = tmp_path / "runs"

@@ -48,6 +48,27 @@ def finite_float(text: str) -> float:
     return value
 
 
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """The type of a whole-number flag that must lie in [low, high] (no count of threads or seed is unbounded)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from {low:,} to {high:,}")
+        return value
+
+    return parse
+
+
+MAX_THREADS = 1024
+MAX_SEED = 2**32 - 1  # what numpy and Optuna's samplers take
+MAX_BATCH = 4096
+MAX_REPEATS = 1_000_000
+
+
 @dataclass(frozen=True)
 class Flags:
     """Parent parsers of the flags several commands share."""
@@ -70,11 +91,13 @@ class Flags:
         return cls(
             device=parent(("--device", dict(type=device_arg, default=None, metavar="DEVICE",
                                             help="cpu (default), cuda or cuda:N; a resumed run keeps its own"))),
-            threads=parent(("--threads", dict(type=int, default=None, help=f"torch threads for timing and training "
-                                              f"(default {DEFAULT_THREADS}; a resumed run keeps its own)"))),
+            threads=parent(("--threads", dict(type=int_in(1, MAX_THREADS), default=None,
+                                              help=f"torch threads for timing and training "
+                                                   f"(default {DEFAULT_THREADS}; a resumed run keeps its own)"))),
             data=parent(("--dataset", dict(default=None, help=f"{DEFAULT_DATASET} (default), cifar10 or imagefolder")),
                         ("--data-dir", dict(default=None, help="folder of the data set (CIFAR-10 or ImageFolder)"))),
-            seed=parent(("--seed", dict(type=int, default=0, help="seed of every random choice (default 0)"))),
+            seed=parent(("--seed", dict(type=int_in(0, MAX_SEED), default=0,
+                                        help="seed of every random choice (default 0)"))),
             quiet=parent(("--quiet", dict(action="store_true", help="no progress output"))),
             classes=parent(("--classes", dict(default=None, metavar="C,C,...",
                                               help="train and validate on these classes only, or all; default for "

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ..errors import FatnasError, check_device
-from .common import Flags, device, table, threads
+from .common import MAX_BATCH, MAX_REPEATS, Flags, device, int_in, table, threads
 
 SPACE_HELP = "a shipped space (fat, fat_mobile, fat_wide) or a YAML path (default: fat)"
 
@@ -70,9 +70,9 @@ def add_cost(sub: Any, flags: Flags) -> None:
     p.add_argument("--all", action="store_true", help="compare fat_b0..b3 with the paper's figures")
     p.add_argument("--res", type=int, default=224)
     p.add_argument("--latency", action="store_true", help="also measure latency and peak memory")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=1)
+    p.add_argument("--warmup", type=int_in(0, MAX_REPEATS), default=10)
+    p.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=30)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--fvcore", action="store_true", help="cross-check the analytic FLOPs by tracing with fvcore")
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
@@ -176,10 +176,10 @@ def add_latency_profile(sub: Any, flags: Flags) -> None:
                        help="time the parts a space can build on this machine: a latency table for "
                             "cost/search --latency-model")
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1)
     p.add_argument("--res", type=int, default=None, help="input resolution (default: the space's)")
     p.add_argument("--space", default=None, help=SPACE_HELP)
-    p.add_argument("--repeats", type=int, default=25,
+    p.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=25,
                    help="rounds of (reference pass, part or carrier pass) per part or carrier (default 25)")
     p.add_argument("-o", "--output", required=True, metavar="TABLE.json")
     p.set_defaults(handler=cmd_latency_profile)

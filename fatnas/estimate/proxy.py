@@ -30,6 +30,7 @@ from .data import EVAL_SPLITS, DataSplit, ProxyImages, proxy_images
 from .liveness import proxy_config
 
 EVAL_BATCH = 500
+MAX_EPOCHS = 1000  # passes over a trial's images
 WARMUP_FRACTION = 0.1
 LR_REFERENCE_BATCH = 32  # `lr` is the rate at this batch size; others scale it by sqrt(batch / 32)
 BN_MOMENTUM = 0.1  # BatchNorm's running-statistics momentum at LR_REFERENCE_BATCH
@@ -76,6 +77,8 @@ class ProxySettings:
         for name in ("res", "train_images", "epochs", "batch_size", "eval_every", "val_images"):
             if getattr(self, name) < 1:
                 raise ProxyError(f"ProxySettings.{name} = {getattr(self, name)!r}: must be >= 1")
+        if self.epochs > MAX_EPOCHS:
+            raise ProxyError(f"ProxySettings.epochs = {self.epochs!r}: at most {MAX_EPOCHS} passes over the images")
         if self.eval_split not in EVAL_SPLITS:
             raise ProxyError(f"ProxySettings.eval_split = {self.eval_split!r}: expected 'val' or 'test'")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -128,31 +128,38 @@ def _fail(field: str, stage: int | None, value: Any, rule: str) -> None:
     raise ConfigError(f"{where} = {value!r}: {rule}")
 
 
+# the range of every per-stage value, shared with search spaces (model.space): (integer?, lowest, highest)
+VALUE_RANGES = {"depths": (True, 1, 64), "widths": (True, 1, 16384), "heads": (True, 1, 4096),
+                "kernels": (True, 1, 63), "windows": (True, 1, 1024), "ffn_ratios": (False, 0, 64),
+                "ffn_kernels": (True, 1, 63)}
+
+
 def _validate(cfg: FATConfig) -> None:
     """Check every rule; the first violation raises ConfigError."""
     for i, d in enumerate(cfg.depths):
-        if not _is_int(d) or d < 1:
-            _fail("depths", i, d, "depth must be an integer >= 1")
+        if not _is_int(d) or not 1 <= d <= VALUE_RANGES["depths"][2]:
+            _fail("depths", i, d, f"depth must be an integer from 1 to {VALUE_RANGES['depths'][2]}")
     for i, c in enumerate(cfg.widths):
-        if not _is_int(c) or c < 1:
-            _fail("widths", i, c, "width must be an integer >= 1")
+        if not _is_int(c) or not 1 <= c <= VALUE_RANGES["widths"][2]:
+            _fail("widths", i, c, f"width must be an integer from 1 to {VALUE_RANGES['widths'][2]}")
     if cfg.widths[0] % 2:
         _fail("widths", 0, cfg.widths[0], "the first width must be even (the stem's first conv has width/2)")
     for i, (c, h) in enumerate(zip(cfg.widths, cfg.heads)):
-        if not _is_int(h) or h < 1:
-            _fail("heads", i, h, "heads must be an integer >= 1")
+        if not _is_int(h) or not 1 <= h <= VALUE_RANGES["heads"][2]:
+            _fail("heads", i, h, f"heads must be an integer from 1 to {VALUE_RANGES['heads'][2]}")
         if c % h:
             _fail("heads", i, h, f"width {c} must be divisible by heads {h}")
     for name in ("kernels", "ffn_kernels"):
         for i, k in enumerate(getattr(cfg, name)):
-            if not _is_int(k) or k < 1 or k % 2 == 0:
-                _fail(name, i, k, "kernel must be an odd integer >= 1")
+            if not _is_int(k) or not 1 <= k <= VALUE_RANGES[name][2] or k % 2 == 0:
+                _fail(name, i, k, f"kernel must be an odd integer from 1 to {VALUE_RANGES[name][2]}")
     for i, w in enumerate(cfg.windows):
-        if not _is_int(w) or w < 1 or (w & (w - 1)):
-            _fail("windows", i, w, "global downsampling rate must be a power of two >= 1")
+        if not _is_int(w) or not 1 <= w <= VALUE_RANGES["windows"][2] or (w & (w - 1)):
+            _fail("windows", i, w, f"global downsampling rate must be a power of two from 1 to "
+                  f"{VALUE_RANGES['windows'][2]}")
     for i, r in enumerate(cfg.ffn_ratios):
-        if not _is_number(r) or r <= 0:
-            _fail("ffn_ratios", i, r, "FFN ratio must be a number > 0")
+        if not _is_number(r) or not 0 < r <= VALUE_RANGES["ffn_ratios"][2]:
+            _fail("ffn_ratios", i, r, f"FFN ratio must be a number > 0 and at most {VALUE_RANGES['ffn_ratios'][2]}")
         if int(cfg.widths[i] * r) < 1:
             _fail("ffn_ratios", i, r, f"FFN hidden width int({cfg.widths[i]} * {r}) must be >= 1")
     if not _is_int(cfg.in_chans) or cfg.in_chans < 1:

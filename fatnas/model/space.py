@@ -31,7 +31,7 @@ import yaml
 
 from ..errors import FatnasError
 from ..paths import portable_path
-from .config import NUM_STAGES, ConfigError, FATConfig, attention_keys, stage_output_sizes
+from .config import NUM_STAGES, VALUE_RANGES, ConfigError, FATConfig, attention_keys, stage_output_sizes
 
 DEFAULT_SPACE = "fat"
 # space key -> FATConfig field it feeds (head_dims/heads both feed `heads`)
@@ -43,9 +43,7 @@ OTHER_KEYS = ("resolution", "name", "description", "drop_path_rate")
 PARAM_ORDER = ("depths", "widths", "heads", "head_dims", "kernels", "windows", "ffn_ratios", "ffn_kernels")
 HEAD_KEYS = ("heads", "head_dims")
 # what each key's choices must be, checked before anything is derived from them: (integer?, low, high)
-CHOICE_RANGES = {"depths": (True, 1, 64), "widths": (True, 1, 16384), "heads": (True, 1, 4096),
-                 "head_dims": (True, 1, 4096), "kernels": (True, 1, 63), "windows": (True, 1, 1024),
-                 "ffn_ratios": (False, 0, 64), "ffn_kernels": (True, 1, 63)}
+CHOICE_RANGES = {**VALUE_RANGES, "head_dims": (True, 1, 4096)}
 MAX_CHOICES = 256  # per key and stage
 MAX_RESOLUTION = 16384  # px; what fits memory is checked later, against the machine (estimate.memory)
 # with a proxy resolution, windows are sampled before the heads they can make inert

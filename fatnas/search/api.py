@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from ..errors import FatnasError, check_device, check_positive
+from ..errors import MAX_WORKERS, FatnasError, check_device, check_positive
 from ..estimate.base import check_estimator_task, make_estimator
 from ..estimate.cost import parse_budget
 from ..estimate.data import DataSplit, parse_classes, settings_data
@@ -106,6 +106,8 @@ def check_workers(backend: str, workers: int | None, joining: bool = False) -> i
     """The worker processes of this search here (None: 1), if the backend takes them."""
     if workers is not None and workers < 1:
         raise FatnasError(f"--workers {workers}: must be a positive number of processes")
+    if workers is not None and workers > MAX_WORKERS:
+        raise FatnasError(f"--workers {workers}: at most {MAX_WORKERS} processes")
     get_backend(backend).check(workers=workers or 1, joining=joining)
     return workers or 1
 

@@ -26,6 +26,7 @@ from ..model.config import FATConfig
 from .elastic import Supernet
 
 SAMPLINGS = ("sandwich", "uniform")
+MAX_RANDOM_SUBNETS = 64  # per step
 BUDGET_TRIES = 1000  # random draws before a budget is called too tight for the space
 
 
@@ -71,8 +72,9 @@ class TrainSettings:
         for name in ("epochs", "checkpoint_minutes"):
             if not math.isfinite(getattr(self, name)) or not getattr(self, name) > 0:
                 raise SupernetSettingsError(f"{name} = {getattr(self, name)}: must be a finite number > 0")
-        if self.random_subnets < 0:
-            raise SupernetSettingsError(f"random_subnets = {self.random_subnets}: must be >= 0")
+        if not 0 <= self.random_subnets <= MAX_RANDOM_SUBNETS:
+            raise SupernetSettingsError(f"random_subnets = {self.random_subnets}: must be from 0 to "
+                                        f"{MAX_RANDOM_SUBNETS}")
         if self.sampling == "uniform" and self.random_subnets < 1:
             raise SupernetSettingsError("uniform sampling needs random_subnets >= 1")
 

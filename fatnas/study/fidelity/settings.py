@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ...errors import MAX_WORKERS
 from ...estimate.base import check_estimator_task, make_estimator
 from ...estimate.cost import Budget, flop_convention
 from ...estimate.data import check_classes
@@ -26,6 +27,8 @@ from .specs import (
     is_scorer,
     parse_fidelity,
 )
+
+MAX_ARCHS = 10_000  # architectures of one study (each is trained)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class StudySettings:
     def __post_init__(self) -> None:
         if self.archs < 3:
             raise FidelityError(f"--archs {self.archs}: a rank correlation needs at least 3 architectures")
+        if self.archs > MAX_ARCHS:
+            raise FidelityError(f"--archs {self.archs}: at most {MAX_ARCHS:,} architectures (each one is trained)")
         for name in self.proxies:
             check_proxy(name)
         labels = [self.label(s) for s in self.lows]
@@ -64,6 +69,8 @@ class StudySettings:
         for field in ("spread_seeds", "high_seeds", "workers", "threads", "top_k", "proxy_batch"):
             if getattr(self, field) < 1:
                 raise FidelityError(f"{field} = {getattr(self, field)}: must be a positive whole number (>= 1)")
+        if self.workers > MAX_WORKERS:
+            raise FidelityError(f"workers = {self.workers}: at most {MAX_WORKERS} processes")
         if self.reference_metric not in REFERENCE_CHOICES:
             raise FidelityError(f"reference metric {self.reference_metric!r}: expected {', '.join(REFERENCE_CHOICES)}")
         check_classes(self.classes)
