@@ -38,6 +38,14 @@ def check_device(device: str, *, available: bool = True) -> str:
 
 
 MAX_WORKERS = 1024  # processes of one search or study on this machine
+MAX_THREADS = 1024  # torch threads of one process
+
+
+def check_threads(threads: object) -> None:
+    """--threads, where given, must be a whole number from 1 to MAX_THREADS (torch overflows beyond)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 0 < threads <= MAX_THREADS):
+        raise FatnasError(f"--threads {threads}: must be a positive number, at most {MAX_THREADS:,}")
 
 
 def check_positive(**values: object) -> None:

@@ -30,7 +30,9 @@ def test_every_error_class_of_the_package_is_a_fatnas_error():
 
 
 @pytest.mark.parametrize("make, argv, error", [
-    (lambda: ScalingSettings(train=-1), ["scale", "fat_b0", "--train=-1"], ScalingError),
+    (lambda: ScalingSettings(threads=0), ["scale", "fat_b0", "--train", "0", "--threads", "0"], ScalingError),
+    (lambda: ScalingSettings(threads=10**11), ["scale", "fat_b0", "--train", "0", "--threads", "100000000000"],
+     ScalingError),
     (lambda: ProxySettings(train_images=0), ["scale", "fat_b0", "--train", "0", "--proxy-images", "0"], ProxyError),
     (lambda: ProxySettings(res=-2), ["scale", "fat_b0", "--train", "0", "--proxy-res", "-2"], ProxyError),
 ])

@@ -247,7 +247,8 @@ def test_a_number_flag_that_is_no_finite_number_or_an_abbreviation_is_refused_be
 
 
 @pytest.mark.parametrize("args, words", [
-    (["cost", "fat_b0", "--latency", "--threads", "100000000000"], "expected a whole number from 1 to 1,024"),
+    (["cost", "fat_b0", "--latency", "--threads", "100000000000"],
+     "--threads 100000000000: must be a positive number, at most 1,024"),
     (["cost", "fat_b0", "--latency", "--batch-size", "0"], "--batch-size: '0': expected a whole number from 1"),
     (["cost", "fat_b0", "--latency", "--repeats", "0"], "--repeats: '0': expected a whole number from 1"),
     (["search", "--budget", "2GFLOPs", "--seed=-1"], "--seed: '-1': expected a whole number from 0 to 4,294,967,295"),
@@ -255,7 +256,7 @@ def test_a_number_flag_that_is_no_finite_number_or_an_abbreviation_is_refused_be
     (["search", "--budget", "2GFLOPs", "--proxy-epochs", "100000000000"], "at most 1000 passes"),
     (["supernet", "train", "--random-subnets", "100000000000"], "random_subnets = 100000000000: must be from 0 to 64"),
     (["fidelity", "--archs", "100000000000"], "--archs 100000000000: at most 10,000 architectures"),
-    (["fidelity", "--archs", "3", "--workers", "100000000000"], "workers = 100000000000: at most 1024"),
+    (["fidelity", "--archs", "3", "--workers", "100000000000"], "workers = 100000000000, threads = 1: at most 1024"),
     (["scale", "fat_b0", "--train", "0", "--depths=100000000000"], "depth must be an integer from 1 to 64"),
 ])
 def test_a_count_too_large_to_run_or_out_of_range_is_refused_at_once(args, words, tmp_path):

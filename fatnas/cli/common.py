@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import DEVICE_FORMS, FatnasError, check_device
+from ..errors import DEVICE_FORMS, FatnasError, check_device, check_threads
 
 Handler = Callable[[argparse.Namespace], int]
 # the defaults of the shared flags, stated once (a flag left out is None in args; `device`, `threads`, `dataset`
@@ -63,7 +63,6 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-MAX_THREADS = 1024
 MAX_SEED = 2**32 - 1  # what numpy and Optuna's samplers take
 MAX_BATCH = 4096
 MAX_REPEATS = 1_000_000
@@ -91,7 +90,7 @@ class Flags:
         return cls(
             device=parent(("--device", dict(type=device_arg, default=None, metavar="DEVICE",
                                             help="cpu (default), cuda or cuda:N; a resumed run keeps its own"))),
-            threads=parent(("--threads", dict(type=int_in(1, MAX_THREADS), default=None,
+            threads=parent(("--threads", dict(type=int, default=None,
                                               help=f"torch threads for timing and training "
                                                    f"(default {DEFAULT_THREADS}; a resumed run keeps its own)"))),
             data=parent(("--dataset", dict(default=None, help=f"{DEFAULT_DATASET} (default), cifar10 or imagefolder")),
@@ -122,6 +121,7 @@ def task_classes(args: argparse.Namespace) -> tuple[int, ...]:
 
 def threads(args: argparse.Namespace) -> int:
     """The torch threads of a new run: --threads, else the default."""
+    check_threads(args.threads)
     return DEFAULT_THREADS if args.threads is None else args.threads
 
 

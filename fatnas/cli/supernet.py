@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import check_positive
+from ..errors import check_positive, check_threads
 from .common import DEFAULT_DATASET, Flags, dataset, device, finite_float, given, task_classes
 
 
@@ -47,7 +47,8 @@ def add_supernet(sub: Any, flags: Flags) -> None:
 def cmd_supernet(args: argparse.Namespace) -> int:
     from ..supernet import TrainSettings, resume_supernet, train_supernet
 
-    check_positive(epochs=args.epochs, threads=args.threads)
+    check_positive(epochs=args.epochs)
+    check_threads(args.threads)
     if args.resume:
         run = resume_supernet(args.resume, threads=args.threads, progress=not args.quiet)
     else:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..errors import MAX_THREADS
 from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, Cost, analytic_cost
 from ..estimate.data import DataSplit
@@ -45,8 +46,8 @@ class ScalingSettings:
     def __post_init__(self) -> None:
         if isinstance(self.train, bool) or not isinstance(self.train, int) or self.train < 0:
             raise ScalingError(f"--train {self.train!r}: must be a whole number >= 0 (0 trains nothing)")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise ScalingError(f"--threads {self.threads!r}: must be a positive whole number")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 < self.threads <= MAX_THREADS:
+            raise ScalingError(f"--threads {self.threads!r}: must be a positive number, at most {MAX_THREADS:,}")
 
     @property
     def device(self) -> str:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import FatnasError, check_positive
+from ..errors import FatnasError, check_positive, check_threads
 from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, Cost, analytic_cost
 from ..estimate.data import DataSplit, check_classes
@@ -71,7 +71,8 @@ class SearchSettings:
     estimator: str = "proxy"  # what scores a candidate (`fatnas.estimate.make_estimator`); run.yaml names others only
 
     def __post_init__(self) -> None:
-        check_positive(trials=self.trials, timeout=self.timeout_s, threads=self.threads)
+        check_positive(trials=self.trials, timeout=self.timeout_s)
+        check_threads(self.threads)
         check_classes(self.classes)
         if self.sampler not in SAMPLERS:
             raise FatnasError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ...errors import MAX_WORKERS
+from ...errors import MAX_THREADS, MAX_WORKERS
 from ...estimate.base import check_estimator_task, make_estimator
 from ...estimate.cost import Budget, flop_convention
 from ...estimate.data import check_classes
@@ -69,8 +69,9 @@ class StudySettings:
         for field in ("spread_seeds", "high_seeds", "workers", "threads", "top_k", "proxy_batch"):
             if getattr(self, field) < 1:
                 raise FidelityError(f"{field} = {getattr(self, field)}: must be a positive whole number (>= 1)")
-        if self.workers > MAX_WORKERS:
-            raise FidelityError(f"workers = {self.workers}: at most {MAX_WORKERS} processes")
+        if self.workers > MAX_WORKERS or self.threads > MAX_THREADS:
+            raise FidelityError(f"workers = {self.workers}, threads = {self.threads}: at most {MAX_WORKERS} processes "
+                                f"of at most {MAX_THREADS} threads")
         if self.reference_metric not in REFERENCE_CHOICES:
             raise FidelityError(f"reference metric {self.reference_metric!r}: expected {', '.join(REFERENCE_CHOICES)}")
         check_classes(self.classes)
