@@ -41,11 +41,12 @@ MAX_WORKERS = 1024  # processes of one search or study on this machine
 MAX_THREADS = 1024  # torch threads of one process
 
 
-def check_threads(threads: object) -> None:
-    """--threads, where given, must be a whole number from 1 to MAX_THREADS (torch overflows beyond)."""
+def check_threads(threads: object, error: type[FatnasError] = FatnasError) -> None:
+    """--threads, where given, must be a whole number from 1 to MAX_THREADS (torch overflows beyond); `error` is the
+    kind a settings class raises."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or not 0 < threads <= MAX_THREADS):
-        raise FatnasError(f"--threads {threads}: must be a positive number, at most {MAX_THREADS:,}")
+        raise error(f"--threads {threads!r}: must be a positive number, at most {MAX_THREADS:,}")
 
 
 def check_positive(**values: object) -> None:

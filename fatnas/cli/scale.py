@@ -61,10 +61,19 @@ def cmd_scale(args: argparse.Namespace) -> int:
         raise FatnasError("scale: --export NAME and --force go with --to BUDGET")
     from ..estimate.data import settings_data
     from ..runs.store import new_run
-    from ..scaling import accuracy_fits, best_direction, check_points_fit, cost_fits, explore, record_scaling_run
+    from ..scaling import (
+        accuracy_fits,
+        best_direction,
+        check_points_fit,
+        cost_fits,
+        explore,
+        grid_points,
+        price_points,
+        record_scaling_run,
+    )
 
     settings = _scale_settings(args, coeffs)
-    check_points_fit(base, settings)
+    check_points_fit(price_points(grid_points(base, settings.grid), settings), settings)  # before any run folder
     data = settings_data(settings) if settings.train else None  # a missing data set fails before any run folder
     run = new_run(args.run_id, "scale", lambda r: record_scaling_run(r, args.base, base, settings))
     print(f"run {run.id}: {run.path}")

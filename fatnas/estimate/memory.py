@@ -73,7 +73,7 @@ def check_memory(source: Any, res: int, batch: int, device: str, *, training: bo
     limit, origin = memory_limit_bytes(device)
     if need > limit:
         doing = f"{'training' if training else 'timing'} at batch {batch}"
-        network = f"the largest network of space {source.name!r}" if hasattr(source, "choices") else "the network"
+        network = "the network" if isinstance(source, FATConfig) else f"the largest network of space {source.name!r}"
         raise ProxyError(f"{what} {res}: {network} needs about {need / 2**30:,.1f} GiB for {doing} at {res} px "
                          f"(an estimate); the limit is {limit / 2**30:,.1f} GiB ({origin}); use a smaller resolution")
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import MAX_THREADS
+from ..errors import check_threads
 from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, Cost, analytic_cost
 from ..estimate.data import DataSplit
@@ -46,8 +46,7 @@ class ScalingSettings:
     def __post_init__(self) -> None:
         if isinstance(self.train, bool) or not isinstance(self.train, int) or self.train < 0:
             raise ScalingError(f"--train {self.train!r}: must be a whole number >= 0 (0 trains nothing)")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 < self.threads <= MAX_THREADS:
-            raise ScalingError(f"--threads {self.threads!r}: must be a positive number, at most {MAX_THREADS:,}")
+        check_threads(self.threads, ScalingError)
 
     @property
     def device(self) -> str:
@@ -99,9 +98,9 @@ def training_rows(table: pd.DataFrame, per_direction: int) -> list[int]:
     return chosen
 
 
-def check_points_fit(base: FATConfig, settings: ScalingSettings) -> None:
-    """Refuse, before anything is written, a grid whose timed or trained points would not fit in memory here."""
-    table = price_points(grid_points(base, settings.grid), settings)
+def check_points_fit(table: pd.DataFrame, settings: ScalingSettings) -> None:
+    """Refuse, before anything is written, a priced grid (`price_points`) whose timed or trained points would not
+    fit in memory here."""
     trained = set(training_rows(table, settings.train))
     for idx, row in table.iterrows():
         cfg = FATConfig.from_dict(json.loads(row["config"]))
@@ -121,9 +120,9 @@ def explore(run: Run, base: FATConfig, settings: ScalingSettings, *, data: DataS
     Points with the same config and resolution (the base appears in every direction) are measured once.
     """
     log = log or (lambda _: None)
-    check_points_fit(base, settings)
-    configure_threads(settings.threads)
     table = price_points(grid_points(base, settings.grid), settings)
+    check_points_fit(table, settings)
+    configure_threads(settings.threads)
     run.write_table("scaling.csv", table)
     if settings.latency:
         measured: dict[tuple[str, int], float] = {}
