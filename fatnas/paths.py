@@ -7,6 +7,7 @@ is read through importlib.resources.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -30,20 +31,47 @@ def portable_path(path: str | Path) -> str:
 
 
 def check_writable(path: str | Path, what: str = "output") -> Path:
-    """Refuse, before any work, an output file whose folder cannot be made or written (`-o /proc/x.pt2`)."""
+    """Refuse, before any work, an output whose kind `write_target` refuses or whose folder cannot be made or
+    written (`-o /proc/x.pt2`)."""
     from .errors import FatnasError
 
-    path = Path(path)
+    target = write_target(path, what)
     try:
-        if path.is_dir():
-            raise IsADirectoryError(21, "it is a folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         raise FatnasError(f"{what} {path}: cannot be written there ({exc.strerror or exc})") from None
-    return path
+    return Path(path)
+
+
+WRITE_FORMS = "a regular file, a symlink to one, or a new path"
+
+
+def write_target(path: str | Path, what: str = "output") -> Path:
+    """The file a write to `path` replaces: `path` itself, or the file its symlink points to (as a shell redirect
+    writes it). A folder, device, FIFO or socket there is refused, so `-o /dev/null` leaves the device alone."""
+    from .errors import FatnasError
+
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as exc:
+        raise FatnasError(f"{what} {path}: cannot be written ({exc.strerror or exc}); accepted: {WRITE_FORMS}") \
+            from None
+    if not stat.S_ISREG(mode):
+        raise FatnasError(f"{what} {path}: is {_file_kind(mode)}, not a regular file; accepted: {WRITE_FORMS}")
+    return target
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -52,16 +80,25 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """The one way fatnas writes a file: whole or not at all (a temporary file beside the target, then rename),
+    into the regular file, new path or symlink target that `write_target` accepts."""
+    from .errors import FatnasError
+
+    target = write_target(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as exc:
+        raise FatnasError(f"output {path}: cannot be written there ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; run files are for sharing
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, target)
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise FatnasError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
         raise
 
 
@@ -76,4 +113,5 @@ def torch_bytes(obj: object) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "check_writable", "home_dir", "portable_path", "torch_bytes"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "check_writable", "home_dir", "portable_path", "torch_bytes",
+           "write_target"]
