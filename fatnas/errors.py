@@ -20,6 +20,20 @@ class FatnasError(ValueError):
     """Bad input: a malformed budget, an unknown model, an invalid config or space, a missing run."""
 
 
+SHOWN_CHARS = 60  # the most of one value an error message shows
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`value` as a message shows it: a repr that walks at most a few levels and items (so a huge or deeply
+    nested value costs nothing), cut to `limit` characters."""
+    import reprlib
+
+    brief = reprlib.Repr()  # Python 3.11 takes no keyword arguments here
+    brief.maxlevel, brief.maxstring, brief.maxother = 3, limit, limit
+    text = brief.repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
 DEVICE_FORMS = "cpu, cuda, cuda:N"
 
 

@@ -44,7 +44,7 @@ DAMAGE = {  # case: (file, what to do to it, words of the one line)
     "run.yaml a list": ("run.yaml", lambda p: p.write_text("- just\n- a list\n"), "not a mapping"),
     "run.yaml empty": ("run.yaml", lambda p: p.write_text(""), "not a mapping"),
     "run.yaml binary": ("run.yaml", lambda p: p.write_bytes(bytes(range(256))), "not text"),
-    "run.yaml budget text": ("run.yaml", _set_budget_text, "max_flops: 'lots', not a positive number"),
+    "run.yaml budget text": ("run.yaml", _set_budget_text, "max_flops: 'lots', not a number"),
     "trials.csv empty": ("trials.csv", lambda p: p.write_bytes(b""), "is empty"),
     "trials.csv truncated": ("trials.csv", _truncate, "truncated"),
     "trials.csv binary": ("trials.csv", lambda p: p.write_bytes(bytes(range(256)) * 4), "not text"),

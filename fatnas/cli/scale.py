@@ -3,7 +3,6 @@ or with --to, the largest compound scaling within a budget."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from ..errors import FatnasError, check_device
@@ -107,11 +106,12 @@ def _scale_settings(args: argparse.Namespace, coeffs: Any) -> Any:
 
 def _print_scaling(explored: Any, fits: Any, acc: Any) -> None:
     from ..estimate.cost import format_flops
-    from ..model.config import FATConfig, describe
+    from ..model.config import describe
+    from ..runs.store import trial_config
 
     rows = [dict(direction=r["direction"], multiplier=f"{'phi=' if r['direction'] == 'compound' else 'x'}"
                  f"{r['multiplier']:g}", res=int(r["res"]),
-                 arch=describe(FATConfig.from_dict(json.loads(r["config"])), ("widths", "depths")),
+                 arch=describe(trial_config(r), ("widths", "depths")),
                  params_M=round(r["params"] / 1e6, 3), flops=format_flops(r["flops"]),
                  latency_ms="-" if r["latency_ms"] != r["latency_ms"] else round(r["latency_ms"], 2),
                  proxy_accuracy="-" if r["accuracy"] != r["accuracy"] else round(r["accuracy"], 4),

@@ -13,6 +13,7 @@ from typing import Any, Iterable, NamedTuple
 
 import yaml
 
+from ..documents import read_yaml
 from ..errors import FatnasError
 
 NUM_STAGES = 4
@@ -97,10 +98,7 @@ class FATConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        data = read_yaml(path, f"config file {path}", ConfigError)
         if isinstance(data, dict) and "config" in data:
             data = data["config"]
         return cls.from_dict(data)

@@ -27,8 +27,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
-
+from ..documents import read_yaml
 from ..errors import FatnasError
 from ..paths import portable_path
 from .config import NUM_STAGES, VALUE_RANGES, ConfigError, FATConfig, attention_keys, stage_output_sizes
@@ -172,12 +171,7 @@ def resolve_space_path(spec: str | Path | None) -> Path | Traversable:
 def load_space(spec: str | Path | None = None) -> SearchSpace:
     """Load and validate a space by name or path."""
     path = resolve_space_path(spec)
-    try:
-        data = yaml.safe_load(path.read_bytes().decode())
-    except (UnicodeDecodeError, OSError) as exc:
-        raise SpaceError(f"space {path}: cannot be read as text ({type(exc).__name__})") from None
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"space {path}: not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+    data = read_yaml(path, f"space {path}:", SpaceError)
     space = space_from_dict(data, source=str(path), default_name=path.name.removesuffix(".yaml").removesuffix(".yml"))
     return dataclasses.replace(space, source=portable_path(str(path)))  # as records keep it: no machine path
 

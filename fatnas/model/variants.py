@@ -11,9 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import FatnasError
+from ..documents import read_yaml
+from ..errors import FatnasError, shown
 from ..paths import home_dir
 from .config import ConfigError, FATConfig
 from .network import FAT
@@ -55,7 +54,7 @@ def _exported() -> dict[str, Path]:
     folder = variants_dir()
     if not folder.is_dir():
         return {}
-    return {p.stem: p for p in sorted(folder.glob("*.yaml")) if NAME_PATTERN.match(p.stem)}
+    return {p.stem: p for p in sorted(folder.glob("*.yaml")) if NAME_PATTERN.fullmatch(p.stem)}
 
 
 def list_models() -> list[str]:
@@ -78,8 +77,11 @@ def variant_metadata(name: str) -> dict[str, Any]:
     exported = _exported()
     if name not in exported:
         return {}
-    data = yaml.safe_load(exported[name].read_text()) or {}
-    return dict(data.get("source", {}))
+    data = read_yaml(exported[name], f"variant {name!r} ({exported[name]})") or {}
+    source = data.get("source", {}) if isinstance(data, dict) else None
+    if not isinstance(source, dict):
+        raise FatnasError(f"variant {name!r} ({exported[name]}): its source is {shown(source)}, not a mapping")
+    return dict(source)
 
 
 def resolve_config(spec: str | Path | FATConfig, **overrides: Any) -> FATConfig:

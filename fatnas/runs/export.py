@@ -37,7 +37,7 @@ from ..model.variants import (
     weights_path,
 )
 from ..paths import atomic_write_bytes, torch_bytes
-from .store import Run, atomic_write_text
+from .store import Run, atomic_write_text, trial_config
 
 NAME_RULE = "lowercase letters, digits and '_', starting with a letter, at most 64 characters"
 TIMM_MODULE = "fatnas.timm_models"  # the module timm files the registered entry points under
@@ -56,7 +56,7 @@ class Exported(NamedTuple):
 
 def check_name(name: str, *, force: bool = False) -> Path:
     """The file a new variant `name` goes to; malformed, published or (without force) taken names fail."""
-    if not NAME_PATTERN.match(name or ""):
+    if not NAME_PATTERN.fullmatch(name or ""):
         raise ExportError(f"malformed variant name {name!r}; use {NAME_RULE}")
     if name in PUBLISHED:
         raise ExportError(f"{name!r} is a published FAT variant and is never overwritten; pick another name")
@@ -109,7 +109,7 @@ def export_trial(run: Run, trial: int, name: str, *, force: bool = False, with_w
     row = _trial_row(run, trial)
     meta = run.read_meta()
     source = _source(run, row, meta)
-    cfg = FATConfig.from_dict(json.loads(row["config"]))
+    cfg = trial_config(row)
     weights = _inherited_weights(run, meta, cfg) if with_weights else None
     if weights is not None:
         source["weights"] = weights["provenance"]
@@ -158,7 +158,7 @@ def export_pareto(run: Run, *, prefix: str | None = None, force: bool = False) -
     for name, trial in planned:
         row = _trial_row(run, trial)
         source = _source(run, row, meta)
-        _write(paths[name], FATConfig.from_dict(json.loads(row["config"])), source)
+        _write(paths[name], trial_config(row), source)
         out.append(Exported(name, paths[name], source))
     return out
 

@@ -28,19 +28,16 @@ import pandas as pd
 import yaml
 
 from .._version import __version__ as fatnas_version
+from ..documents import load_json, load_text, read_bytes, read_yaml
 from ..errors import FatnasError, redact
 from ..model.config import FATConfig
 from ..paths import atomic_write_text, home_dir, portable_path
+from .schema import check_meta, check_table
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 OBJECTIVES = (("accuracy", "max"), ("latency_ms", "min"))
 
 
-# run.yaml fields that must be numbers where present (None: not set), and the budget's limits
-NUMBER_FIELDS = ("trials", "timeout_s", "archs", "threads", "workers")
-BUDGET_FIELDS = ("max_flops", "max_params", "max_latency_ms", "res")
-# per CSV file of a run: the columns every row must fill (a damaged or cut file misses them)
-TABLE_KEYS = {"trials.csv": ("trial", "state"), "pareto.csv": ("trial", "state"), "references.csv": ("name",)}
 _WARNED: set[str] = set()
 _HELD = threading.local()  # run folders whose lock this thread holds (the lock is re-entrant)
 
@@ -67,7 +64,7 @@ def new_run_id(prefix: str = "search") -> str:
 
 
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID_PATTERN.match(run_id):
+    if not RUN_ID_PATTERN.fullmatch(run_id):  # fullmatch: `$` would let a trailing newline through
         raise RunError(f"run id {run_id!r} is malformed; use letters, digits, '_', '-', '.' (at most 100)")
     return run_id
 
@@ -101,7 +98,7 @@ class Run:
         if key in held:
             yield
             return
-        with open(self.path / ".lock", "a") as handle:
+        with self._lock_file() as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             held.add(key)
             try:
@@ -110,27 +107,26 @@ class Run:
                 held.discard(key)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _lock_file(self) -> io.FileIO:
+        """The run folder's `.lock`, a regular file (a folder or symlink there is a damaged run, not followed)."""
+        try:
+            fd = os.open(self.path / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise self.damaged(".lock", f"cannot be opened as the run's lock file ({exc.strerror or exc}); "
+                                        "remove it") from None
+        return io.FileIO(fd, "w")
+
     def damaged(self, name: str, what: str) -> RunError:
         return RunError(f"run {self.id!r}: {self.path / name} {what}")
 
     def read_meta(self) -> dict[str, Any]:
-        """run.yaml as a mapping; a missing, unreadable or malformed one is a RunError naming what is wrong."""
+        """run.yaml as a mapping checked field by field (runs/schema.py); a missing, unreadable, malformed or
+        damaged one is a RunError naming what is wrong."""
         meta_path = self.path / "run.yaml"
         if not meta_path.is_file():
             raise RunError(f"run {self.id!r} has no run.yaml; it is not a fatnas run folder")
-        try:
-            meta = yaml.safe_load(meta_path.read_bytes().decode())
-        except OSError as exc:
-            raise self.damaged("run.yaml", f"cannot be read ({exc.strerror or exc})") from None
-        except UnicodeDecodeError:
-            raise self.damaged("run.yaml", "is not text (damaged?)") from None
-        except yaml.YAMLError as exc:
-            raise self.damaged("run.yaml", f"is not valid YAML: {' '.join(str(exc).split())[:200]}") from None
-        if not isinstance(meta, dict):
-            held = "nothing" if meta is None else f"a {type(meta).__name__}"
-            raise self.damaged("run.yaml", f"holds {held}, not a mapping of fields (damaged?)")
-        _check_meta_types(meta, lambda what: self.damaged("run.yaml", what))
-        return meta
+        meta = read_yaml(meta_path, f"run {self.id!r}: {meta_path}", RunError)
+        return check_meta(meta, lambda what: self.damaged("run.yaml", what))
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write_text(self.path / "run.yaml", yaml.safe_dump(meta, sort_keys=False))
@@ -169,22 +165,15 @@ class Run:
             return table
 
     def read_table(self, name: str) -> pd.DataFrame:
-        """One CSV file of the run (empty if missing); a damaged one is a RunError naming the file."""
+        """One CSV file of the run (empty if missing), checked column by column (runs/schema.py); a damaged one is
+        a RunError naming the file."""
         path = self.path / name
         if not path.is_file():
             return pd.DataFrame()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise self.damaged(name, f"cannot be read ({exc.strerror or exc})") from None
+        data = read_bytes(path, f"run {self.id!r}: {path}", RunError)
         if not data:
             raise self.damaged(name, "is empty (0 bytes, not even a header; damaged?)")
-        try:
-            text = data.decode()
-        except UnicodeDecodeError:
-            text = "\0"
-        if "\0" in text:
-            raise self.damaged(name, "is not text (binary or damaged)")
+        text = load_text(data, f"run {self.id!r}: {path}", RunError)
         if not text.endswith("\n"):
             raise self.damaged(name, "ends in the middle of a line (truncated?)")
         if text.strip() in ("", '""'):
@@ -193,10 +182,7 @@ class Run:
             table = pd.read_csv(io.StringIO(text))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
             raise self.damaged(name, f"is not a readable CSV table ({' '.join(str(exc).split())[:150]})") from None
-        missing = [c for c in TABLE_KEYS.get(name, ()) if c not in table.columns or table[c].isna().any()]
-        if missing:
-            raise self.damaged(name, f"lacks values in column(s) {missing} (damaged or truncated?)")
-        return table
+        return check_table(name, table, lambda what: self.damaged(name, what))
 
     def trials(self) -> pd.DataFrame:
         return self.read_table("trials.csv")
@@ -268,29 +254,8 @@ def readable_runs(root: Path | None = None, check: Callable[[Run], Any] | None =
     for run in list_runs(root):
         try:
             yield run, (check or Run.read_meta)(run)
-        except RunError as exc:
+        except FatnasError as exc:
             warn(f"skipped {exc}")
-
-
-def _check_meta_types(meta: dict[str, Any], damaged: Callable[[str], RunError]) -> None:
-    """The numbers run.yaml must hold where it holds them (a budget of text would fail far from here)."""
-    for name in NUMBER_FIELDS:
-        if meta.get(name) is not None and not _is_number(meta[name]):
-            raise damaged(f"has {name}: {meta[name]!r}, not a number (damaged?)")
-    budget = meta.get("budget")
-    if budget is None:
-        return
-    if not isinstance(budget, dict):
-        raise damaged(f"has budget: {budget!r}, not a mapping of limits (damaged?)")
-    for name, value in budget.items():
-        if name not in BUDGET_FIELDS:
-            raise damaged(f"has an unknown budget field {name!r}; accepted: {', '.join(BUDGET_FIELDS)}")
-        if value is not None and not (_is_number(value) and value > 0):
-            raise damaged(f"has budget {name}: {value!r}, not a positive number (damaged?)")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def command_line(argv: list[str]) -> str:
@@ -378,6 +343,11 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def trial_config(row: Any) -> FATConfig:
+    """The config of one row of trials.csv, pareto.csv or scaling.csv (its `config` cell, JSON)."""
+    return FATConfig.from_dict(load_json(row["config"], f"the config of trial {row.get('trial', '?')}"))
+
+
 def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rewrite trials.csv, pareto.csv and one config YAML per front member; returns the front."""
     trials = pd.DataFrame(rows)
@@ -388,7 +358,7 @@ def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
     for _, row in front.iterrows():
         name = f"trial_{int(row['trial'])}"
         keep.add(f"{name}.yaml")
-        run.write_config(name, FATConfig.from_dict(json.loads(row["config"])), dict(
+        run.write_config(name, trial_config(row), dict(
             run=run.id, trial=int(row["trial"]), proxy_accuracy=float(row["accuracy"]),
             latency_ms=float(row["latency_ms"]), params=int(row["params"]), flops=int(row["flops"])))
     for stale in (run.path / "configs").glob("*.yaml"):

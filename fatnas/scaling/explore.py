@@ -18,7 +18,7 @@ from ..estimate.latency import measure_latency
 from ..estimate.memory import check_memory
 from ..estimate.proxy import ProxySettings, configure_threads
 from ..model.config import FATConfig
-from ..runs.store import Run
+from ..runs.store import Run, trial_config
 from .report import write_report
 from .transforms import BASE_RES, Point, ScalingError, ScalingGrid, grid_points, round_half_up
 
@@ -103,7 +103,7 @@ def check_points_fit(table: pd.DataFrame, settings: ScalingSettings) -> None:
     fit in memory here."""
     trained = set(training_rows(table, settings.train))
     for idx, row in table.iterrows():
-        cfg = FATConfig.from_dict(json.loads(row["config"]))
+        cfg = trial_config(row)
         if settings.latency:
             check_memory(cfg, int(row["res"]), 1, settings.device, training=False, what="--resolutions")
         if idx in trained:
@@ -129,7 +129,7 @@ def explore(run: Run, base: FATConfig, settings: ScalingSettings, *, data: DataS
         for idx, row in table.iterrows():
             key = (row["config"], int(row["res"]))
             if key not in measured:
-                cfg = FATConfig.from_dict(json.loads(row["config"]))
+                cfg = trial_config(row)
                 measured[key] = _latency_ms(cfg, int(row["res"]), settings)
                 log(f"timed {_point_name(row)}: {measured[key]:.2f} ms")
             table.at[idx, "latency_ms"] = measured[key]
@@ -144,7 +144,7 @@ def explore(run: Run, base: FATConfig, settings: ScalingSettings, *, data: DataS
         row = table.loc[idx]
         key = (row["config"], int(row["proxy_res"]))
         if key not in trained:
-            cfg = FATConfig.from_dict(json.loads(row["config"]))
+            cfg = trial_config(row)
             start = time.perf_counter()
             proxy = make_estimator("proxy", proxy=settings.proxy.replace(res=int(row["proxy_res"])), data=data)
             accuracy = proxy.estimate(cfg).score

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ..estimate.cost import format_flops
-from ..model.config import FATConfig, describe
+from ..model.config import describe
 from ..report.page import html_table, layout, log_axis, page_html, palette_color, proxy_accuracy_label
-from ..runs.store import Run, atomic_write_text
+from ..runs.store import Run, atomic_write_text, trial_config
 from .fits import PowerLaw, accuracy_fits, best_direction, cost_fits
 from .transforms import BASE_RES, DIRECTIONS, X_LABELS, Compound, fit_x
 
@@ -33,7 +32,7 @@ def direction_color(direction: str) -> str:
 
 
 def _hover(row: pd.Series, dataset: str) -> str:
-    cfg = FATConfig.from_dict(json.loads(row["config"]))
+    cfg = trial_config(row)
     what = f"phi = {row['multiplier']:g}" if row["direction"] == "compound" else f"x {row['multiplier']:g}"
     lines = [f"<b>{html.escape(row['direction'])} {what}</b>",
              f"width x{row['width_mult']:.3g}, depth x{row['depth_mult']:.3g}, {int(row['res'])} px",

@@ -19,8 +19,9 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from ..errors import FatnasError
 from ..paths import home_dir
-from ..runs.store import Run, RunError, readable_runs, runs_root, warn
+from ..runs.store import Run, readable_runs, runs_root, warn
 from ..search.evaluate import OBJECTIVES
 from .fidelity import FIDELITY_KEYS, read_study_table
 
@@ -109,10 +110,11 @@ Task = tuple[str, tuple[int, ...], str]  # data set, classes (empty: all), estim
 
 
 def _checked_trust(run: Run, proxy: dict[str, Any], task: Task) -> ProxyTrust | None:
-    """`_trust_from`, or None with a one-line warning where a file of the study is damaged."""
+    """`_trust_from`, or None with a one-line warning where a file of the study is damaged (its files are checked
+    against runs/schema.py on read, so a damaged one is a FatnasError), so one study never breaks a dashboard."""
     try:
         return _trust_from(run, proxy, task)
-    except RunError as exc:
+    except FatnasError as exc:
         warn(f"skipped {exc}")
         return None
 
@@ -143,7 +145,7 @@ def _trust_from(run: Run, proxy: dict[str, Any], task: Task) -> ProxyTrust | Non
 def _proxy_label(meta: dict[str, Any], proxy: dict[str, Any]) -> str | None:
     """The study's label of its low fidelity that is `proxy`, if one is."""
     lows = (meta.get("fidelity_settings") or {}).get("lows") or []
-    return next((meta["lows"][i] for i, low in enumerate(lows) if _same_proxy(low, proxy)), None)
+    return next((label for label, low in zip(meta["lows"], lows) if _same_proxy(low, proxy)), None)
 
 
 def _reference_seed_tau(run: Run) -> float | None:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ...documents import read_json
 from ...errors import FatnasError
 from ...model.config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
 from ...model.network import FATBlock, Head, Stem
@@ -223,11 +224,7 @@ def load_table(path: str | Path) -> LatencyTable:
     path = Path(path)
     if not path.is_file():
         raise LatencyModelError(f"latency table {path} not found; write one with `fatnas latency-profile -o {path}`")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LatencyModelError(f"latency table {path} is not valid JSON ({exc.__class__.__name__}); "
-                                "write it again with `fatnas latency-profile`") from None
+    data = read_json(path, f"latency table {path}", LatencyModelError)
     if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
         raise LatencyModelError(f"{path} is not a fatnas latency table (expected format {TABLE_FORMAT!r})")
     missing = [k for k in REQUIRED_KEYS if k not in data]

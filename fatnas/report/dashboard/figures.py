@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import html
-import json
 import math
 from typing import Any, Sequence
 
 import pandas as pd
 
 from ...estimate.cost import format_flops
-from ...model.config import FATConfig, describe
+from ...model.config import describe
+from ...runs.store import trial_config
 from ..page import layout, log_axis, palette_color, proxy_accuracy_label
 from .tables import (
     HV_LATENCY_MARGIN,
@@ -48,7 +48,7 @@ def hover_text(row: pd.Series, data: RunData) -> str:
     if pd.notna(row.get("flops")):
         lines.append(f"FLOPs: {format_flops(row['flops'])}, fvcore total at {data.res} px")
     try:
-        cfg = FATConfig.from_dict(json.loads(row["config"]))
+        cfg = trial_config(row)
         lines.append(f"config: {describe(cfg)}")
     except (KeyError, TypeError, ValueError):
         pass
