@@ -126,9 +126,9 @@ def _check_keys(value: Any, what: str, error: type[FatnasError]) -> None:
         if depth > MAX_DEPTH:
             raise error(f"{what} nests deeper than {MAX_DEPTH} levels (damaged?)")
         if isinstance(item, dict):
-            bad = next((k for k in item if not isinstance(k, str)), None)
-            if bad is not None:
-                raise error(f"{what} has the key {shown(bad)}, not text (damaged?)")
+            bad = [k for k in item if not isinstance(k, str)]
+            if bad:
+                raise error(f"{what} has the key {shown(bad[0])}, not text (damaged?)")
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
