@@ -8,12 +8,13 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-# scheme://USER:PASSWORD@ : the password runs to the last `@` of its word, so a raw `@` in it is masked too
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):(?P<password>\S*)@")
-_USERINFO_WORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):(?P<password>.*)@", re.DOTALL)
-# ?password=..., &sslpassword=..., ;pwd=... (query strings and connection options)
-_QUERY = re.compile(r"(?P<head>[?&;\s]['\"]?[A-Za-z_]*(?:password|passwd|pwd|secret|token)['\"]?=)"
-                    r"(?P<password>[^&\s'\"]*)", re.IGNORECASE)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# a key that names a secret (password, sslpassword, pass, pwd, passwd, secret, token), then `=` or its `%3D`
+_SECRET_KEY = r"(?:(?<![A-Za-z0-9_-])|(?<=%20))['\"]?[A-Za-z_-]*(?:pass|pwd|secret|token)[A-Za-z_-]*['\"]?\s*(?:=|%3D)"
+# its value: in free text up to a separator; in one argument (whose value may hold spaces) up to the next `&key=`
+_SECRET_VALUE = re.compile(rf"(?P<key>{_SECRET_KEY})(?P<value>[^&;\s'\"]*)", re.IGNORECASE)
+_SECRET_VALUE_WORD = re.compile(rf"(?P<key>{_SECRET_KEY})(?P<value>(?:(?![&;][A-Za-z_-]+=).)*)",
+                                re.IGNORECASE | re.DOTALL)
 
 
 class FatnasError(ValueError):
@@ -71,13 +72,32 @@ def check_positive(**values: object) -> None:
 
 
 def redact(text: str, *, one_word: bool = False) -> str:
-    """`text` with every password in it replaced by `***`: the user-info password of any URL (with any
-    characters, a raw `@` included) and password-like query parameters (`?password=`, `&sslpassword=`).
-    It finds URLs anywhere in the text, so whole command lines (`--storage=URL`) and messages go through it.
-    `one_word`: the text is one command-line argument, whose password may hold spaces too."""
-    userinfo = _USERINFO_WORD if one_word else _USERINFO
-    text = userinfo.sub(lambda m: f"{m['head']}:{MASK}@" if m["password"] else m[0], text)
-    return _QUERY.sub(lambda m: f"{m['head']}{MASK}" if m["password"] else m[0], text)
+    """`text` with every password in it replaced by `***`, found by parsing each URL in it (`redact_url`, from the
+    last URL to the first) and then every secret-named `key=value` (`?password=`, `&sslpassword=`, `pass=`,
+    `options=-c%20password%3D...`), whatever characters the password holds. `one_word`: the text is one
+    command-line argument, whose values may hold spaces too."""
+    for match in reversed(list(_SCHEME.finditer(text))):
+        text = text[:match.start()] + _redact_userinfo(text[match.start():])
+    pattern = _SECRET_VALUE_WORD if one_word else _SECRET_VALUE
+    return pattern.sub(lambda m: f"{m['key']}{MASK}", text)
+
+
+def redact_url(url: str) -> str:
+    """One storage URL or address with its password masked: `redact` of one argument."""
+    return redact(url, one_word=True)
+
+
+def _redact_userinfo(text: str) -> str:
+    """`scheme://USER:PASSWORD@HOST...` with PASSWORD masked. The user-info runs to the LAST `@` of the text (a
+    password may hold raw `@`, `:`, `/`, `?` and whitespace), the user to its first `:`; a user holding `/` is a
+    path, not a user (`sqlite:///a.db`). SQLAlchemy's parser ends the password at its first `@`, which would leak
+    the rest of a password with a raw `@`: this reading is the widest, so it masks whatever a driver reads."""
+    scheme, rest = text.split("://", 1)
+    at = rest.rfind("@")
+    user, colon, password = rest[:max(at, 0)].partition(":")
+    if at < 0 or not colon or "/" in user or password == MASK:
+        return text
+    return f"{scheme}://{user}:{MASK}{rest[at:]}"
 
 
 def has_secret(text: str) -> bool:

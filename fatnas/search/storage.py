@@ -23,7 +23,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import MASK, FatnasError, redact
+from ..errors import MASK, FatnasError, redact, shown
 
 STORAGE_FORMS = ("sqlite:///PATH, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
                  "mysql://USER[:PASSWORD]@HOST[:PORT]/DB, journal:///PATH.log (or PATH.log)")
@@ -73,15 +73,17 @@ def normalize_storage(url: str) -> str:
     journal = journal_path(url)
     if journal is not None:
         if not url.removeprefix(JOURNAL_PREFIX).strip("/"):
-            raise StorageError(f"--storage {url!r}: the journal needs a file path; accepted forms: {STORAGE_FORMS}")
+            raise StorageError(f"--storage {shown(mask_password(url), 200)}: the journal needs a file path; "
+                               f"accepted forms: {STORAGE_FORMS}")
         return f"{JOURNAL_PREFIX}{journal.resolve()}"
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in RDB_SCHEMES:
-        raise StorageError(f"--storage {url!r}: unknown form; accepted forms: {STORAGE_FORMS}")
+        raise StorageError(f"--storage {shown(mask_password(url), 200)}: unknown form; accepted forms: {STORAGE_FORMS}")
     if scheme == "sqlite":
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if not path:
-            raise StorageError(f"--storage {url!r}: sqlite needs a file path; accepted forms: {STORAGE_FORMS}")
+            raise StorageError(f"--storage {shown(mask_password(url), 200)}: sqlite needs a file path; "
+                               f"accepted forms: {STORAGE_FORMS}")
         return f"sqlite:///{Path(path).resolve()}"
     return quote_password(url)
 
