@@ -330,3 +330,51 @@ def test_a_run_damaged_field_by_field_is_one_line_and_a_healthy_run_still_works(
         bad_command = "bad" in command
         assert status == 0 or (status == 2 and bad_command and err.count("\n") == 1), (command, err)
     assert [run.id for run, _ in readable_runs(root)][-1] == "good"
+
+
+# --- a search that cannot proceed says so; --resume takes only what it honours ------------------------------------
+
+def test_a_budget_no_network_meets_is_one_error_naming_the_smallest_cost():
+    from fatnas.estimate.cost import parse_budget
+    from fatnas.search.core import feasible_params
+
+    from .test_search import tiny_settings
+
+    settings = tiny_settings(budget=parse_budget("1FLOPs", res=64))
+    with pytest.raises(FatnasError, match=r"no network of space 'tiny' fits .* the smallest seen cost 3\.\d+ MFLOPs"):
+        feasible_params(settings, seed=0)
+    params = feasible_params(tiny_settings(), seed=0)  # a budget some networks meet: one of them, as Optuna names it
+    assert params and all(name.endswith(tuple("0123")) for name in params)
+
+
+@pytest.mark.slow
+def test_a_search_whose_budget_no_network_meets_stops_within_30_s(isolated_dirs):
+    from .conftest import TINY_SPACE, run_cli
+
+    start = time.monotonic()
+    out = run_cli("search", "--budget", "1FLOPs", "--trials", "1", "--space", str(TINY_SPACE), "--quiet",
+                  "--no-references", "--threads", "1", "--run-id", "never", timeout=30)
+    assert time.monotonic() - start < 30
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "smallest seen cost" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("flags", [["--budget", "1GFLOPs"], ["--space", "fat"], ["--classes", "all"],
+                                   ["--seed", "3"], ["--proxy-epochs", "2"]])
+def test_a_flag_that_resume_would_ignore_is_refused(flags, tiny_run, isolated_dirs):
+    copy_run(tiny_run, isolated_dirs / "runs", "good")
+    for how in ("--resume", "--join"):
+        status, _, err = cli("search", how, "good", *flags)
+        assert status == 2 and err.count("\n") == 1 and f"{flags[0]} would be ignored" in err, err
+
+
+def test_resume_with_another_storage_is_refused_before_any_work(tiny_run, isolated_dirs):
+    run = copy_run(tiny_run, isolated_dirs / "runs", "good")
+    other = isolated_dirs / "other.db"
+    status, _, err = cli("search", "--resume", "good", "--storage", f"sqlite:///{other}")
+    assert status == 2 and err.count("\n") == 1 and "not in --storage" in err, err
+    assert not other.exists()
+    status, _, err = cli("sync", "good", "--storage", f"sqlite:///{other}")
+    assert status == 2 and "not in --storage" in err
+    own = f"sqlite:///{run.path / 'study.db'}"
+    from fatnas.search.record import storage_of
+    assert storage_of(run, own) == f"sqlite:///{(run.path / 'study.db').resolve()}"

@@ -70,6 +70,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.join and args.resume:
         raise FatnasError("--join and --resume: give one (--join adds a worker, --resume continues alone)")
+    if args.resume or args.join:
+        _check_resume_flags(args)
     options = backend_options(args.backend, None if args.resume else device(args),  # before any run folder exists
                               **{name: getattr(args, name) for name in RAY_FLAGS})
     api.check_workers(args.backend, args.workers, bool(args.join))
@@ -84,6 +86,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     front = job.run_to_end(progress=not args.quiet)
     _print_front(job.run, front, job.settings)
     return 0
+
+
+# what --resume and --join take; every other flag would be ignored (the run keeps what run.yaml records)
+RESUME_FLAGS = ("resume", "join", "trials", "timeout", "device", "threads", "storage", "workers", "backend", "quiet",
+                *RAY_FLAGS)
+
+
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag that --resume or --join would ignore (--budget, --space, --classes, ...), rather than
+    silently keep the recorded value."""
+    ignored = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+               if name not in (*RESUME_FLAGS, "command", "handler") and value not in (None, False, [])]
+    if ignored:
+        takes = ", ".join(f"--{name.replace('_', '-')}" for name in RESUME_FLAGS[2:] if name in vars(args))
+        raise FatnasError(f"search --{'resume' if args.resume else 'join'} keeps the run's recorded settings, so "
+                          f"{', '.join(ignored)} would be ignored; it takes {takes}; start a new run for others")
 
 
 def _search_settings(args: argparse.Namespace) -> Any:

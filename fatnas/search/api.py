@@ -136,8 +136,9 @@ def resume_search(run_id: str, *, join: bool = False, backend: str = "optuna", o
     if device is not None:
         check_device(device)
     settings = resume_settings(run, backend, trials=trials, timeout_s=timeout, device=device, threads=threads)
+    url = storage_of(run, storage)  # another storage than the run's is refused before the data loads
     options = options if options is not None else get_backend(backend).make_options(None)
-    return Search(run, settings, settings_data(settings), backend, options, storage_of(run, storage), join, count)
+    return Search(run, settings, settings_data(settings), backend, options, url, join, count)
 
 
 def search(budget: str | Sequence[str] = (), *, run_id: str | None = None, backend: str = "optuna",

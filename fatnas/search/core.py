@@ -22,6 +22,8 @@ from .evaluate import SearchSettings
 
 TRAINED = ("COMPLETE", "PRUNED")  # trials.csv states of trials that trained (PRUNED: stopped early)
 MAX_INFEASIBLE_DRAWS = 5000  # over-budget draws in a row before a search gives up on the space
+BLIND_DRAWS = 5  # over-budget draws in a row, with no feasible one in the study, before the space is priced
+PRICED_DRAWS = 5000  # random networks priced analytically (no trial, about 0.3 ms each) to find one that fits
 MAX_CONSECUTIVE_FAILURES = 5  # trials in a row that raised before a search stops
 
 
@@ -88,6 +90,31 @@ class StopRule:
         error = self.error(reason)
         if error is not None:
             raise error
+
+
+def feasible_params(settings: SearchSettings, seed: int) -> dict[str, Any]:
+    """The sampler parameters of a random network of the space that fits the analytic budget (to enqueue as the
+    next trial); where none of PRICED_DRAWS fits, a FatnasError naming the smallest cost seen, so that a search
+    whose budget no network meets stops in seconds instead of drawing for ever."""
+    import random
+
+    from ..estimate.cost import format_flops
+    from .evaluate import price
+
+    rng = random.Random(seed)
+    least_flops = least_params = None
+    for _ in range(PRICED_DRAWS):
+        params: dict[str, Any] = {}
+        cost = price(settings.sampled_space.sample(lambda name, choices: params.setdefault(name, rng.choice(choices))),
+                     settings)
+        if not cost.infeasible:
+            return params
+        least_flops = min(least_flops or cost.cost.flops, cost.cost.flops)
+        least_params = min(least_params or cost.cost.params, cost.cost.params)
+    raise FatnasError(f"no network of space {settings.space.name!r} fits the budget ({settings.budget.describe()}): "
+                      f"{BLIND_DRAWS} draws and {PRICED_DRAWS:,} more priced at random all exceed it; the smallest "
+                      f"seen cost {format_flops(least_flops)} and {least_params / 1e6:.3f}M params at "
+                      f"{settings.space.resolution}px; raise --budget or pick a smaller --space")
 
 
 def progress_bar(run_id: str, settings: SearchSettings, *, enabled: bool, done: int = 0) -> tqdm:

@@ -32,7 +32,15 @@ from ..estimate.base import make_estimator
 from ..estimate.data import DataSplit
 from ..runs.store import OBJECTIVES, Run, publish_trials
 from .backend import SearchJob
-from .core import MAX_INFEASIBLE_DRAWS, MedianStopper, StopRule, progress_bar, show_progress
+from .core import (
+    BLIND_DRAWS,
+    MAX_INFEASIBLE_DRAWS,
+    MedianStopper,
+    StopRule,
+    feasible_params,
+    progress_bar,
+    show_progress,
+)
 from .evaluate import (
     SAMPLERS,
     Evaluation,
@@ -275,7 +283,7 @@ class OptunaSearch:
 
     def sample_feasible(self) -> tuple[optuna.Trial, Evaluation]:
         """Ask until a candidate fits the analytic budget; infeasible draws are told PRUNED with their constraints."""
-        for _ in range(MAX_INFEASIBLE_DRAWS):
+        for drawn in range(1, MAX_INFEASIBLE_DRAWS + 1):
             trial = self.ask()
             ev = price(self.space.sample(trial.suggest_categorical), self.settings)
             if self.teach_budget:
@@ -285,6 +293,8 @@ class OptunaSearch:
             if not ev.infeasible:
                 return trial, ev
             self.tell(trial, state=TrialState.PRUNED)
+            if drawn == BLIND_DRAWS and all(state_name(t) == "INFEASIBLE" for t in self.trials()):
+                self.study.enqueue_trial(feasible_params(self.settings, self.settings.seed + trial.number))
         raise StopRule(self.settings).error("infeasible")
 
     def prescreened(self) -> list[tuple[optuna.Trial, Evaluation]]:

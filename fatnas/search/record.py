@@ -140,13 +140,23 @@ def storage_of(run: Run, given: str | None) -> str:
     """The storage a worker of `run` opens: `given`, else the one its starting process handed it through
     the environment (`search --workers`), else run.yaml's (which must then hold no masked password)."""
     given = given if given is not None else os.environ.get(WORKER_STORAGE_ENV) or None
-    if given is not None:
-        return normalize_storage(given)
     url = run.storage_url
+    if given is not None:
+        return check_same_storage(run, normalize_storage(given), url)
     if has_masked_password(url):
         raise FatnasError(f"run {run.id!r} keeps its study in {url}, whose password run.yaml does not record; "
                           "pass --storage URL with the password (or leave it out of the URL and set PGPASSWORD)")
     return url
+
+
+def check_same_storage(run: Run, given: str, recorded: str) -> str:
+    """`given` where it names the storage run.yaml records (passwords aside); another one is refused, since a
+    study opened there would be a new one: a resumed search would fork, a sync find nothing."""
+    if mask_password(given) != mask_password(recorded):
+        raise FatnasError(f"run {run.id!r} keeps its study in {mask_password(recorded)}, not in --storage "
+                          f"{mask_password(given)}; leave --storage out, or give the run's own storage "
+                          "(with its password)")
+    return given
 
 
 def record_target(run: Run, settings: SearchSettings, storage_url: str) -> None:
