@@ -378,3 +378,39 @@ def test_resume_with_another_storage_is_refused_before_any_work(tiny_run, isolat
     own = f"sqlite:///{run.path / 'study.db'}"
     from fatnas.search.record import storage_of
     assert storage_of(run, own) == f"sqlite:///{(run.path / 'study.db').resolve()}"
+
+
+# --- other bad input of issue 31: one line, exit 2, before any work ------------------------------------------------
+
+BAD_INPUT = {  # arguments: words of the one line
+    "budget beyond 1e18": (["search", "--budget", "1e300GFLOPs"], "is above 1e+18"),
+    "cost --threads 0 without --latency": (["cost", "fat_b0", "--threads", "0"], "--threads 0"),
+    "export --res 100000": (["export", "--model", "fat_b0", "--format", "pt2", "--res", "100000"], "GiB"),
+    "latency-profile --res 100000": (["latency-profile", "--space", "fat", "--res", "100000", "-o", "t.json"], "GiB"),
+    "heartbeat beyond a week": (["search", "--heartbeat-interval", "100000000000", "--grace-period", "300000000000",
+                                 "--budget", "6MFLOPs"], "from 1 to 604,800"),
+    "run id with a trailing newline": (["export", "tiny\n", "--pareto"], "not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_one_line_before_any_work(case, isolated_dirs, monkeypatch):
+    monkeypatch.chdir(isolated_dirs)
+    args, words = BAD_INPUT[case]
+    status, _, err = cli(*args)
+    assert status == 2 and err.count("\n") == 1 and words in err, err
+    assert not (isolated_dirs / "t.json").exists() and not (isolated_dirs / "runs").exists()
+
+
+def test_memory_counts_parameters_before_any_network_is_built():
+    from fatnas.estimate.memory import check_memory, parameter_bytes
+    from fatnas.model.config import FATConfig
+    from fatnas.model.space import load_space
+
+    wide = FATConfig(widths=[16384] * 4, depths=[64] * 4, heads=[1] * 4, kernels=[3] * 4, windows=[1] * 4,
+                     ffn_ratios=[4.0] * 4, ffn_kernels=[3] * 4)  # every value within the documented ranges
+    assert parameter_bytes(wide, training=False) > 1000 * 2**30
+    with pytest.raises(FatnasError, match="GiB of it for parameters"):
+        check_memory(wide, 32, 1, "cpu", training=False, what="--res")
+    space = load_space("fat")
+    assert parameter_bytes(space, training=True) == 4 * parameter_bytes(space, training=False) > 0

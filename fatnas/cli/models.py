@@ -94,10 +94,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args.model)
     check_device(device(args))
-    if args.latency:
-        from ..estimate.memory import check_memory
+    threads(args)  # --threads is checked whether or not a latency is measured
+    from ..estimate.memory import check_memory
 
-        check_memory(cfg, args.res, args.batch_size, device(args), training=False, what="--res")
+    check_memory(cfg, args.res, args.batch_size, device(args), training=False, what="--res")
     result = cost_result(cfg, args)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -193,6 +193,7 @@ def cmd_latency_profile(args: argparse.Namespace) -> int:
     settings = ProfileSettings(device=device(args), runtime=args.runtime, threads=threads(args), batch=args.batch,
                                res=args.res, repeats=args.repeats)
     settings.check()
+    _check_profile_target(space, args, settings.device)
     if args.runtime == "onnxruntime":
         from ..model.deploy import require_onnx
 
@@ -210,6 +211,15 @@ def cmd_latency_profile(args: argparse.Namespace) -> int:
           f"calibration factor {profiled.factor:.3f} ({len(profiled.meta['calibration']['networks'])} whole networks)")
     print(f"wrote {path} [{info['table_fingerprint']}]")
     return 0
+
+
+def _check_profile_target(space: Any, args: argparse.Namespace, on: str) -> None:
+    """Before minutes of profiling: the output can be written, and the space's largest network fits in memory."""
+    from ..estimate.memory import check_memory
+    from ..paths import check_writable
+
+    check_writable(args.output, "-o")
+    check_memory(space, args.res or space.resolution, args.batch, on, training=False, what="--res")
 
 
 def _progress_line(done: int, total: int) -> None:

@@ -83,6 +83,7 @@ _BUDGET_RE = re.compile(
     r"(?:(?P<prefix>[kKMGT]?)(?P<unit>flops?|params?)|(?P<time>ms|s))\s*$",
     re.IGNORECASE,
 )
+MAX_BUDGET = 1e18  # any limit beyond is no limit (a network of 1e18 FLOPs is far outside every space)
 BUDGET_FORMS = "2GFLOPs, 500MFLOPs, 1.5e9FLOPs, 5Mparams, 800Kparams, 20ms, 0.05s"
 
 
@@ -149,9 +150,13 @@ def _parse_one(text: str) -> tuple[str, Any]:
         raise BudgetError(f"budget {text!r} is not a finite number; accepted forms: {BUDGET_FORMS}")
     if number <= 0:
         raise BudgetError(f"budget {text!r} must be positive; accepted forms: {BUDGET_FORMS}")
+    scale = (1.0 if m["time"].lower() == "ms" else 1000.0) if m["time"] else _UNIT_PREFIX[m["prefix"].upper()]
+    if not number * scale <= MAX_BUDGET:  # 1e300GFLOPs overflows to inf
+        raise BudgetError(f"budget {text!r} is above {MAX_BUDGET:.0e} (FLOPs, params or ms); "
+                          f"accepted forms: {BUDGET_FORMS}")
     if m["time"]:
-        return "max_latency_ms", number * (1.0 if m["time"].lower() == "ms" else 1000.0)
-    value = int(round(number * _UNIT_PREFIX[m["prefix"].upper()]))
+        return "max_latency_ms", number * scale
+    value = int(round(number * scale))
     if value < 1:
         raise BudgetError(f"budget {text!r} rounds to zero; accepted forms: {BUDGET_FORMS}")
     return ("max_flops" if m["unit"].lower().startswith("flop") else "max_params"), value

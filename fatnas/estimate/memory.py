@@ -1,5 +1,5 @@
-"""Memory, before any trial starts: an estimate of the activation memory of a space's largest network,
-the limit of this machine (or GPU), and the check that refuses a resolution that would not fit."""
+"""Memory, before any network is built: an estimate of the parameter and activation memory of a config or of a
+space's largest network, the limit of this machine (or GPU), and the check that refuses what would not fit."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,8 @@ from ..model.space import stage_value
 from .proxy import ProxyError
 
 MEMORY_LIMIT_ENV = "FATNAS_MEMORY_LIMIT_GB"  # overrides the limit found (the machine's memory, or the GPU's)
-BYTES_PER_VALUE = 4  # float32 activations
+BYTES_PER_VALUE = 4  # float32 activations and weights
+TRAINING_COPIES = 4  # weights, gradients and AdamW's two moments
 
 
 def activation_bytes(source: Any, res: int, batch: int, *, training: bool) -> int:
@@ -29,6 +30,23 @@ def activation_bytes(source: Any, res: int, batch: int, *, training: bool) -> in
         blocks += [per_block] * depth
     values = stem + sum(blocks) if training else 2 * max([stem, *blocks])
     return values * batch * BYTES_PER_VALUE
+
+
+def parameter_bytes(source: Any, *, training: bool) -> int:
+    """The memory of a network's parameters (of a config, or of a space's largest network), with their gradients
+    and optimizer state when training; counted analytically, so no module is built to find it."""
+    from .cost import analytic_cost
+
+    cfg = source if isinstance(source, FATConfig) else _largest_config(source)
+    return analytic_cost(cfg, 32).params * BYTES_PER_VALUE * (TRAINING_COPIES if training else 1)
+
+
+def _largest_config(space: Any) -> FATConfig:
+    """The space's network with the most parameters: the largest of every choice (the smallest head size)."""
+    smallest = ("windows", "head_dims")
+    values = {key: [(min if key in smallest else max)(options) for options in per_stage]
+              for key, per_stage in space.choices.items()}
+    return space.to_config(values)
 
 
 def _largest_stages(source: Any) -> list[tuple[int, float, int, int, int]]:
@@ -69,13 +87,16 @@ def memory_limit_bytes(device: str) -> tuple[int, str]:
 def check_memory(source: Any, res: int, batch: int, device: str, *, training: bool, what: str) -> None:
     """Refuse, before any work starts, a resolution at which a config (or a space's largest network) would not
     fit in memory here."""
-    need = activation_bytes(source, res, batch, training=training)
+    weights = parameter_bytes(source, training=training)
+    need = weights + activation_bytes(source, res, batch, training=training)
     limit, origin = memory_limit_bytes(device)
     if need > limit:
         doing = f"{'training' if training else 'timing'} at batch {batch}"
         network = "the network" if isinstance(source, FATConfig) else f"the largest network of space {source.name!r}"
         raise ProxyError(f"{what} {res}: {network} needs about {need / 2**30:,.1f} GiB for {doing} at {res} px "
-                         f"(an estimate); the limit is {limit / 2**30:,.1f} GiB ({origin}); use a smaller resolution")
+                         f"({weights / 2**30:,.1f} GiB of it for parameters; an estimate); the limit is "
+                         f"{limit / 2**30:,.1f} GiB ({origin}); use a smaller network or resolution")
 
 
-__all__ = ["BYTES_PER_VALUE", "MEMORY_LIMIT_ENV", "activation_bytes", "check_memory", "memory_limit_bytes"]
+__all__ = ["BYTES_PER_VALUE", "MEMORY_LIMIT_ENV", "activation_bytes", "check_memory", "memory_limit_bytes",
+           "parameter_bytes"]

@@ -25,6 +25,7 @@ import yaml
 from ..errors import FatnasError
 from ..estimate.base import make_estimator
 from ..estimate.cost import flop_convention
+from ..estimate.memory import check_memory
 from ..model.config import FATConfig
 from ..model.variants import (
     NAME_PATTERN,
@@ -181,6 +182,7 @@ def export_deployed(spec: str, fmt: str, path: str | Path | None = None, res: in
     stem = Path(str(spec)).stem
     res = res or int(variant_metadata(stem).get("resolution") or 224)
     target = Path(path) if path is not None else variants_dir() / f"{stem}.{fmt}"
+    check_memory(cfg, res, 1, "cpu", training=False, what="--res")  # parameters and activations, before building
     with torch.random.fork_rng():
         torch.manual_seed(DEPLOY_SEED)
         model = create_model(cfg)

@@ -34,6 +34,7 @@ USERINFO = re.compile(r"^(?P<scheme>[A-Za-z0-9+]+://)(?P<user>[^:/@]*):(?P<passw
 # how `search --workers N` hands the storage URL to the worker processes it starts: in their environment
 # (readable by the owner only), never on their command line, where `ps` shows it to every user
 WORKER_STORAGE_ENV = "FATNAS_WORKER_STORAGE"
+MAX_HEARTBEAT_S = 7 * 86_400  # a heartbeat interval or grace period of more than a week watches nothing
 HEARTBEAT_ATTR = "heartbeat"  # journal storages: wall-clock time of the trial's last heartbeat
 # SQLAlchemy's default driver of each scheme (another is named in the URL, e.g. postgresql+psycopg2://)
 DRIVERS = dict(postgresql="psycopg (pip install 'psycopg[binary]')", mysql="mysqlclient (pip install mysqlclient)")
@@ -52,8 +53,9 @@ class Heartbeat:
 
     def __post_init__(self) -> None:
         for name, value in (("heartbeat interval", self.interval_s), ("grace period", self.grace_s)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise FatnasError(f"{name} {value!r}: must be a whole number of seconds, at least 1")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_HEARTBEAT_S:
+                raise FatnasError(f"{name} {shown(value)}: must be a whole number of seconds from 1 to "
+                                  f"{MAX_HEARTBEAT_S:,} (a week; a thread cannot wait much longer)")
         if self.grace_s <= self.interval_s:
             raise FatnasError(f"grace period {self.grace_s} s: must be longer than the heartbeat interval "
                               f"({self.interval_s} s), e.g. three times it")
