@@ -17,6 +17,18 @@ def home_dir() -> Path:
     return Path(os.environ.get("FATNAS_HOME") or ".")
 
 
+def folder_setting(env: str, default: Path) -> Path:
+    """The folder an environment variable names (else `default`): a folder, or a path not made yet; a file there
+    is an error naming the variable."""
+    from .errors import FatnasError
+
+    folder = Path(os.environ.get(env) or default)
+    if folder.exists() and not folder.is_dir():
+        raise FatnasError(f"${env if os.environ.get(env) else 'FATNAS_HOME'} gives {folder}, which is not a "
+                          "folder; accepted: a folder, or a path where one can be made")
+    return folder
+
+
 def portable_path(path: str | Path) -> str:
     """A path as a record should keep it: relative to the working folder, never the machine's absolute path
     (a file of the installed package: relative to the package's parent, e.g. `fatnas/search_spaces/fat.yaml`)."""
@@ -74,14 +86,16 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file whole or not at all (temporary file, then rename)."""
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: Path, text: str, *, replace: bool = True) -> None:
+    """Write a text file whole or not at all (temporary file, then rename); see `atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode(), replace=replace)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, replace: bool = True) -> None:
     """The one way fatnas writes a file: whole or not at all (a temporary file beside the target, then rename),
-    into the regular file, new path or symlink target that `write_target` accepts."""
+    into the regular file, new path or symlink target that `write_target` accepts. `replace=False`: only where no
+    file is yet, decided atomically (a hard link), so of two processes writing one new name one gets
+    FileExistsError."""
     from .errors import FatnasError
 
     target = write_target(path)
@@ -94,10 +108,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; run files are for sharing
-        os.replace(tmp, target)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            os.link(tmp, target)
+            os.unlink(tmp)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
             raise FatnasError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
         raise
 
@@ -113,5 +131,5 @@ def torch_bytes(obj: object) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "check_writable", "home_dir", "portable_path", "torch_bytes",
-           "write_target"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "check_writable", "folder_setting", "home_dir", "portable_path",
+           "torch_bytes", "write_target"]

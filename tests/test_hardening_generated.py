@@ -414,3 +414,43 @@ def test_memory_counts_parameters_before_any_network_is_built():
         check_memory(wide, 32, 1, "cpu", training=False, what="--res")
     space = load_space("fat")
     assert parameter_bytes(space, training=True) == 4 * parameter_bytes(space, training=False) > 0
+
+
+# --- low: a folder without run.yaml, two exports of one name, $FATNAS_RUNS_DIR a file -------------------------
+
+def test_a_folder_without_run_yaml_is_named_as_such_on_create_and_on_open(isolated_dirs):
+    from fatnas.runs.store import create_run, open_run
+
+    (isolated_dirs / "runs" / "bare").mkdir(parents=True)
+    with pytest.raises(RunError, match="already exists .* as a folder without run.yaml"):
+        create_run("bare")
+    with pytest.raises(RunError, match="is a folder without run.yaml"):
+        open_run("bare")
+
+
+def test_two_exports_of_one_new_name_at_once_give_one_variant_and_one_error(tiny_run, isolated_dirs, monkeypatch):
+    import fatnas.runs.export as export
+
+    run = copy_run(tiny_run, isolated_dirs / "runs", "good")
+    trial = int(run.pareto()["trial"].iloc[0])
+    real_check = export.check_name
+
+    def other_export_wins(name: str, *, force: bool = False) -> Path:  # the other process writes just after the check
+        path = real_check(name, force=force)
+        if not force:
+            real_write(path, export.trial_config(run.pareto().iloc[0]), {"run": "other"}, force=False)
+        return path
+
+    real_write = export._write
+    monkeypatch.setattr(export, "check_name", other_export_wins)
+    with pytest.raises(FatnasError, match="already exists .* made by another export just now"):
+        export.export_trial(run, trial, "same")
+    assert yaml.safe_load((isolated_dirs / "variants" / "same.yaml").read_text())["source"] == {"run": "other"}
+
+
+@pytest.mark.parametrize("env", ["FATNAS_RUNS_DIR", "FATNAS_VARIANTS_DIR"])
+def test_a_runs_or_variants_setting_that_names_a_file_is_one_line(env, isolated_dirs, monkeypatch):
+    (isolated_dirs / "a-file").write_text("x")
+    monkeypatch.setenv(env, str(isolated_dirs / "a-file"))
+    status, _, err = cli("runs" if env == "FATNAS_RUNS_DIR" else "models")
+    assert status == 2 and err.count("\n") == 1 and f"${env}" in err and "not a folder" in err

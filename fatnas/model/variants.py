@@ -13,7 +13,7 @@ from typing import Any
 
 from ..documents import read_yaml
 from ..errors import FatnasError, shown
-from ..paths import home_dir
+from ..paths import folder_setting, home_dir
 from .config import ConfigError, FATConfig
 from .network import FAT
 
@@ -47,7 +47,7 @@ class UnknownModelError(FatnasError):
 
 def variants_dir() -> Path:
     """Folder of exported variants: $FATNAS_VARIANTS_DIR, else `variants/` in $FATNAS_HOME or the current directory."""
-    return Path(os.environ.get("FATNAS_VARIANTS_DIR") or home_dir() / "variants")
+    return folder_setting("FATNAS_VARIANTS_DIR", home_dir() / "variants")
 
 
 def _exported() -> dict[str, Path]:

@@ -100,8 +100,14 @@ def _source(run: Run, row: pd.Series, meta: dict[str, Any]) -> dict[str, Any]:
                 exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
-def _write(path: Path, cfg: FATConfig, source: dict[str, Any]) -> None:
-    atomic_write_text(path, yaml.safe_dump({"config": cfg.to_dict(), "source": source}, sort_keys=False))
+def _write(path: Path, cfg: FATConfig, source: dict[str, Any], *, force: bool) -> None:
+    """The variant file; without `force` only where none is, also when another export makes it at this moment."""
+    text = yaml.safe_dump({"config": cfg.to_dict(), "source": source}, sort_keys=False)
+    try:
+        atomic_write_text(path, text, replace=force)
+    except FileExistsError:
+        raise ExportError(f"variant {path.stem!r} already exists ({path}), made by another export just now; "
+                          "pass --force to overwrite it") from None
 
 
 def export_trial(run: Run, trial: int, name: str, *, force: bool = False, with_weights: bool = False) -> Exported:
@@ -115,7 +121,7 @@ def export_trial(run: Run, trial: int, name: str, *, force: bool = False, with_w
     if weights is not None:
         source["weights"] = weights["provenance"]
         atomic_write_bytes(weights_path(name), torch_bytes(weights))
-    _write(path, cfg, source)
+    _write(path, cfg, source, force=force)
     return Exported(name, path, source)
 
 
@@ -142,7 +148,7 @@ def export_config(cfg: FATConfig, name: str, source: dict[str, Any], *, force: b
     path = check_name(name, force=force)
     source = dict(dict(run=None), **source)
     source.setdefault("exported_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    _write(path, cfg, source)
+    _write(path, cfg, source, force=force)
     return Exported(name, path, source)
 
 
@@ -159,7 +165,7 @@ def export_pareto(run: Run, *, prefix: str | None = None, force: bool = False) -
     for name, trial in planned:
         row = _trial_row(run, trial)
         source = _source(run, row, meta)
-        _write(paths[name], trial_config(row), source)
+        _write(paths[name], trial_config(row), source, force=force)
         out.append(Exported(name, paths[name], source))
     return out
 

@@ -31,7 +31,7 @@ from .._version import __version__ as fatnas_version
 from ..documents import load_json, load_text, read_bytes, read_yaml
 from ..errors import FatnasError, redact
 from ..model.config import FATConfig
-from ..paths import atomic_write_text, home_dir, portable_path
+from ..paths import atomic_write_text, folder_setting, home_dir, portable_path
 from .schema import check_meta, check_table
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -56,7 +56,7 @@ def warn(message: str) -> None:
 
 def runs_root() -> Path:
     """Where runs live: $FATNAS_RUNS_DIR, else `runs/` in $FATNAS_HOME or the current directory."""
-    return Path(os.environ.get("FATNAS_RUNS_DIR") or home_dir() / "runs")
+    return folder_setting("FATNAS_RUNS_DIR", home_dir() / "runs")
 
 
 def new_run_id(prefix: str = "search") -> str:
@@ -210,9 +210,17 @@ def create_run(run_id: str, root: Path | None = None) -> Run:
     try:
         path.mkdir()  # atomic: of two processes making one id, exactly one succeeds
     except FileExistsError:
-        raise RunError(f"run {run_id!r} already exists in {path.parent}; pick another --run-id or --resume it"
+        bare = "" if (path / "run.yaml").is_file() else \
+            " as a folder without run.yaml (a run starting now, or one that never started: remove it then)"
+        raise RunError(f"run {run_id!r} already exists in {path.parent}{bare}; pick another --run-id or --resume it"
                        ) from None
     return Run(path)
+
+
+def _not_a_run(run_id: str, path: Path) -> RunError:
+    """The one error of a folder that holds a run's id but no run.yaml (a run that failed to start, say)."""
+    return RunError(f"run {run_id!r}: {path} is a folder without run.yaml (a run starting now, or one that never "
+                    "started: remove it then); nothing to open")
 
 
 def new_run(run_id: str | None, prefix: str, record: Callable[[Run], None], root: Path | None = None) -> Run:
@@ -230,6 +238,8 @@ def open_run(run_id: str, root: Path | None = None) -> Run:
     """An existing run by id (or path); a missing one lists the known runs."""
     candidate = Path(run_id)
     path = candidate if (candidate / "run.yaml").is_file() else (root or runs_root()) / run_id
+    if path.is_dir() and not (path / "run.yaml").is_file() and RUN_ID_PATTERN.fullmatch(run_id):
+        raise _not_a_run(run_id, path)
     if not (path / "run.yaml").is_file():
         known = ", ".join(r.id for r in list_runs(root)) or "none"
         raise RunError(f"run {run_id!r} not found in {root or runs_root()}; known runs: {known}")
