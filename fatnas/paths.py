@@ -42,6 +42,29 @@ def portable_path(path: str | Path) -> str:
     return os.path.relpath(resolved, Path.cwd().resolve())
 
 
+# fields of a record (run.yaml, a variant's source) that hold a path, and the storage URLs that hold a file's path
+PATH_FIELDS = ("data_dir", "base", "space_source", "model", "table", "storage")
+FILE_URL_PREFIXES = ("sqlite:///", "journal://")
+
+
+def portable_record(record: dict) -> dict:
+    """A copy of a record with every path field made portable (`portable_path`), at any depth: a new run records
+    no machine path, whether its paths came from the command line, a settings class or a storage URL."""
+    out = dict(record)
+    for key, value in out.items():
+        if isinstance(value, dict):
+            out[key] = portable_record(value)
+        elif key in PATH_FIELDS and isinstance(value, str):
+            out[key] = portable_url(value) if key == "storage" else portable_path(value)
+    return out
+
+
+def portable_url(url: str) -> str:
+    """A storage URL whose file (`sqlite:///PATH`, `journal://PATH`) is made portable; other URLs as they are."""
+    prefix = next((p for p in FILE_URL_PREFIXES if url.startswith(p)), None)
+    return url if prefix is None else prefix + portable_path(url[len(prefix):])
+
+
 def check_writable(path: str | Path, what: str = "output") -> Path:
     """Refuse, before any work, an output whose kind `write_target` refuses or whose folder cannot be made or
     written (`-o /proc/x.pt2`)."""
@@ -132,4 +155,4 @@ def torch_bytes(obj: object) -> bytes:
 
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "check_writable", "folder_setting", "home_dir", "portable_path",
-           "torch_bytes", "write_target"]
+           "portable_record", "portable_url", "torch_bytes", "write_target"]

@@ -454,3 +454,18 @@ def test_a_runs_or_variants_setting_that_names_a_file_is_one_line(env, isolated_
     monkeypatch.setenv(env, str(isolated_dirs / "a-file"))
     status, _, err = cli("runs" if env == "FATNAS_RUNS_DIR" else "models")
     assert status == 2 and err.count("\n") == 1 and f"${env}" in err and "not a folder" in err
+
+
+# --- records keep no machine path -------------------------------------------------------------------------------
+
+def test_a_new_record_holds_every_path_relative(isolated_dirs, monkeypatch):
+    from fatnas.paths import portable_record
+
+    monkeypatch.chdir(isolated_dirs)
+    here = isolated_dirs.resolve()
+    record = dict(storage=f"sqlite:///{here}/rel.db", data_dir=str(here / "data"), base=str(here / "cfg.yaml"),
+                  latency=dict(model=str(here / "t.json")), journal=dict(storage=f"journal://{here}/s.log"),
+                  other="/not/a/path/field", server="postgresql://ann:***@db/nas")
+    assert portable_record(record) == dict(storage="sqlite:///rel.db", data_dir="data", base="cfg.yaml",
+                                           latency=dict(model="t.json"), journal=dict(storage="journal://s.log"),
+                                           other="/not/a/path/field", server="postgresql://ann:***@db/nas")

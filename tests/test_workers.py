@@ -135,8 +135,9 @@ def test_two_workers_on_one_journal_file_and_a_run_folder_rebuilt_elsewhere(isol
     out = run_cli(*SEARCH, "--trials", "6", "--run-id", "j", "--workers", "2", "--storage", str(journal))
     assert out.returncode == 0, out.stderr
     run = open_run("j")
-    assert run.read_meta()["storage"] == f"journal://{journal}" and not (run.path / "study.db").exists()
-    assert_one_shared_search("j", run.storage_url, 6)
+    relative = os.path.relpath(journal.resolve(), ROOT.resolve())  # from the CLI's working folder: no machine path
+    assert run.read_meta()["storage"] == f"journal://{relative}" and not (run.path / "study.db").exists()
+    assert_one_shared_search("j", f"journal://{journal}", 6)
 
     monkeypatch.setenv("FATNAS_RUNS_DIR", str(isolated_dirs / "elsewhere"))  # another machine's runs/
     out = run_cli("sync", "j", "--storage", f"journal://{journal}")

@@ -31,7 +31,7 @@ from .._version import __version__ as fatnas_version
 from ..documents import load_json, load_text, read_bytes, read_yaml
 from ..errors import FatnasError, redact
 from ..model.config import FATConfig
-from ..paths import atomic_write_text, folder_setting, home_dir, portable_path
+from ..paths import atomic_write_text, folder_setting, home_dir, portable_path, portable_record
 from .schema import check_meta, check_table
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -139,7 +139,7 @@ class Run:
                     **environment_info())
         meta["flop_convention"] = flop_convention
         meta["accuracy_note"] = f"proxy accuracy on {dataset}; not ImageNet accuracy"
-        self.write_meta(meta)
+        self.write_meta(portable_record(meta))
 
     def update_meta(self, **changes: Any) -> None:
         """Change some fields of run.yaml, under the run folder's lock (workers may update it at once)."""

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..estimate.cost import Budget, Cost, analytic_cost, flop_convention, format_flops
 from ..model.config import FATConfig, describe
+from ..paths import portable_path
 from .transforms import BASE_RES, X_LABELS, Compound, ScalingError, compound_scale, fit_x
 
 COST_METRICS = ("params", "flops", "latency_ms")
@@ -164,6 +165,7 @@ def export_budget_fit(fit: BudgetFit, base_name: str, name: str, coeffs: Compoun
     """Write a `fit_budget` result as variant `name` through the export path (atomic, name rules, no overwrite)."""
     from ..runs.export import export_config
 
+    base_name = portable_path(base_name)  # a variant records no machine path
     source = dict(run=None, origin=f"scaling of {base_name}", base=base_name,
                   scaling="compound, depth and width only (resolution fixed at 224)", phi=fit.phi,
                   alpha=coeffs.alpha, beta=coeffs.beta, width_multiplier=fit.width_mult,

@@ -73,7 +73,7 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
     budget = Budget(**meta["budget"])
     values = dict(space=space, budget=budget, proxy=ProxySettings(**meta["proxy"]), trials=meta["trials"],
                   timeout_s=meta.get("timeout_s"), sampler=meta["sampler"], seed=meta["seeds"]["sampler"],
-                  dataset=meta["dataset"], data_dir=meta.get("data_dir"),
+                  dataset=meta["dataset"], data_dir=_absolute(meta.get("data_dir")),
                   latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
                   references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
                   threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False),
@@ -140,7 +140,7 @@ def storage_of(run: Run, given: str | None) -> str:
     """The storage a worker of `run` opens: `given`, else the one its starting process handed it through
     the environment (`search --workers`), else run.yaml's (which must then hold no masked password)."""
     given = given if given is not None else os.environ.get(WORKER_STORAGE_ENV) or None
-    url = run.storage_url
+    url = normalize_storage(run.storage_url)  # a file's path is recorded relative to the working folder
     if given is not None:
         return check_same_storage(run, normalize_storage(given), url)
     if has_masked_password(url):
