@@ -30,6 +30,7 @@ from fatnas.paths import atomic_write_bytes, check_writable
 from fatnas.runs.schema import KINDS, TABLES
 from fatnas.runs.store import RunError, readable_runs
 
+from .conftest import needs_fashion_mnist
 from .tiny_run import copy_run
 
 FAST = settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
@@ -469,3 +470,34 @@ def test_a_new_record_holds_every_path_relative(isolated_dirs, monkeypatch):
     assert portable_record(record) == dict(storage="sqlite:///rel.db", data_dir="data", base="cfg.yaml",
                                            latency=dict(model="t.json"), journal=dict(storage="journal://s.log"),
                                            other="/not/a/path/field", server="postgresql://ann:***@db/nas")
+
+
+@needs_fashion_mnist
+def test_ctrl_c_is_one_line_and_leaves_no_running_trial(isolated_dirs):
+    import signal
+    import subprocess
+    import sys
+
+    import optuna
+
+    from .conftest import ROOT, TINY_PROXY, TINY_SPACE
+
+    command = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "6MFLOPs", "--trials", "3", "--space",
+               str(TINY_SPACE), "--run-id", "ci", "--no-references", "--threads", "1", "--quiet", *TINY_PROXY]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=dict(os.environ), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    storage = f"sqlite:///{isolated_dirs / 'runs' / 'ci' / 'study.db'}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        with contextlib.suppress(Exception):  # the study may not exist yet
+            states = {t.state.name for t in optuna.load_study(study_name="ci", storage=storage).trials}
+            if {"RUNNING", "COMPLETE"} <= states:
+                break
+    assert proc.poll() is None, "the search ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().count("\n") == 0 and "interrupted" in err, err
+    trials = optuna.load_study(study_name="ci", storage=storage).trials
+    assert "RUNNING" not in {t.state.name for t in trials}
+    assert any(t.user_attrs.get("error") == "interrupted (Ctrl-C)" for t in trials)

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except FatnasError as exc:
         print(f"error: {redact(' '.join(str(exc).splitlines()))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: what had finished is kept (a stopped search continues with search --resume ID)",
+              file=sys.stderr)
+        return 130
 
 
 def _negative_values(argv: list[str]) -> list[str]:

@@ -220,6 +220,9 @@ class OptunaSearch:
                 failures = 0 if outcome is not False else failures + 1
                 if outcome is not None:
                     show_progress(bar, self.publish(), target)
+        except KeyboardInterrupt:
+            self.fail_own_running("interrupted (Ctrl-C)")
+            raise
         finally:
             self.heartbeats.close()
             bar.close()
@@ -270,6 +273,13 @@ class OptunaSearch:
         if not self.running_here():
             self.heartbeats.close()
             self.heartbeats = contextlib.ExitStack()
+
+    def fail_own_running(self, error: str) -> None:
+        """Tell this worker's running trials FAIL (a stopped search leaves none RUNNING for a resume to wait on)."""
+        for t in self.trials():
+            if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == self.worker:
+                self.storage.set_trial_user_attr(t._trial_id, "error", error)
+                self.study.tell(t.number, state=TrialState.FAIL)
 
     def running_here(self) -> bool:
         return any(t.state == TrialState.RUNNING and t.user_attrs.get("worker") == self.worker for t in self.trials())
