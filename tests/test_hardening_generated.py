@@ -30,7 +30,7 @@ from fatnas.paths import atomic_write_bytes, check_writable
 from fatnas.runs.schema import KINDS, TABLES
 from fatnas.runs.store import RunError, readable_runs
 
-from .conftest import needs_fashion_mnist
+from .conftest import ROOT, needs_fashion_mnist
 from .tiny_run import copy_run
 
 FAST = settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
@@ -501,3 +501,43 @@ def test_ctrl_c_is_one_line_and_leaves_no_running_trial(isolated_dirs):
     trials = optuna.load_study(study_name="ci", storage=storage).trials
     assert "RUNNING" not in {t.state.name for t in trials}
     assert any(t.user_attrs.get("error") == "interrupted (Ctrl-C)" for t in trials)
+
+
+# --- ImageFolder: corrupt images and decompression bombs are one line; a small folder can be searched ----------
+
+def _image_folder(root: Path, per_class: int = 6) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((20, 20, 3), 40 * i, dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("bad", ["corrupt", "bomb"])
+def test_an_unreadable_image_is_one_error_naming_it(bad, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from fatnas.estimate.data import DataError, load_dataset
+
+    folder = _image_folder(tmp_path / "images")
+    if bad == "corrupt":
+        (folder / "a" / "bad.png").write_bytes(b"\x89PNG not really")
+    else:
+        Image.new("RGB", (64, 64)).save(folder / "a" / "bad.png")
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is then a bomb
+    with pytest.raises(DataError, match=r"image .*bad\.png cannot be read"):
+        load_dataset("imagefolder", folder)
+
+
+def test_a_small_image_folder_keeps_half_for_validation_and_search_takes_val_images(tmp_path):
+    from fatnas.estimate.data import load_dataset, settings_data
+    from fatnas.search.api import search_settings
+
+    folder = _image_folder(tmp_path / "images")
+    assert len(load_dataset("imagefolder", folder).val_x) == 6
+    settings = search_settings(budget="6MFLOPs", space=str(ROOT / "tests" / "data" / "tiny_space.yaml"),
+                               dataset="imagefolder", data_dir=str(folder), val_images=4)
+    assert settings.proxy.val_images == 4 and len(settings_data(settings).val_x) == 6

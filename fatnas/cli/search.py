@@ -40,6 +40,8 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trial")
     p.add_argument("--proxy-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--val-images", type=int, default=None,
+                   help="validation images each candidate's accuracy is measured on (default 1000)")
     p.add_argument("--no-references", action="store_true", help="skip evaluating fat_b0..b3")
     p.add_argument("--no-early-stopping", action="store_true")
     p.add_argument("--prescreen", default=None, metavar="PROXY",
@@ -111,7 +113,7 @@ def _search_settings(args: argparse.Namespace) -> Any:
                            sampler=args.sampler, seed=args.seed, device=device(args), threads=threads(args),
                            dataset=dataset(args), data_dir=args.data_dir, classes=task_classes(args),
                            proxy_res=args.proxy_res, proxy_images=args.proxy_images, proxy_epochs=args.proxy_epochs,
-                           batch_size=args.batch_size, references=not args.no_references,
+                           batch_size=args.batch_size, val_images=args.val_images, references=not args.no_references,
                            early_stopping=not args.no_early_stopping, prescreen=args.prescreen,
                            prescreen_keep=args.prescreen_keep, collapse_inert=not args.keep_inert,
                            heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,

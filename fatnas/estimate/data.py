@@ -19,13 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import FatnasError
+from ..errors import FatnasError, shown
 
 DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 FASHION_MNIST_TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 EVAL_SPLITS = ("val", "test")
+VAL_POOL = 2000  # training images set aside for validation (a proxy measures on the first val_images of them)
 IMAGEFOLDER_SIZE = 64
 _IDX_UINT8 = 0x08
 _STATS_IMAGES = 10_000  # normalization statistics come from the first training images
@@ -75,8 +76,9 @@ class DataSplit:
 
 
 def load_dataset(name: str = "fashion-mnist", data_dir: str | Path | None = None, *,
-                 val_images: int = 2000, seed: int = 0, classes: tuple[int, ...] = ()) -> DataSplit:
-    """Load a data set and split its training files into training and a seeded validation subset.
+                 val_images: int | None = None, seed: int = 0, classes: tuple[int, ...] = ()) -> DataSplit:
+    """Load a data set and split its training files into training and a seeded validation subset of `val_images`
+    (None: VAL_POOL, or half the images of a data set of no more, a small ImageFolder).
 
     `classes` keeps only those classes, relabelled 0, 1, ... (empty: all).
     """
@@ -93,6 +95,8 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | Path | None = None
         images, labels = _imagefolder(_required_dir(name, data_dir))
     else:
         raise DataError(f"unknown data set {name!r}; accepted names: {', '.join(DATASETS)}")
+    if val_images is None:
+        val_images = VAL_POOL if VAL_POOL < len(images) else len(images) // 2
     split = _split(name, images, labels, val_images, seed)
     if test is not None:
         split.test_x, split.test_y = test
@@ -231,9 +235,27 @@ def _imagefolder(folder: Path, size: int = IMAGEFOLDER_SIZE) -> tuple[torch.Tens
         raise DataError(f"no images found under {folder}; {hint}") from exc
     if len(ds) < 2:
         raise DataError(f"image folder {folder} holds {len(ds)} image(s), need at least 2; {hint}")
-    arrays = [np.asarray(img.convert("RGB"), dtype=np.uint8) for img, _ in ds]
+    resize = transforms.Resize((size, size))
+    arrays = [_image_pixels(path, resize) for path, _ in ds.samples]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+
+def _image_pixels(path: str, resize: Any) -> np.ndarray:
+    """One image as RGB uint8 pixels, resized; a corrupt file or a decompression bomb (more pixels than PIL's
+    MAX_IMAGE_PIXELS) is one DataError naming the file, before its pixels are decoded."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return np.asarray(resize(img.convert("RGB")), dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {shown(str(exc), 120)}); "
+                        "remove or replace it") from None
 
 
 def _split(name: str, images: torch.Tensor, labels: torch.Tensor, val_images: int, seed: int) -> DataSplit:
@@ -322,8 +344,9 @@ def proxy_images(images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
 
 def settings_data(settings: Any) -> DataSplit:
     """The data set that search, study or scaling settings name: their dataset, data_dir, seed and classes."""
+    wanted = getattr(getattr(settings, "proxy", None), "val_images", 0)  # a proxy measuring on more: a bigger pool
     return load_dataset(settings.dataset, settings.data_dir, seed=settings.seed,
-                        classes=getattr(settings, "classes", ()))
+                        classes=getattr(settings, "classes", ()), val_images=wanted if wanted > VAL_POOL else None)
 
 
 __all__ = ["DATASETS", "EVAL_SPLITS", "DataError", "DataSplit", "ProxyImages", "check_classes", "load_dataset",

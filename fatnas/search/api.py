@@ -39,8 +39,8 @@ def search_settings(*, budget: str | Sequence[str] = (), space: str | None = Non
                     threads: int = 1, dataset: str = "fashion-mnist", data_dir: str | None = None,
                     classes: str | Sequence[int] | None = None, proxy_res: int | None = None,
                     proxy_images: int | None = None, proxy_epochs: int | None = None, batch_size: int | None = None,
-                    references: bool = True, early_stopping: bool = True, prescreen: str | None = None,
-                    prescreen_keep: float | None = None, collapse_inert: bool = True,
+                    val_images: int | None = None, references: bool = True, early_stopping: bool = True,
+                    prescreen: str | None = None, prescreen_keep: float | None = None, collapse_inert: bool = True,
                     heartbeat_interval: int | None = None, grace_period: int | None = None,
                     latency_model: str | None = None, estimator: str = "proxy",
                     supernet: str | None = None) -> SearchSettings:
@@ -56,9 +56,10 @@ def search_settings(*, budget: str | Sequence[str] = (), space: str | None = Non
         raise FatnasError("--prescreen-keep goes with --prescreen PROXY")
     check_device(device)
     check_positive(trials=trials, proxy_res=proxy_res, proxy_images=proxy_images, proxy_epochs=proxy_epochs,
-                   batch_size=batch_size, threads=threads)
+                   batch_size=batch_size, threads=threads, val_images=val_images)
     proxy = ProxySettings(seed=seed, device=device, **_given(res=proxy_res, train_images=proxy_images,
-                                                             epochs=proxy_epochs, batch_size=batch_size))
+                                                             epochs=proxy_epochs, batch_size=batch_size,
+                                                             val_images=val_images))
     heartbeat = Heartbeat(**_given(interval_s=heartbeat_interval, grace_s=grace_period))
     if isinstance(classes, str):
         classes = parse_classes(classes)
