@@ -541,3 +541,70 @@ def test_a_small_image_folder_keeps_half_for_validation_and_search_takes_val_ima
     settings = search_settings(budget="6MFLOPs", space=str(ROOT / "tests" / "data" / "tiny_space.yaml"),
                                dataset="imagefolder", data_dir=str(folder), val_images=4)
     assert settings.proxy.val_images == 4 and len(settings_data(settings).val_x) == 6
+
+
+# --- a damaged fidelity study is skipped; a damaged journal is refused; a resumed run's latency table is checked ---
+
+FIDELITY_DAMAGE = {
+    "lows missing": lambda run: run.write_meta({k: v for k, v in run.read_meta().items() if k != "lows"}),
+    "seed_spread.csv text": lambda run: (run.path / "seed_spread.csv").write_text(
+        "measure,network,seeds,seed_std\ndefault,fat_b0,3,abc\n"),
+    "correlations.csv text": lambda run: (run.path / "correlations.csv").write_text(
+        "estimator,kendall_tau,archs\ndefault:accuracy,high,34\n"),
+    "reliability.csv binary": lambda run: (run.path / "reliability.csv").write_bytes(b"\x00\xff" * 50),
+}
+
+
+@pytest.mark.parametrize("case", list(FIDELITY_DAMAGE))
+def test_a_damaged_fidelity_study_is_skipped_with_one_warning(case, isolated_dirs):
+    from fatnas.study.trust import find_proxy_trust
+
+    from .test_trust import PROXY, make_study
+
+    root = isolated_dirs / "runs"
+    make_study(root, "healthy", PROXY, tau=0.4)
+    FIDELITY_DAMAGE[case](make_study(root, "damaged", PROXY, tau=0.9))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        trust = find_proxy_trust(PROXY.to_dict(), roots=[root])
+    assert trust.study == "healthy"
+    assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("warning: skipped run 'damaged'")
+
+
+def _journal(path: Path) -> None:
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    study = optuna.create_study(study_name="j", storage=storage)
+    study.tell(study.ask(), 1.0)
+
+
+JOURNAL_DAMAGE = {
+    "last line cut": lambda data: data[:-7],
+    "bytes appended": lambda data: data + b"\x00\xffnot json\n",
+    "unknown operation": lambda data: data + b'{"op_code": 99}\n',
+    "deep": lambda data: data + b"[" * 5000 + b"\n",
+}
+
+
+@pytest.mark.parametrize("case", list(JOURNAL_DAMAGE))
+def test_a_damaged_journal_is_refused_before_optuna_reads_or_appends(case, tmp_path):
+    from fatnas.search.storage import StorageError, open_storage
+
+    path = tmp_path / "study.log"
+    _journal(path)
+    open_storage(f"journal://{path}", None)  # whole: opens
+    path.write_bytes(JOURNAL_DAMAGE[case](path.read_bytes()))
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match=f"journal {path}"):
+        open_storage(f"journal://{path}", None)
+    assert path.read_bytes() == before
+
+
+def test_resume_refuses_a_latency_table_that_is_gone(tiny_run, isolated_dirs):
+    from fatnas.search.record import settings_from_meta
+
+    meta = tiny_run.read_meta()
+    meta["latency"] = dict(meta["latency"], model=str(isolated_dirs / "gone.json"))
+    with pytest.raises(FatnasError, match="gone.json not found"):
+        settings_from_meta(meta)

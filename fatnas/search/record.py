@@ -14,6 +14,7 @@ from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, flop_convention
 from ..estimate.data import DataSplit
 from ..estimate.latency import latency_source
+from ..estimate.latency.table import checked_table_path
 from ..estimate.liveness import space_liveness
 from ..estimate.proxy import ProxySettings
 from ..model.space import space_from_dict
@@ -77,7 +78,8 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
                   latency_warmup=meta["latency"]["warmup"], latency_repeats=meta["latency"]["repeats"],
                   references=meta.get("references", True), early_stopping=meta.get("early_stopping", True),
                   threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False),
-                  latency_model=_absolute(meta["latency"].get("model")), classes=tuple(meta.get("classes") or ()),
+                  latency_model=checked_table_path(_absolute(meta["latency"].get("model")), space),  # gone: refused
+                  classes=tuple(meta.get("classes") or ()),
                   estimator=meta.get("estimator", "proxy"))
     prescreen = meta.get("prescreen") or {}
     values.update(prescreen=prescreen.get("proxy"), prescreen_keep=prescreen.get("keep", 0.25))

@@ -9,6 +9,7 @@ own heartbeats; a journal file (which has none) keeps a `heartbeat` user attribu
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -23,6 +24,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from ..documents import MAX_BYTES, load_text, read_bytes
 from ..errors import MASK, FatnasError, redact, shown
 
 STORAGE_FORMS = ("sqlite:///PATH, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
@@ -110,11 +112,50 @@ def has_masked_password(url: str) -> bool:
     return (match is not None and match["password"] == MASK) or f"={MASK}" in url
 
 
+def check_journal(path: Path) -> None:
+    """Refuse a journal file that is not whole, before Optuna reads it or appends to it: every line one JSON
+    operation Optuna knows, the last one ended (a cut line would merge with the next one written, bytes after
+    it would be read as operations)."""
+    from optuna.storages.journal._storage import JournalOperation
+
+    if not path.exists():
+        return
+    from optuna.storages.journal._file import JournalFileSymlinkLock, get_lock_file
+
+    with get_lock_file(JournalFileSymlinkLock(str(path))):  # the lock Optuna's writers hold: no line half-written
+        _check_journal_lines(path, known={int(op) for op in JournalOperation})
+
+
+def _check_journal_lines(path: Path, known: set[int]) -> None:
+    data = read_bytes(path, f"journal {path}", StorageError) if path.stat().st_size <= MAX_BYTES else None
+    text = _journal_text(path, data)
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            op = json.loads(line)
+        except (ValueError, RecursionError):
+            op = None
+        if not isinstance(op, dict) or op.get("op_code") not in known:
+            raise StorageError(f"journal {path}: line {number} is not an Optuna operation ({shown(line, 40)}); "
+                               "the file is damaged: restore it from a copy (fatnas appends nothing to it)")
+
+
+def _journal_text(path: Path, data: bytes | None) -> str:
+    """The journal's text; a file cut in the middle of a line, or not text, is a StorageError."""
+    if data is None:
+        data = path.read_bytes()  # a journal of a long study may pass MAX_BYTES; it is read whole by Optuna anyway
+    text = load_text(data, f"journal {path}", StorageError)
+    if text and not text.endswith("\n"):
+        raise StorageError(f"journal {path}: its last line is cut (a write was interrupted?); restore the file "
+                           "from a copy, or remove its last line to drop that operation")
+    return text
+
+
 def open_storage(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage:
     """Optuna's storage for a checked URL, with heartbeats where the storage keeps them (None: without)."""
     journal = journal_path(url)
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(journal)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     # SQLite shared by several processes: wait for the file lock instead of failing at once
     engine = dict(connect_args=dict(timeout=120)) if url.startswith("sqlite") else None
