@@ -14,7 +14,7 @@ from typing import Any, Iterable, NamedTuple
 import yaml
 
 from ..documents import read_yaml
-from ..errors import FatnasError
+from ..errors import FatnasError, shown
 
 NUM_STAGES = 4
 STAGE_FIELDS = ("widths", "depths", "heads", "kernels", "windows", "ffn_ratios", "ffn_kernels")
@@ -123,7 +123,7 @@ class FATConfig:
 
 def _fail(field: str, stage: int | None, value: Any, rule: str) -> None:
     where = f"{field}[{stage}]" if stage is not None else field
-    raise ConfigError(f"{where} = {value!r}: {rule}")
+    raise ConfigError(f"{where} = {shown(value)}: {rule}")
 
 
 # the range of every per-stage value, shared with search spaces (model.space): (integer?, lowest, highest)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..documents import read_yaml
-from ..errors import FatnasError
+from ..errors import FatnasError, shown
 from ..paths import portable_path
 from .config import NUM_STAGES, VALUE_RANGES, ConfigError, FATConfig, attention_keys, stage_output_sizes
 
@@ -165,7 +165,7 @@ def resolve_space_path(spec: str | Path | None) -> Path | Traversable:
     shipped = shipped_spaces()
     if str(spec) in shipped:
         return shipped[str(spec)]
-    raise SpaceError(f"search space {str(spec)!r} not found; give a YAML path or one of: {', '.join(shipped)}")
+    raise SpaceError(f"search space {shown(str(spec))} not found; give a YAML path or one of: {', '.join(shipped)}")
 
 
 def load_space(spec: str | Path | None = None) -> SearchSpace:
@@ -193,13 +193,14 @@ def space_from_dict(data: Any, *, source: str = "<dict>", default_name: str = "s
     choices = {key: _per_stage_choices(source, key, data[key]) for key in PARAM_ORDER if key in data}
     resolution = data.get("resolution", 224)
     if not _positive_int(resolution) or resolution > MAX_RESOLUTION:
-        raise SpaceError(f"space {source}: resolution = {resolution!r}: must be an integer from 1 to {MAX_RESOLUTION}")
+        raise SpaceError(f"space {source}: resolution = {shown(resolution)}: must be an integer from 1 to "
+                         f"{MAX_RESOLUTION}")
     rate = data.get("drop_path_rate", 0.0)
     if not _is_number(rate) or not 0 <= rate < 1:
-        raise SpaceError(f"space {source}: drop_path_rate = {rate!r}: must be a number in [0, 1)")
+        raise SpaceError(f"space {source}: drop_path_rate = {shown(rate)}: must be a number in [0, 1)")
     for key in ("name", "description"):
         if key in data and not isinstance(data[key], (str, int, float)):
-            raise SpaceError(f"space {source}: {key} = {data[key]!r}: must be a text")
+            raise SpaceError(f"space {source}: {key} = {shown(data[key])}: must be a text")
     space = SearchSpace(name=str(data.get("name", default_name)), choices=choices, resolution=resolution,
                         drop_path_rate=rate, source=source)
     _check_every_choice(space)
@@ -251,7 +252,7 @@ def _check_every_choice(space: SearchSpace) -> None:
                 try:
                     space.to_config(values)
                 except ConfigError as exc:
-                    raise SpaceError(f"space {space.source}: {key}[{s}] choice {option!r} can never form a "
+                    raise SpaceError(f"space {space.source}: {key}[{s}] choice {shown(option)} can never form a "
                                      f"valid config ({exc})") from None
 
 

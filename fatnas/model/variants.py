@@ -69,7 +69,7 @@ def get_config(name: str) -> FATConfig:
     exported = _exported()
     if name in exported:
         return FATConfig.from_yaml(exported[name])
-    raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    raise UnknownModelError(f"unknown model {shown(name)}; known models: {', '.join(list_models())}")
 
 
 def variant_metadata(name: str) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def load_weights(spec: str | Path | FATConfig) -> dict[str, Any]:
 
     path = weights_path(str(spec)) if isinstance(spec, str) and spec in _exported() else None
     if path is None or not path.is_file():
-        raise UnknownModelError(f"{spec!r} has no exported weights; a supernet search's trial gets them with "
+        raise UnknownModelError(f"{shown(spec)} has no exported weights; a supernet search's trial gets them with "
                                 f"`fatnas export RUN --trial N --name NAME --with-weights`")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...documents import read_json
-from ...errors import FatnasError
+from ...errors import FatnasError, shown
 from ...model.config import NUM_STAGES, BlockPlan, FATConfig, plan, stage_output_sizes
 from ...model.network import FATBlock, Head, Stem
 from ...model.space import SearchSpace, snap_heads, stage_value
@@ -175,9 +175,9 @@ class LatencyTable:
                 missing.append(part.key)
         if missing:
             raise LatencyModelError(
-                f"latency table {self.where}: no entry for {missing[0]!r}"
+                f"latency table {self.where}: no entry for {shown(missing[0])}"
                 f"{f' (and {len(missing) - 1} more parts)' if len(missing) > 1 else ''}; it was profiled for "
-                f"space {self.space.get('name')!r} with in_chans {self.in_chans} and {self.num_classes} classes: "
+                f"space {shown(self.space.get('name'))} with in_chans {self.in_chans} and {self.num_classes} classes: "
                 f"profile the network's space with `fatnas latency-profile --space ...`")
         return self.factor * total * self.reference_ms
 
@@ -195,9 +195,9 @@ class LatencyTable:
             raise LatencyModelError(f"latency table {self.where} was profiled at batch {self.batch}, not {batch}; "
                                     f"profile again with --batch {batch}")
         if space is not None and space_fingerprint(space) != self.space.get("fingerprint"):
-            raise LatencyModelError(f"latency table {self.where} was profiled for space {self.space.get('name')!r}, "
-                                    f"not for space {space.name!r} (its choices differ); profile it with "
-                                    f"--space {space.name}")
+            raise LatencyModelError(f"latency table {self.where} was profiled for space "
+                                    f"{shown(self.space.get('name'))}, not for space {space.name!r} (its choices "
+                                    f"differ); profile it with --space {space.name}")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(format=TABLE_FORMAT, device=self.device, runtime=self.runtime, threads=self.threads,
@@ -240,8 +240,9 @@ def load_table(path: str | Path) -> LatencyTable:
         raise LatencyModelError(f"latency table {path}: reference_ms and factor must be positive numbers, "
                                 f"got {numbers}")
     if data["runtime"] not in RUNTIMES or data["device"] not in ("cpu", "cuda"):
-        raise LatencyModelError(f"latency table {path}: runtime {data['runtime']!r} / device {data['device']!r} "
-                                f"unknown (runtimes: {', '.join(RUNTIMES)}; devices: cpu, cuda)")
+        raise LatencyModelError(f"latency table {path}: runtime {shown(data['runtime'])} / device "
+                                f"{shown(data['device'])} unknown (runtimes: {', '.join(RUNTIMES)}; "
+                                "devices: cpu, cuda)")
     return LatencyTable(device=data["device"], runtime=data["runtime"], threads=int(data["threads"]),
                         batch=int(data["batch"]), res=int(data["res"]), in_chans=int(data["in_chans"]),
                         num_classes=int(data["num_classes"]), space=dict(data["space"]),
