@@ -278,7 +278,8 @@ class OptunaSearch:
         """Tell this worker's running trials FAIL (a stopped search leaves none RUNNING for a resume to wait on)."""
         for t in self.trials():
             if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == self.worker:
-                self.storage.set_trial_user_attr(t._trial_id, "error", error)
+                trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+                self.storage.set_trial_user_attr(trial_id, "error", error)
                 self.study.tell(t.number, state=TrialState.FAIL)
 
     def running_here(self) -> bool:

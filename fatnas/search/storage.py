@@ -37,6 +37,7 @@ USERINFO = re.compile(r"^(?P<scheme>[A-Za-z0-9+]+://)(?P<user>[^:/@]*):(?P<passw
 # (readable by the owner only), never on their command line, where `ps` shows it to every user
 WORKER_STORAGE_ENV = "FATNAS_WORKER_STORAGE"
 MAX_HEARTBEAT_S = 7 * 86_400  # a heartbeat interval or grace period of more than a week watches nothing
+JOURNAL_OPERATIONS = range(11)  # the op_code values of Optuna 5's journal (its JournalOperation, not public)
 HEARTBEAT_ATTR = "heartbeat"  # journal storages: wall-clock time of the trial's last heartbeat
 # SQLAlchemy's default driver of each scheme (another is named in the URL, e.g. postgresql+psycopg2://)
 DRIVERS = dict(postgresql="psycopg (pip install 'psycopg[binary]')", mysql="mysqlclient (pip install mysqlclient)")
@@ -116,14 +117,14 @@ def check_journal(path: Path) -> None:
     """Refuse a journal file that is not whole, before Optuna reads it or appends to it: every line one JSON
     operation Optuna knows, the last one ended (a cut line would merge with the next one written, bytes after
     it would be read as operations)."""
-    from optuna.storages.journal._storage import JournalOperation
-
     if not path.exists():
         return
-    from optuna.storages.journal._file import JournalFileSymlinkLock, get_lock_file
-
-    with get_lock_file(JournalFileSymlinkLock(str(path))):  # the lock Optuna's writers hold: no line half-written
-        _check_journal_lines(path, known={int(op) for op in JournalOperation})
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))  # Optuna's writers hold it: no half a line
+    lock.acquire()
+    try:
+        _check_journal_lines(path, known=set(JOURNAL_OPERATIONS))
+    finally:
+        lock.release()
 
 
 def _check_journal_lines(path: Path, known: set[int]) -> None:
