@@ -33,7 +33,7 @@ from fatnas.runs.store import RunError, readable_runs
 from .conftest import ROOT, needs_fashion_mnist
 from .tiny_run import copy_run
 
-FAST = settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 FEW = settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 
 
@@ -335,9 +335,12 @@ def test_a_run_damaged_field_by_field_is_one_line_and_a_healthy_run_still_works(
 
 # --- a search that cannot proceed says so; --resume takes only what it honours ------------------------------------
 
-def test_a_budget_no_network_meets_is_one_error_naming_the_smallest_cost():
+def test_a_budget_no_network_meets_is_one_error_naming_the_smallest_cost(monkeypatch):
+    import fatnas.search.core as core
     from fatnas.estimate.cost import parse_budget
     from fatnas.search.core import feasible_params
+
+    monkeypatch.setattr(core, "PRICED_DRAWS", 300)  # the tiny space has 128 points
 
     from .test_search import tiny_settings
 

@@ -15,7 +15,7 @@ from fatnas.errors import MASK, redact, redact_url
 from fatnas.runs.store import command_line
 
 PRINTABLE = st.text(alphabet=string.printable, min_size=1, max_size=24)
-EXAMPLES = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def user_part(user: str) -> str:
