@@ -76,10 +76,9 @@ def redact(text: str, *, one_word: bool = False) -> str:
     last URL to the first) and then every secret-named `key=value` (`?password=`, `&sslpassword=`, `pass=`,
     `options=-c%20password%3D...`), whatever characters the password holds. `one_word`: the text is one
     command-line argument, whose values may hold spaces too."""
-    for match in reversed(list(_SCHEME.finditer(text))):
-        text = text[:match.start()] + _redact_userinfo(text[match.start():])
-    pattern = _SECRET_VALUE_WORD if one_word else _SECRET_VALUE
-    return pattern.sub(lambda m: f"{m['key']}{MASK}", text)
+    text = _mask_userinfo(text, narrow=True)
+    text = (_SECRET_VALUE_WORD if one_word else _SECRET_VALUE).sub(lambda m: f"{m['key']}{MASK}", text)
+    return _mask_userinfo(text, narrow=False)  # what the narrow reading left (a password with `@` before a `?`)
 
 
 def redact_url(url: str) -> str:
@@ -87,17 +86,35 @@ def redact_url(url: str) -> str:
     return redact(url, one_word=True)
 
 
-def _redact_userinfo(text: str) -> str:
-    """`scheme://USER:PASSWORD@HOST...` with PASSWORD masked. The user-info runs to the LAST `@` of the text (a
-    password may hold raw `@`, `:`, `/`, `?` and whitespace), the user to its first `:`; a user holding `/` is a
-    path, not a user (`sqlite:///a.db`). SQLAlchemy's parser ends the password at its first `@`, which would leak
-    the rest of a password with a raw `@`: this reading is the widest, so it masks whatever a driver reads."""
-    scheme, rest = text.split("://", 1)
-    at = rest.rfind("@")
+def split_userinfo(url: str, *, narrow: bool = True) -> tuple[str, str, str, str] | None:
+    """(`scheme://`, USER, PASSWORD, `@HOST...`) of `scheme://USER:PASSWORD@HOST...`, or None without a password.
+    The user-info runs to the last `@` before the query's `?` (`narrow`; where none is before it, or not `narrow`:
+    the last `@` of all), so a password, and a hosted service's user name, may hold raw `@`, a password also `:`,
+    `/`, `?` and whitespace; the user runs to its first `:`, and a user holding `/` is a path (`sqlite:///a.db`).
+    SQLAlchemy's parser ends the password at its first `@`, which would leak (and mis-send) the rest of it."""
+    scheme, sep, rest = url.partition("://")
+    query = rest.find("?")
+    at = rest.rfind("@", 0, query) if narrow and query > 0 and "@" in rest[:query] else rest.rfind("@")
     user, colon, password = rest[:max(at, 0)].partition(":")
-    if at < 0 or not colon or "/" in user or password == MASK:
+    if not sep or at < 0 or not colon or "/" in user:
+        return None
+    return f"{scheme}://", user, password, rest[at:]
+
+
+def _mask_userinfo(text: str, *, narrow: bool) -> str:
+    """Every URL's user-info password in `text` masked (`split_userinfo`), from the last URL to the first."""
+    for match in reversed(list(_SCHEME.finditer(text))):
+        text = text[:match.start()] + _redact_userinfo(text[match.start():], narrow)
+    return text
+
+
+def _redact_userinfo(text: str, narrow: bool) -> str:
+    """`scheme://USER:PASSWORD@HOST...` (to the end of `text`) with PASSWORD masked, as `split_userinfo` reads it."""
+    parts = split_userinfo(text, narrow=narrow)
+    if parts is None or parts[2] == MASK:
         return text
-    return f"{scheme}://{user}:{MASK}{rest[at:]}"
+    scheme, user, _, rest = parts
+    return f"{scheme}{user}:{MASK}{rest}"
 
 
 def has_secret(text: str) -> bool:

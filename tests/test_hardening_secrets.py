@@ -7,6 +7,7 @@ the command lines (`/proc/PID/cmdline`) of the worker processes `--workers 2` st
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from .test_hardening_runs import machine_paths
 SEARCH = ["search", "--budget", "6MFLOPs", "--space", str(TINY_SPACE), "--quiet", "--sampler", "random",
           "--no-references", "--proxy-images", "128", "--proxy-epochs", "1", "--batch-size", "32", "--trials", "1"]
 RAW_AT_PASSWORD = "p@ss:w/rd-7x"  # a raw `@`, `:` and `/` in a password
+SPACED_PASSWORD = "my s3cret\tp@ss"  # a space, a tab and a raw `@`
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -74,7 +76,7 @@ def _create_role(url: str, user: str, password: str) -> str:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {user} LOGIN SUPERUSER PASSWORD '{password}'")
+        conn.execute(f"CREATE ROLE \"{user}\" LOGIN SUPERUSER PASSWORD '{password}'")
     host = url.rsplit("@", 1)[1]
     return f"postgresql://{user}:{password}@{host}"
 
@@ -121,8 +123,7 @@ def _leaks(secret: str, texts: dict[str, str]) -> list[str]:
     """Where the secret (or its percent-encoded form, or a part of it longer than 3 characters) appears."""
     from urllib.parse import quote
 
-    pieces = {secret, quote(secret, safe="")} | {p for p in secret.replace(":", "@").replace("/", "@").split("@")
-                                                 if len(p) > 3}
+    pieces = {secret, quote(secret, safe="")} | {p for p in re.split(r"[@:/\s]", secret) if len(p) > 3}
     return [f"{where}: {piece!r}" for where, text in texts.items() for piece in pieces if piece in text]
 
 
@@ -133,10 +134,15 @@ def test_a_password_in_each_url_form_is_written_and_shown_nowhere(isolated_dirs)
         host = url.rsplit("@", 1)[1]
         raw_url = _create_role(url, "raw_at", RAW_AT_PASSWORD)
         query_url = f"postgresql://{USER}@{host}?password={PASSWORD}"
+        user_at_url = _create_role(url, "nas@corp", SPACED_PASSWORD)  # the user@server form of hosted services
+        _create_role(url, "spacey", SPACED_PASSWORD)
+        spaced_query_url = f"postgresql://spacey@{host}?password={SPACED_PASSWORD}"
         forms = {  # run id: (arguments, the URL that opens the study, the password to look for)
             "pg-equals": ([f"--storage={url}"], url, PASSWORD),
             "pg-raw-at": (["--storage", raw_url, "--workers", "2", "--trials", "2"], raw_url, RAW_AT_PASSWORD),
             "pg-query": ([f"--storage={query_url}"], query_url, PASSWORD),
+            "pg-user-at": (["--storage", user_at_url], user_at_url, SPACED_PASSWORD),
+            "pg-query-space": (["--storage", spaced_query_url], spaced_query_url, SPACED_PASSWORD),
         }
         for run_id, (extra, study_url, secret) in forms.items():
             out, workers = _search_watching_workers([*SEARCH, "--run-id", run_id, *extra], run_id)
@@ -146,6 +152,11 @@ def test_a_password_in_each_url_form_is_written_and_shown_nowhere(isolated_dirs)
                      for p in run.path.rglob("*") if p.is_file()}
             texts.update(stdout=out.stdout, stderr=out.stderr, study=_study_text(study_url, run_id))
             texts.update({f"worker command line {i}": line for i, line in enumerate(workers)})
+            synced = subprocess.run([sys.executable, str(ROOT / "cli.py"), "sync", run_id, "--storage", study_url],
+                                    capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=300)
+            assert synced.returncode == 0, synced.stderr
+            texts.update(sync=synced.stdout + synced.stderr, **{f"synced {p.name}": p.read_text(errors="replace")
+                                                                for p in run.path.glob("*.yaml")})
             assert _leaks(secret, texts) == [], run_id
             meta = run.read_meta()
             assert "***" in meta["storage"] and meta["command"].startswith("fatnas search --budget 6MFLOPs --space ")

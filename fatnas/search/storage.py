@@ -25,14 +25,12 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ..documents import MAX_BYTES, load_text, read_bytes
-from ..errors import MASK, FatnasError, redact, shown
+from ..errors import MASK, FatnasError, redact, shown, split_userinfo
 
 STORAGE_FORMS = ("sqlite:///PATH, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
                  "mysql://USER[:PASSWORD]@HOST[:PORT]/DB, journal:///PATH.log (or PATH.log)")
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 JOURNAL_PREFIX = "journal://"
-# the user-info of a server URL: USER:PASSWORD up to the last `@` before the query (a raw `@` may be in the password)
-USERINFO = re.compile(r"^(?P<scheme>[A-Za-z0-9+]+://)(?P<user>[^:/@]*):(?P<password>[^?]*)@(?P<rest>[^@]*)$", re.DOTALL)
 # how `search --workers N` hands the storage URL to the worker processes it starts: in their environment
 # (readable by the owner only), never on their command line, where `ps` shows it to every user
 WORKER_STORAGE_ENV = "FATNAS_WORKER_STORAGE"
@@ -90,16 +88,28 @@ def normalize_storage(url: str) -> str:
             raise StorageError(f"--storage {shown(mask_password(url), 200)}: sqlite needs a file path; "
                                f"accepted forms: {STORAGE_FORMS}")
         return f"sqlite:///{Path(path).resolve()}"
-    return quote_password(url)
+    return quote_query(quote_password(url))
 
 
 def quote_password(url: str) -> str:
-    """The URL with its password percent-encoded, so a raw `@`, `/` or `?` in it reaches the server whole."""
-    match = USERINFO.match(url)
-    if match is None or match["password"] == MASK:
+    """The URL with its user and password percent-encoded (read as `errors.split_userinfo` reads them, the one
+    parse that redaction uses too), so a raw `@`, `/`, `?` or space in them reaches the server whole."""
+    parts = split_userinfo(url)
+    if parts is None or parts[2] == MASK:
         return url
-    password = quote(unquote(match["password"]), safe="")
-    return f"{match['scheme']}{match['user']}:{password}@{match['rest']}"
+    scheme, user, password, rest = parts
+    return f"{scheme}{quote(unquote(user), safe='')}:{quote(unquote(password), safe='')}{rest}"
+
+
+def quote_query(url: str) -> str:
+    """The URL with each query key and value percent-encoded (a raw `@`, space or `+` in `?password=` would
+    otherwise be misread by SQLAlchemy's parser); a value runs to the next `&key=`, `***` stays as it is."""
+    head, sep, query = url.partition("?")
+    if not sep or not query:
+        return url
+    pairs = [pair.partition("=") for pair in re.split(r"&(?=[^&=]*=)", query)]
+    return f"{head}?" + "&".join(f"{quote(unquote(key), safe='*')}{eq}{quote(unquote(value), safe='*')}"
+                                 for key, eq, value in pairs)
 
 
 def mask_password(url: str) -> str:
@@ -109,8 +119,8 @@ def mask_password(url: str) -> str:
 
 def has_masked_password(url: str) -> bool:
     """Whether the URL's password was masked (run.yaml's copy), so the URL cannot open the storage."""
-    match = USERINFO.match(url)
-    return (match is not None and match["password"] == MASK) or f"={MASK}" in url
+    parts = split_userinfo(url)
+    return (parts is not None and parts[2] == MASK) or f"={MASK}" in url
 
 
 def check_journal(path: Path) -> None:
