@@ -611,3 +611,34 @@ def test_resume_refuses_a_latency_table_that_is_gone(tiny_run, isolated_dirs):
     meta["latency"] = dict(meta["latency"], model=str(isolated_dirs / "gone.json"))
     with pytest.raises(FatnasError, match="gone.json not found"):
         settings_from_meta(meta)
+
+
+# --- files each command reads: configs, spaces, latency tables, as binary, deep or with non-text keys ----------------
+
+FILE_CONTENTS = {
+    "binary": bytes(range(256)),
+    "deep": b"widths: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "alias": b"a: &a [1, 2]\nwidths: *a\n",
+    "int and str keys": b"widths: [32, 64, 128, 256]\n5: x\n",
+    "deep JSON": b"[" * 5000 + b"]" * 5000,
+    "a FIFO": None,
+}
+
+
+@pytest.mark.parametrize("content", list(FILE_CONTENTS))
+@pytest.mark.parametrize("reader", ["config", "space", "latency table"])
+def test_a_file_a_command_reads_is_one_error_whatever_it_holds(reader, content, tmp_path):
+    from fatnas.estimate.latency.table import load_table
+    from fatnas.model.config import FATConfig
+    from fatnas.model.space import load_space
+
+    path = tmp_path / ("table.json" if reader == "latency table" else "file.yaml")
+    if FILE_CONTENTS[content] is None:
+        os.mkfifo(path)  # reading it would block for ever
+    else:
+        path.write_bytes(FILE_CONTENTS[content])
+    read = {"config": FATConfig.from_yaml, "space": load_space, "latency table": load_table}[reader]
+    start = time.monotonic()
+    with pytest.raises(FatnasError) as info:
+        read(path)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400 and time.monotonic() - start < 5
