@@ -11,7 +11,7 @@ so a partial pilot already compares every network. The summary, bench/results/ta
 - b0, b1, b2: the seed means of the published networks; gap01, gap12 in pooled seed stds (positive: b1 > b0 and
   b2 > b1, the ImageNet order; for loss, lower is better, so the sign is turned);
 - seed_std: one network's seed-to-seed std, pooled; spread_std: the std across networks of their seed means;
-- seed_tau: the mean pairwise Kendall tau between seeds over the networks trained with all of them;
+- seed_tau: the mean pairwise Kendall tau between seeds, each pair over the networks trained with both;
 - qualifies: b0 < b1 < b2 with both gaps >= 2 pooled seed stds and seed_tau >= 0.7 (issue 34's rule).
 
     python bench/task_pilot.py --task fmnist10 --task fmnist-mosaic --seeds 0 1 2
@@ -51,6 +51,8 @@ RECIPES = {
     "fmnist-mosaic": "reference,res=56,train_images=16384,epochs=3",
     "fmnist-upper": "reference",
 }
+# tasks tried before the pilot, each with the fidelity study of its reference (56 px, 16,384 images, 2 epochs)
+EARLIER_STUDIES = {"fmnist10": "fidelity_study", "fmnist-upper": "fidelity_study_upper"}
 GAP_STDS, MIN_SEED_TAU = 2.0, 0.7
 ROWS_FILE = "fidelity.csv"
 
@@ -107,27 +109,36 @@ def task_summary(task: str, rows: pd.DataFrame) -> list[dict]:
     out = []
     for metric, sign in (("accuracy", 1.0), ("loss", -1.0)):
         table = rows[rows["metric"] == metric].pivot_table(index="arch", columns="seed", values="value")
-        full = table.dropna()
         seed_std = float(np.sqrt(np.nanmean(table.var(axis=1, ddof=1)))) if table.shape[1] > 1 else float("nan")
         means = table.mean(axis=1)
         family = [float(means.get(name, np.nan)) for name in FAMILY]
         gaps = [sign * (family[i + 1] - family[i]) / seed_std for i in range(2)]
-        taus = [kendall_tau(full[a].to_numpy(), full[b].to_numpy()) for a, b in itertools.combinations(full.columns, 2)]
-        seed_tau = float(np.mean(taus)) if taus and len(full) >= 3 else float("nan")
-        cpu = rows.drop_duplicates(["arch", "seed"])["cpu_seconds"]
-        out.append(dict(task=task, metric=metric, recipe=RECIPES.get(task, ""), networks=len(table),
+        pairs = [table[[a, b]].dropna() for a, b in itertools.combinations(table.columns, 2)]
+        taus = [kendall_tau(pair.iloc[:, 0].to_numpy(), pair.iloc[:, 1].to_numpy()) for pair in pairs if len(pair) >= 3]
+        seed_tau = float(np.mean(taus)) if taus else float("nan")
+        cpu_seconds = rows.drop_duplicates(["arch", "seed"])["cpu_seconds"].sum()
+        out.append(dict(task=task, metric=metric, recipe=rows["measure"].iloc[0], networks=len(table),
                         seeds=int(table.shape[1]), trainings=int(table.count().sum()),
-                        core_hours_per_network=float(cpu.mean() * table.shape[1] / 3600),
+                        core_hours_per_network=float(cpu_seconds / len(table) / 3600),
                         b0=family[0], b1=family[1], b2=family[2], gap01=gaps[0], gap12=gaps[1],
                         seed_std=seed_std, spread_std=float(means.std(ddof=1)), seed_tau=seed_tau,
                         qualifies=bool(min(gaps) >= GAP_STDS and seed_tau >= MIN_SEED_TAU)))
     return out
 
 
+def study_rows(study: str) -> pd.DataFrame:
+    """The reference trainings of an earlier fidelity study, in the pilot's form (wall seconds as CPU seconds)."""
+    rows = pd.read_csv(RESULTS / study / ROWS_FILE)
+    rows = rows[(rows["kind"] == TRAIN) & (rows["measure"] == fidelity_label(parse_fidelity("reference")))]
+    return rows.assign(cpu_seconds=rows["seconds"])
+
+
 def summary() -> pd.DataFrame:
-    tables = [task_summary(folder.name, pd.read_csv(folder / ROWS_FILE))
+    """One table: the pilot's tasks, then the earlier studies' references (tasks tried before the pilot)."""
+    pilots = [(folder.name, pd.read_csv(folder / ROWS_FILE))
               for folder in sorted(PILOT.iterdir()) if (folder / ROWS_FILE).exists()]
-    return pd.DataFrame([row for rows in tables for row in rows])
+    studies = [(f"{task} (bench/results/{study})", study_rows(study)) for task, study in EARLIER_STUDIES.items()]
+    return pd.DataFrame([row for task, rows in pilots + studies for row in task_summary(task, rows)])
 
 
 def main() -> None:
