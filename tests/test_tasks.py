@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fatnas.estimate.data import DataError, DataSplit
+from fatnas import cli
+from fatnas.estimate.data import DataError, DataSplit, load_dataset
 from fatnas.estimate.tasks import TASKS, duplicate_mosaics, few_per_class, get_task, load_task, mosaic_task
 
 from .conftest import needs_fashion_mnist
@@ -73,3 +74,18 @@ def test_the_upper_body_task_keeps_four_classes_and_the_mosaic_task_doubles_the_
     assert upper.num_classes == 4 and get_task("fmnist-upper").classes == (0, 2, 4, 6)
     mosaic = load_task("fmnist-mosaic", val_images=500)
     assert mosaic.train_x.shape[1:] == (1, 56, 56) and len(mosaic.test_x) == 10_000
+
+
+@needs_fashion_mnist
+def test_a_generated_data_set_is_a_data_set_like_any_other_and_keeps_classes():
+    few = load_dataset("fashion-mnist-few", val_images=500, classes=(0, 1))
+    assert few.name == "fashion-mnist-few" and torch.bincount(few.train_y).tolist() == [256, 256]
+
+
+def test_task_is_refused_beside_dataset_or_classes_and_unknown_names_are_listed(capsys, tmp_path):
+    assert cli.main(["fidelity", "--task", "fmnist10", "--classes", "1,2"]) == 2
+    assert cli.main(["search", "--task", "fmnist10", "--dataset", "cifar10"]) == 2
+    assert cli.main(["fidelity", "--task", "moon"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and "give it alone" in lines[0] and "accepted: fmnist-upper, fmnist10" in lines[2]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -1,10 +1,10 @@
-"""Named tasks: a data set, the classes kept, and for a generated task the images and labels it makes.
+"""Named tasks (a data set and the classes kept), and the data sets generated from another one.
 
 A task answers "what do the networks learn", so that a search, a supernet and a fidelity study can
-share one. Generated tasks are seeded by the task alone (`TASK_SEED`), not by a run's seed: every run
-sees the same task. Each part of a generated task (training, validation, test) is made only from the
-matching part of the source data set, so the held-out test split shares no source image with what a
-search trains or validates on.
+share one: `--task NAME` is short for its `--dataset` and `--classes`, which runs record. A generated
+data set is seeded by itself (`TASK_SEED`), not by a run's seed: every run sees the same images. Each
+part of it (training, validation, test) is made only from the matching part of its source's split, so
+the held-out test split shares no source image with what a search trains or validates on.
 
 - `fmnist-upper`: Fashion-MNIST's upper-body classes (t-shirt, pullover, coat, shirt).
 - `fmnist10`: all 10 Fashion-MNIST classes.
@@ -31,12 +31,11 @@ EVAL_PARTS = ("train", "val", "test")  # each part of a generated task has its o
 
 @dataclass(frozen=True)
 class Task:
-    """A named task: a source data set, the classes kept (empty: all), and an optional generator."""
+    """A named task: a data set (read or generated) and the classes kept (empty: all)."""
 
     name: str
     dataset: str
     classes: tuple[int, ...] = ()
-    make: Callable[[DataSplit], DataSplit] | None = None
     summary: str = ""
 
 
@@ -45,7 +44,7 @@ def few_per_class(data: DataSplit, per_class: int = FEW_PER_CLASS) -> DataSplit:
     keep = torch.cat([torch.nonzero(data.train_y == c).flatten()[:per_class] for c in range(data.num_classes)])
     keep = keep.sort().values
     return dataclasses.replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep],
-                               train_indices=data.train_indices[keep])
+                               train_indices=data.train_indices[keep], name=f"{data.name}-few")
 
 
 def duplicate_mosaics(images: torch.Tensor, labels: torch.Tensor, count: int, num_classes: int,
@@ -90,12 +89,16 @@ def mosaic_task(data: DataSplit) -> DataSplit:
     return dataclasses.replace(data, **changes)
 
 
+# generated data set -> (its source data set, what makes it from the source's split)
+GENERATED: dict[str, tuple[str, Callable[[DataSplit], DataSplit]]] = {
+    "fashion-mnist-mosaic": ("fashion-mnist", mosaic_task),
+    "fashion-mnist-few": ("fashion-mnist", few_per_class),
+}
 TASKS = {task.name: task for task in (
     Task("fmnist-upper", "fashion-mnist", (0, 2, 4, 6), summary="Fashion-MNIST upper-body classes (4)"),
     Task("fmnist10", "fashion-mnist", summary="all 10 Fashion-MNIST classes"),
-    Task("fmnist-few", "fashion-mnist", make=few_per_class,
-         summary=f"all 10 classes, {FEW_PER_CLASS} training images per class"),
-    Task("fmnist-mosaic", "fashion-mnist", make=mosaic_task,
+    Task("fmnist-few", "fashion-mnist-few", summary=f"all 10 classes, {FEW_PER_CLASS} training images per class"),
+    Task("fmnist-mosaic", "fashion-mnist-mosaic",
          summary="2x2 Fashion-MNIST mosaics (56 px); label: the class that appears twice"),
 )}
 
@@ -109,10 +112,9 @@ def get_task(name: str) -> Task:
 
 
 def load_task(name: str, data_dir: str | None = None, *, val_images: int = 2000, seed: int = 0) -> DataSplit:
-    """The data of task `name`: its data set's seeded split, its classes, then its generator if it has one."""
+    """The data of task `name`: its data set's seeded split with its classes."""
     task = get_task(name)
-    data = load_dataset(task.dataset, data_dir, val_images=val_images, seed=seed, classes=task.classes)
-    return task.make(data) if task.make is not None else data
+    return load_dataset(task.dataset, data_dir, val_images=val_images, seed=seed, classes=task.classes)
 
 
-__all__ = ["TASKS", "TASK_SEED", "Task", "duplicate_mosaics", "few_per_class", "get_task", "load_task"]
+__all__ = ["GENERATED", "TASKS", "TASK_SEED", "Task", "duplicate_mosaics", "few_per_class", "get_task", "load_task"]
