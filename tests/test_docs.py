@@ -1,11 +1,13 @@
 """The documentation is checked: every Python example in docs/ runs (its printed output checked against the `#>`
-lines under it), every shell example marked runnable runs (slow tier), the command-line reference covers every
-command and flag, README stays short with links that resolve, and the site builds with --strict (slow tier)."""
+lines under it), every shell example marked runnable runs (slow tier), every other documented command parses, the
+command-line reference covers every command and flag, README stays short with links that resolve, and the site
+builds with --strict (slow tier)."""
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from pytest_examples import CodeExample, EvalExample, find_examples
 
 from fatnas.cli import build_parser
 from fatnas.cli.reference import commands, markdown_reference
+from fatnas.errors import FatnasError
 
 from .conftest import ROOT, needs_fashion_mnist
 
@@ -39,6 +42,21 @@ def runnable_blocks() -> list[tuple[str, str]]:
 
 
 SHELL_BLOCKS = runnable_blocks()
+SHELL_FENCE = re.compile(r"^```sh\n(.*?)^```", re.M | re.S)
+# the placeholders the pages write in commands, and a value of the form each flag takes
+PLACEHOLDERS = {"<id>": "run1", "<id2>": "run2", "N": "3", "ID": "sn", "RUN": "run1", "DIR": "data"}
+
+
+def cli_commands() -> list[tuple[str, list[str]]]:
+    """(page, arguments) of every `cli.py` command in a shell block of docs/ or README, runnable or not."""
+    found = []
+    for page in sorted(DOCS.rglob("*.md")) + [README]:
+        for block in SHELL_FENCE.findall(page.read_text()):
+            for part in (part for line in block.splitlines() for part in line.split("&&")):
+                words = shlex.split(part, comments=True)
+                if words[1:2] == ["cli.py"]:
+                    found.append((str(page.relative_to(ROOT)), [PLACEHOLDERS.get(w, w) for w in words[2:]]))
+    return found
 
 
 def test_docs_have_examples_of_both_kinds():
@@ -63,6 +81,17 @@ def test_runnable_shell_block(where: str, commands: str, tmp_path: Path):
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True,
                           timeout=600, env=dict(os.environ), cwd=tmp_path)
     assert done.returncode == 0, f"{where}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+
+
+def test_every_documented_command_parses():
+    """The commands too long to run (searches of hours, clusters, servers) still name real commands and flags."""
+    commands_found = cli_commands()
+    assert len(commands_found) >= 50
+    for page, args in commands_found:
+        try:
+            build_parser().parse_args(args)
+        except FatnasError as error:  # a renamed flag or command
+            pytest.fail(f"{page}: cli.py {' '.join(args)}: {error}")
 
 
 def test_cli_reference_names_every_command_and_flag():
