@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BUDGET ?= 2GFLOPs
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser postgres search lint test test-fast bench clean
+.PHONY: setup data browser postgres search lint docs test test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -29,7 +29,10 @@ search: setup data
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup data browser postgres lint
+docs: setup   # the documentation site in site/; --strict: a broken link or a missing reference fails
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+test: setup data browser postgres lint docs
 	$(PY) -m pytest -q
 
 test-fast: setup data lint   # no subprocess, Ray, browser or kill -9 tests: about a minute on 2 cores
@@ -39,4 +42,4 @@ bench: setup data
 	$(PY) bench/cost_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

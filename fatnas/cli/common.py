@@ -93,7 +93,8 @@ class Flags:
             threads=parent(("--threads", dict(type=int, default=None,
                                               help=f"torch threads for timing and training "
                                                    f"(default {DEFAULT_THREADS}; a resumed run keeps its own)"))),
-            data=parent(("--dataset", dict(default=None, help=f"{DEFAULT_DATASET} (default), cifar10 or imagefolder")),
+            data=parent(("--dataset", dict(default=None, help=f"{DEFAULT_DATASET} (default), fashion-mnist-mosaic or "
+                                                   f"fashion-mnist-few (made from it), cifar10 or imagefolder")),
                         ("--data-dir", dict(default=None, help="folder of the data set (CIFAR-10 or ImageFolder)"))),
             seed=parent(("--seed", dict(type=int_in(0, MAX_SEED), default=0,
                                         help="seed of every random choice (default 0)"))),
@@ -101,7 +102,10 @@ class Flags:
             classes=parent(("--classes", dict(default=None, metavar="C,C,...",
                                               help="train and validate on these classes only, or all; default for "
                                                    "fashion-mnist 0,2,4,6 (its upper-body classes: the task whose "
-                                                   "reference ranks networks repeatably), for others all"))),
+                                                   "reference ranks networks repeatably), for others all")),
+                           ("--task", dict(default=None, metavar="NAME",
+                                           help="a named task instead of --dataset and --classes: "
+                                                + task_names()))),
         )
 
 
@@ -110,10 +114,30 @@ def device(args: argparse.Namespace) -> str:
     return args.device or DEFAULT_DEVICE
 
 
+def task_names() -> str:
+    from ..estimate.tasks import TASKS
+
+    return "; ".join(f"{task.name} ({task.summary})" for task in TASKS.values())
+
+
+def named_task(args: argparse.Namespace) -> Any:
+    """The task --task names (None without it); refused beside --dataset or --classes, which it replaces."""
+    from ..estimate.tasks import get_task
+
+    if getattr(args, "task", None) is None:
+        return None
+    if args.dataset is not None or args.classes is not None:
+        raise FatnasError("--task names a data set and its classes: give it alone, or --dataset/--classes instead")
+    return get_task(args.task)
+
+
 def task_classes(args: argparse.Namespace) -> tuple[int, ...]:
-    """The classes of a new run: --classes (all: every class), else the data set's default task."""
+    """The classes of a new run: those of --task, else --classes (all: every class), else the data set's default."""
     from ..estimate.data import default_classes, parse_classes
 
+    task = named_task(args)
+    if task is not None:
+        return task.classes
     if args.classes is None:
         return default_classes(dataset(args) or DEFAULT_DATASET)
     return parse_classes(args.classes)
@@ -126,8 +150,9 @@ def threads(args: argparse.Namespace) -> int:
 
 
 def dataset(args: argparse.Namespace) -> str:
-    """The data set of a new run: --dataset, else the default."""
-    return args.dataset or DEFAULT_DATASET
+    """The data set of a new run: that of --task, else --dataset, else the default."""
+    task = named_task(args)
+    return task.dataset if task is not None else args.dataset or DEFAULT_DATASET
 
 
 def given(**values: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..errors import FatnasError, shown
 
-DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
+DATASETS = ("fashion-mnist", "fashion-mnist-mosaic", "fashion-mnist-few", "cifar10", "imagefolder")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 FASHION_MNIST_TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -80,8 +80,14 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | Path | None = None
     """Load a data set and split its training files into training and a seeded validation subset of `val_images`
     (None: VAL_POOL, or half the images of a data set of no more, a small ImageFolder).
 
-    `classes` keeps only those classes, relabelled 0, 1, ... (empty: all).
+    `classes` keeps only those classes, relabelled 0, 1, ... (empty: all). A generated data set
+    (`fatnas.estimate.tasks.GENERATED`) is made from its source's split, then its classes are kept.
     """
+    from .tasks import GENERATED  # generated data sets are made from the ones read here
+
+    if name in GENERATED:
+        source, make = GENERATED[name]
+        return select_classes(make(load_dataset(source, data_dir, val_images=val_images, seed=seed)), classes)
     test: tuple[torch.Tensor, torch.Tensor] | None = None
     if name == "fashion-mnist":
         folder = str(Path(data_dir or FASHION_MNIST_DIR).resolve())
@@ -94,7 +100,7 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | Path | None = None
     elif name == "imagefolder":
         images, labels = _imagefolder(_required_dir(name, data_dir))
     else:
-        raise DataError(f"unknown data set {name!r}; accepted names: {', '.join(DATASETS)}")
+        raise DataError(f"unknown data set {shown(name)}; accepted names: {', '.join(DATASETS)}")
     if val_images is None:
         val_images = VAL_POOL if VAL_POOL < len(images) else len(images) // 2
     split = _split(name, images, labels, val_images, seed)
