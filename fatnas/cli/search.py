@@ -52,6 +52,10 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--latency-model", default=None, metavar="TABLE.json",
                    help="price latency from a table of `fatnas latency-profile` (made on the target device) instead of "
                         "measuring it here")
+    p.add_argument("--noise-seeds", type=int, default=None, metavar="N",
+                   help="evaluations of the published FATs under budget and of the 2 most accurate front networks, "
+                        "from which the run measures its accuracy noise and every accuracy's interval (default 2; "
+                        "1: measure none)")
     p.add_argument("--keep-inert", action="store_true",
                    help="draw every value, also those that build the same network at the proxy resolution")
     p.add_argument("--cpus-per-trial", type=finite_float, default=None,
@@ -97,7 +101,7 @@ def _search_settings(args: argparse.Namespace) -> Any:
                            early_stopping=not args.no_early_stopping, prescreen=args.prescreen,
                            prescreen_keep=args.prescreen_keep, collapse_inert=not args.keep_inert,
                            heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
-                           latency_model=args.latency_model, supernet=args.supernet)
+                           latency_model=args.latency_model, supernet=args.supernet, noise_seeds=args.noise_seeds)
 
 
 def _print_header(job: Any) -> None:
@@ -128,26 +132,50 @@ def _latency_line(latency: dict[str, Any]) -> str:
 
 
 def _print_front(run: Any, front: Any, settings: Any) -> None:
-    import pandas as pd
-
     from ..estimate.cost import format_flops
+    from ..runs.noise import BAND_FILE, CONFIDENCE, summary_line
+    from ..runs.store import run_noise
 
-    columns = ["trial", "accuracy", "latency_ms", "params", "flops"]
     latency = (f"latency modelled from {settings.latency_model}" if settings.latency_model
                else f"latency measured on {settings.device}")
     print(f"\nPareto front ({len(front)} trials; accuracy = proxy accuracy on {settings.dataset}, "
           f"{latency} at {settings.space.resolution}px, FLOPs = fvcore total at "
           f"{settings.space.resolution}px):")
-    shown = front[columns].copy() if not front.empty else front
-    refs = run.references()
-    if not refs.empty:
-        refs = refs[refs["state"] == "REFERENCE"].assign(trial=lambda d: d["name"])[columns]
-        shown = pd.concat([f for f in (shown, refs) if not f.empty], ignore_index=True)
+    noise, band = run_noise(run), run.read_table(BAND_FILE)
+    shown = _front_rows(run, band if noise is not None and not band.empty else front, noise)
     if not shown.empty:
         shown["flops"] = shown["flops"].map(format_flops)
         shown["params"] = shown["params"].map(lambda p: f"{p / 1e6:.2f}M")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if noise is not None:
+        print(f"{noise.describe()}; intervals at {CONFIDENCE:.0%}")
+        print(f"{summary_line(band)} (front: on_front yes; files band.csv, noise.csv)")
     print(f"trials: {run.state_counts()}; files in {run.path}")
+
+
+def _front_rows(run: Any, table: Any, noise: Any) -> Any:
+    """The front (or band) with the published FATs under budget, each accuracy with its interval where known."""
+    import pandas as pd
+
+    from ..runs.noise import with_intervals
+
+    columns = ["trial", "accuracy", "latency_ms", "params", "flops"]
+    extra = [c for c in ("accuracy_low", "accuracy_high", "on_front", "verdict") if c in table]
+    shown = table[columns + extra].copy() if not table.empty else table
+    refs = run.references()
+    if not refs.empty:
+        refs = refs[refs["state"] == "REFERENCE"].assign(trial=lambda d: d["name"])
+        refs = with_intervals(refs, noise.std) if noise is not None and not refs.empty else refs
+        refs = refs[columns + [c for c in ("accuracy_low", "accuracy_high") if c in extra and c in refs]]
+        shown = pd.concat([f for f in (shown, refs) if not f.empty], ignore_index=True)
+    if "accuracy_low" in shown:
+        shown.insert(2, "interval", [f"{lo:.3f}-{hi:.3f}" if pd.notna(lo) else "-"
+                                     for lo, hi in zip(shown.pop("accuracy_low"), shown.pop("accuracy_high"))])
+    if "on_front" in shown:
+        shown["on_front"] = shown["on_front"].map(lambda v: "yes" if v is True else ("no" if v is False else "-"))
+    if "verdict" in shown:
+        shown["verdict"] = shown["verdict"].fillna("published FAT")
+    return shown
 
 
 def add_sync(sub: Any, flags: Flags) -> None:

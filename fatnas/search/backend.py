@@ -19,6 +19,7 @@ from ..estimate.proxy import configure_threads
 from ..model.variants import PUBLISHED, get_config
 from ..runs.store import Run
 from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
+from .noise import measure_noise
 from .record import record_target, storage_of
 
 
@@ -148,8 +149,11 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", o
     data = data if data is not None else settings_data(settings)
     if settings.references and not joining:
         evaluate_references(run, settings, data)
+        measure_noise(run, settings, data, front=False)
     chosen.run(SearchJob(run, settings, data, progress=progress, storage=storage, joining=joining, workers=workers),
                options)
+    if not joining:
+        measure_noise(run, settings, data, front=True)
     return run.pareto()
 
 
