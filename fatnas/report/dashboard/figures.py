@@ -18,9 +18,9 @@ from .tables import (
     ImportanceInfo,
     RunData,
     complete_trials,
+    error_bars,
     evaluated_references,
     front_table,
-    validation_images,
 )
 
 # ---------------------------------------------------------------- drawing
@@ -93,10 +93,9 @@ def _point_groups(data: RunData, x: str) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _point_rows(table: pd.DataFrame, data: RunData, run_index: int, group: str, x: str) -> pd.DataFrame:
-    val_images = validation_images(data.meta)
     return pd.DataFrame(dict(run=data.run_id, run_index=run_index, group=group, x=table[x].astype(float).to_numpy(),
                              accuracy=table["accuracy"].astype(float).to_numpy(),
-                             error=data.trust.error_bars(table["accuracy"], val_images),
+                             error=error_bars(data, table["accuracy"]),
                              label=table["name"].tolist() if group == "published" else "",
                              hover=_hovers(table, data)), columns=list(POINT_COLUMNS))
 
