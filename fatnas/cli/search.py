@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import FatnasError
 from .common import Flags, dataset, device, finite_float, left_table, table, task_classes, threads
+from .confirm import CONFIRM_HELP, add_confirm_options, confirm_and_print, confirm_values
 from .models import SPACE_HELP
 
 RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
@@ -58,6 +59,9 @@ def add_search(sub: Any, flags: Flags) -> None:
                         "1: measure none)")
     p.add_argument("--keep-inert", action="store_true",
                    help="draw every value, also those that build the same network at the proxy resolution")
+    p.add_argument("--confirm", default=None, metavar="BUDGET",
+                   help=f"after the search, confirm its band (as `fatnas confirm RUN`) within: {CONFIRM_HELP}")
+    add_confirm_options(p, prefix="confirm-")
     p.add_argument("--cpus-per-trial", type=finite_float, default=None,
                    help="ray: CPUs (and torch threads) per trial (default: --threads)")
     p.add_argument("--gpus-per-trial", type=finite_float, default=None,
@@ -77,6 +81,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     options = backend_options(args.backend, None if args.resume else device(args),  # before any run folder exists
                               **{name: getattr(args, name) for name in RAY_FLAGS})
     api.check_workers(args.backend, args.workers, bool(args.join))
+    confirm = _confirm_settings(args)
     if args.resume or args.join:
         job = api.resume_search(args.resume or args.join, join=bool(args.join), backend=args.backend, options=options,
                                 storage=args.storage, workers=args.workers, trials=args.trials,
@@ -87,7 +92,26 @@ def cmd_search(args: argparse.Namespace) -> int:
     _print_header(job)
     front = job.run_to_end(progress=not args.quiet)
     _print_front(job.run, front, job.settings)
+    if confirm is not None and not args.join:
+        from ..study.confirm import prepare_confirm
+
+        print()
+        confirm_and_print(prepare_confirm(str(job.run.path), confirm, resume=None), quiet=args.quiet)
     return 0
+
+
+def _confirm_settings(args: argparse.Namespace) -> Any:
+    """The settings of `--confirm BUDGET` (None: no confirm stage), checked before the search starts."""
+    from ..study.confirm import confirm_settings
+
+    values = confirm_values(args, "confirm-")
+    if args.confirm is None:
+        if any(v is not None for k, v in values.items() if k not in ("threads", "device")):
+            raise FatnasError("--confirm-recipe, --confirm-networks, --confirm-min-seeds and --confirm-max-seeds go "
+                              "with --confirm BUDGET")
+        return None
+    return confirm_settings(args.confirm, workers=args.workers, executor="ray" if args.backend == "ray" else "local",
+                            **values)
 
 
 def _search_settings(args: argparse.Namespace) -> Any:
