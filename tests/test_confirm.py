@@ -14,7 +14,7 @@ import yaml
 
 from fatnas.cli import main
 from fatnas.errors import FatnasError
-from fatnas.report.dashboard import accuracy_points, load_run_data
+from fatnas.report.dashboard import accuracy_points, dashboard_html, load_run_data
 from fatnas.runs.store import open_run
 from fatnas.study.confirm import (
     CONFIRM_SEED,
@@ -107,6 +107,7 @@ def test_export_and_dashboard_take_the_confirmed_front(run, isolated_dirs, capsy
     for trial in front["trial"]:
         source = yaml.safe_load((isolated_dirs / "variants" / f"conf_{trial}.yaml").read_text())
         assert source["source"]["confirmed_seeds"] >= 2 and len(source["source"]["confirmed_interval"]) == 2
+    assert 'id="confirmed-0"' in dashboard_html([load_run_data(run)])
     points = accuracy_points([load_run_data(run)], "latency_ms", ("confirmed", "confirmed_front"))
     assert (points["group"] == "confirmed").sum() == len(table)
     assert (points["group"] == "confirmed_front").sum() == len(front) and (points["error"] > 0).all()

@@ -89,7 +89,35 @@ def band_section(data: RunData, index: int) -> str:
             f"{html.escape(noise.describe())}. {html.escape(summary_line(band))}: the networks below are those no "
             f"other network beats with {CONFIDENCE:.0%} confidence (at most as slow and more accurate beyond the "
             f"noise); intervals at {CONFIDENCE:.0%}.</p>\n")
-    return head + html_table(band_display_table(band), f"band-{index}")
+    return head + html_table(band_display_table(band), f"band-{index}") + confirmed_section(data, index)
+
+
+CONFIRMED_HEADINGS = ("network", "seeds", "confirmed accuracy", f"{CONFIDENCE:.0%} interval", "search accuracy",
+                      "latency (ms)", "race", "on the confirmed front", "against the best published FAT")
+
+
+def confirmed_display_table(confirmed: pd.DataFrame) -> pd.DataFrame:
+    """confirmed.csv as the page shows it: each mean with its interval, the race's verdict, the difference in words."""
+    done = confirmed[confirmed["seeds"] > 0]
+    verdicts = done["verdict"] if "verdict" in done else pd.Series("-", index=done.index)
+    rows = [[r["network"], str(int(r["seeds"])), f"{r['accuracy']:.4f}",
+             f"{r['accuracy_low']:.4f} to {r['accuracy_high']:.4f}" if pd.notna(r["accuracy_low"]) else "-",
+             f"{r['search_accuracy']:.4f}", f"{r['latency_ms']:.2f}", r["status"],
+             "yes" if bool(r["on_confirmed_front"]) else "no", v if isinstance(v, str) else "-"]
+            for (_, r), v in zip(done.iterrows(), verdicts)]
+    return pd.DataFrame(rows, columns=list(CONFIRMED_HEADINGS))
+
+
+def confirmed_section(data: RunData, index: int) -> str:
+    """The confirm stage's figures (table id `confirmed-INDEX`), where the run has them."""
+    if data.confirmed is None:
+        return ""
+    stage = data.meta.get("confirm") or {}
+    head = (f"<p class=\"note confirmed\" id=\"confirm-{index}\">{html.escape(data.run_id)}: confirmed by "
+            f"retraining with {html.escape(str(stage.get('recipe')))} ({stage.get('trainings')} trainings, "
+            f"{float(stage.get('seconds') or 0):.0f} s, stopped: {html.escape(str(stage.get('stop_reason')))}); "
+            "accuracy is the mean over seeds, beside the search's own, which it never replaces.</p>\n")
+    return head + html_table(confirmed_display_table(data.confirmed), f"confirmed-{index}")
 
 
 def dashboard_html(runs: Sequence[RunData]) -> str:
