@@ -99,7 +99,10 @@ def test_seeds_that_agree_exactly_fall_back_to_the_sampling_error(isolated_dirs)
     run = create_run("flat")
     run.write_table("trials.csv", networks([0.25, 0.25], [1.0, 2.0]))
     same = pd.DataFrame(dict(network=["a", "a"], seed=[0, 1], accuracy=[0.25, 0.25], train_seconds=[1.0, 1.0]))
-    assert measured_noise(run, same, 0) is None
+    assert measured_noise(run, same, 0, 200) is None
+    close = same.assign(accuracy=[0.25, 0.2501])  # two repeats that agree by chance: the sampling error is the floor
+    floored = measured_noise(run, close, 0, 200)
+    assert floored["std"] == pytest.approx(math.sqrt(0.25 * 0.75 / 200), rel=1e-3) and "raised to" in floored["note"]
     noise = sampling_noise(run, 200, "every network evaluated again scored the same on each seed")
     assert noise["source"] == "binomial" and "a lower bound" in noise["note"]
     assert noise["std"] == pytest.approx(math.sqrt(0.25 * 0.75 / 200))

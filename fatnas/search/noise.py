@@ -17,7 +17,7 @@ import pandas as pd
 from ..estimate.data import DataSplit
 from ..model.config import FATConfig
 from ..runs.noise import NOISE_COLUMNS, NOISE_FILE, Noise, binomial_std, pooled_std
-from ..runs.store import Run, publish_trials, run_noise
+from ..runs.store import Run, complete_rows, pareto_mask, publish_trials, run_noise
 from .evaluate import SearchSettings, price, train_candidate
 
 NOISE_FRONT = 2  # front networks (the most accurate) evaluated again after the trials
@@ -41,11 +41,14 @@ def reference_candidates(run: Run) -> list[dict]:
 
 
 def front_candidates(run: Run, count: int = NOISE_FRONT) -> list[dict]:
-    """The `count` most accurate networks of the run's front, as noise candidates."""
-    front = run.pareto()
-    if front.empty:
+    """The `count` most accurate networks of the run's front (where it holds fewer, the most accurate other
+    complete trials), as noise candidates."""
+    trials = run.trials()
+    done = complete_rows(trials)
+    if done.empty:
         return []
-    top = front.sort_values("accuracy", ascending=False, kind="stable").head(count)
+    done = done.assign(on_front=pareto_mask(done))
+    top = done.sort_values(["on_front", "accuracy"], ascending=False, kind="stable").head(count)
     return [dict(network=f"trial_{int(r['trial'])}", trial=int(r["trial"]), config=r["config"],
                  accuracy=float(r["accuracy"]), latency_ms=float(r["latency_ms"]),
                  train_seconds=float(r.get("train_seconds") or 0)) for _, r in top.iterrows()]
@@ -82,18 +85,22 @@ def training_seconds(run: Run) -> float:
     return float(sum(t["train_seconds"].fillna(0).sum() for t in tables if "train_seconds" in t))
 
 
-def measured_noise(run: Run, table: pd.DataFrame, first_seed: int) -> dict | None:
-    """run.yaml's `noise` record from noise.csv: the pooled seed std (None where no network repeats; 0 is not
-    recorded as such: the caller falls back to the sampling error)."""
+def measured_noise(run: Run, table: pd.DataFrame, first_seed: int, images: int) -> dict | None:
+    """run.yaml's `noise` record from noise.csv: the pooled seed std, at least the sampling error of `images`
+    validation images at the mean accuracy (a few repeats can agree by chance); None where no network repeats, or
+    every repeat agreed exactly (the caller falls back to the sampling error)."""
     std, networks, evaluations = pooled_std(table)
     if not std:
         return None
+    floor = binomial_std(float(table["accuracy"].mean()), images)
     extra = float(table.loc[table["seed"] != first_seed, "train_seconds"].sum())
     share = extra / max(extra + training_seconds(run), 1e-9)
     names = ", ".join(sorted(set(table["network"])))
-    note = (f"pooled seed std of {networks} networks ({names}), {evaluations} evaluations in this run; the repeats "
-            f"took {extra:.0f} s, {share:.1%} of the run's training time")
-    return dict(Noise(std, "measured", note, networks, evaluations).to_dict(), seconds=extra, share=share)
+    note = (f"pooled seed std {std:.4f} of {networks} networks ({names}), {evaluations} evaluations in this run"
+            f"{f', raised to the sampling error {floor:.4f} of {images} validation images' if floor > std else ''}; "
+            f"the repeats took {extra:.0f} s, {share:.1%} of the run's training time")
+    return dict(Noise(max(std, floor), "measured", note, networks, evaluations).to_dict(), seconds=extra,
+                share=share, pooled_std=std)
 
 
 def sampling_noise(run: Run, validation_images: int, why: str) -> dict | None:
@@ -122,7 +129,7 @@ def measure_noise(run: Run, settings: SearchSettings, data: DataSplit, *, front:
     if not candidates:
         return
     table = repeat_candidates(run, candidates, settings, data)
-    noise = measured_noise(run, table, settings.proxy.seed)
+    noise = measured_noise(run, table, settings.proxy.seed, images)
     if noise is None and front and run_noise(run) is None:
         noise = sampling_noise(run, images, "every network evaluated again scored the same on each seed")
     record_noise(run, noise)
