@@ -162,18 +162,20 @@ def _print_front(run: Any, front: Any, settings: Any) -> None:
 
     latency = (f"latency modelled from {settings.latency_model}" if settings.latency_model
                else f"latency measured on {settings.device}")
-    print(f"\nPareto front ({len(front)} trials; accuracy = proxy accuracy on {settings.dataset}, "
-          f"{latency} at {settings.space.resolution}px, FLOPs = fvcore total at "
-          f"{settings.space.resolution}px):")
     noise, band = run_noise(run), run.read_table(BAND_FILE)
-    shown = _front_rows(run, band if noise is not None and not band.empty else front, noise)
+    banded = noise is not None and not band.empty
+    what = f"Pareto front ({len(front)} trials)" + (f" in its band ({len(band)} networks no other beats with "
+                                                     f"{CONFIDENCE:.0%} confidence)" if banded else "")
+    print(f"\n{what}; accuracy = proxy accuracy on {settings.dataset}, {latency} at {settings.space.resolution}px, "
+          f"FLOPs = fvcore total at {settings.space.resolution}px:")
+    shown = _front_rows(run, band if banded else front, noise)
     if not shown.empty:
         shown["flops"] = shown["flops"].map(format_flops)
         shown["params"] = shown["params"].map(lambda p: f"{p / 1e6:.2f}M")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if noise is not None:
         print(f"{noise.describe()}; intervals at {CONFIDENCE:.0%}")
-        print(f"{summary_line(band)} (front: on_front yes; files band.csv, noise.csv)")
+        print(f"{summary_line(band)} (on the front: on_front yes; files band.csv, noise.csv)")
     print(f"trials: {run.state_counts()}; files in {run.path}")
 
 
