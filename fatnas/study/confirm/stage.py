@@ -17,7 +17,7 @@ from ...errors import MAX_WORKERS, FatnasError, check_device, check_threads
 from ...estimate.data import DataSplit, settings_data
 from ...estimate.proxy import ProxySettings
 from ...runs.noise import BAND_FILE, Z, best_reference, binomial_std, noise_aware_band, with_differences
-from ...runs.store import Run, open_run, pareto_mask, run_noise
+from ...runs.store import Run, complete_rows, open_run, pareto_mask, run_noise
 from ...search.evaluate import SearchSettings
 from ...search.record import settings_from_meta
 from ..fidelity.specs import fidelity_label, parse_fidelity
@@ -122,9 +122,7 @@ def confirm_candidates(run: Run, search: SearchSettings, count: int) -> pd.DataF
 
 def _band_of(run: Run, search: SearchSettings) -> pd.DataFrame:
     """The band of a run that wrote no band.csv (made before noise was measured, or with --noise-seeds 1)."""
-    trials = run.trials()
-    done = trials[trials["state"] == "COMPLETE"].dropna(subset=["accuracy", "latency_ms"]) \
-        if not trials.empty else trials
+    done = complete_rows(run.trials())
     if done.empty:
         return done
     noise = run_noise(run)
