@@ -96,7 +96,7 @@ def _check_run_export(args: argparse.Namespace) -> None:
     if args.confirmed and (args.pareto or args.trial is not None):
         raise FatnasError("export --confirmed exports the confirmed front; it takes no --pareto or --trial")
     if not args.confirmed and args.pareto == (args.trial is not None):
-        raise FatnasError("export: give --trial N --name NAME, --pareto [--prefix P] or --confirmed [--prefix P]")
+        raise FatnasError("export: give --trial N --name NAME, or --pareto [--prefix P], or --confirmed [--prefix P]")
     if (args.pareto or args.confirmed) and args.name:
         raise FatnasError("export --pareto names variants PREFIX<trial> (--prefix); --name goes with --trial")
     if args.trial is not None and (not args.name or args.prefix):
