@@ -73,6 +73,7 @@ def test_the_race_gives_seeds_only_where_they_still_decide_the_front():
     assert (table["accuracy_low"] < table["accuracy"]).all() and table.loc["slow_bad", "on_confirmed_front"] == False  # noqa: E712
 
 
+@pytest.mark.slow  # two stages of up to 7 trainings in all: the fast tier keeps the 4-training one below
 @needs_fashion_mnist
 def test_confirm_races_within_its_budget_beside_the_searchs_files_and_resumes(run):
     before = {name: (run.path / name).read_bytes() for name in SEARCH_FILES}
