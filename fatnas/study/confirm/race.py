@@ -59,16 +59,17 @@ def standings(rows: pd.DataFrame, networks: pd.DataFrame, max_seeds: int = MAX_S
     """Per network of `networks` (network, latency_ms, ...): its seeds, mean accuracy, the std of that mean, its
     interval, its status (IN, OUT, DOUBT) and whether it is on the confirmed front; `rows` holds the trainings."""
     table = networks.copy()
-    grouped = rows.groupby("network")["accuracy"] if not rows.empty else None
-    table["seeds"] = [int(grouped.count().get(n, 0)) if grouped is not None else 0 for n in table["network"]]
-    table["accuracy"] = [float(grouped.mean().get(n, math.nan)) if grouped is not None else math.nan
-                         for n in table["network"]]
+    counts = rows.groupby("network")["accuracy"].count() if not rows.empty else pd.Series(dtype=int)
+    means = rows.groupby("network")["accuracy"].mean() if not rows.empty else pd.Series(dtype=float)
+    table["seeds"] = [int(counts.get(n, 0)) for n in table["network"]]
+    table["accuracy"] = [float(means.get(n, math.nan)) for n in table["network"]]
     seed_std = pooled_std(rows)[0] if not rows.empty else None
     table["seed_std"] = seed_std if seed_std is not None else math.nan
     table["accuracy_std"] = table["seed_std"] / table["seeds"].clip(lower=1) ** 0.5
     table["accuracy_low"] = table["accuracy"] - Z * table["accuracy_std"]
     table["accuracy_high"] = table["accuracy"] + Z * table["accuracy_std"]
     table["status"] = statuses(table) if seed_std is not None else DOUBT
+    table.loc[table["seeds"] == 0, "status"] = DOUBT  # not trained yet
     trained = table["seeds"] > 0
     table["on_confirmed_front"] = False
     if trained.any():
