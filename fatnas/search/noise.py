@@ -113,17 +113,19 @@ def sampling_noise(run: Run, validation_images: int, why: str) -> dict | None:
     return Noise(binomial_std(mean, validation_images), "binomial", note).to_dict()
 
 
-def measure_noise(run: Run, settings: SearchSettings, data: DataSplit, *, front: bool) -> None:
-    """Evaluate the references (`front` False) or the front's best networks (True) again, record the noise and
-    publish every trial's interval (nothing where `noise_seeds` is 1, or in a bare folder with no run.yaml to
-    record it in)."""
+def measure_noise(run: Run, settings: SearchSettings, data: DataSplit, *, front: bool,
+                  storage_url: str | None = None) -> None:
+    """Evaluate the references (`front` False) or the front's best networks (True) again, record the noise (also in
+    the study at `storage_url`, whose copy of run.yaml `sync` rebuilds from) and publish every trial's interval
+    (nothing where `noise_seeds` is 1, or in a bare folder with no run.yaml to record it in)."""
     if settings.noise_seeds < 2 or not (run.path / "run.yaml").is_file():
         return
     images = run.read_meta().get("validation_images") or settings.proxy.val_images
     if settings.estimator != "proxy":
         if front:
             record_noise(run, sampling_noise(run, images, f"{settings.estimator} scores a network the same "
-                                                          "whatever the seed: it has no seed noise to measure"))
+                                                          "whatever the seed: it has no seed noise to measure"),
+                         storage_url)
         return
     candidates = front_candidates(run) if front else reference_candidates(run)
     if not candidates:
@@ -132,15 +134,21 @@ def measure_noise(run: Run, settings: SearchSettings, data: DataSplit, *, front:
     noise = measured_noise(run, table, settings.proxy.seed, images)
     if noise is None and front and run_noise(run) is None:
         noise = sampling_noise(run, images, "every network evaluated again scored the same on each seed")
-    record_noise(run, noise)
+    record_noise(run, noise, storage_url)
 
 
-def record_noise(run: Run, noise: dict | None) -> None:
-    """Write run.yaml's `noise` and republish trials.csv, pareto.csv and band.csv with intervals."""
+def record_noise(run: Run, noise: dict | None, storage_url: str | None = None) -> None:
+    """Write run.yaml's `noise` (and the study's copy of run.yaml at `storage_url`), and republish trials.csv,
+    pareto.csv and band.csv with intervals."""
     if noise is None:
         return
     with run.lock():
         run.update_meta(noise=noise)
+        if storage_url is not None:
+            from .optuna_backend import RUN_META_ATTR, load_study
+            from .storage import open_storage
+
+            load_study(open_storage(storage_url, None), run.id).set_user_attr(RUN_META_ATTR, run.read_meta())
         trials = run.trials()
         if not trials.empty:
             publish_trials(run, trials.to_dict("records"))
