@@ -54,7 +54,7 @@ def add_search(sub: Any, flags: Flags) -> None:
                    help="price latency from a table of `fatnas latency-profile` (made on the target device) instead of "
                         "measuring it here")
     p.add_argument("--noise-seeds", type=int, default=None, metavar="N",
-                   help="evaluations of the published FATs under budget and of the 2 most accurate front networks, "
+                   help="evaluations of the best published FAT under budget and of the 2 most accurate front networks, "
                         "from which the run measures its accuracy noise and every accuracy's interval (default 2; "
                         "1: measure none)")
     p.add_argument("--keep-inert", action="store_true",
