@@ -14,7 +14,7 @@ from ...estimate.base import make_estimator
 from ...estimate.data import DataSplit, settings_data
 from ...estimate.proxy import ProxySettings, configure_threads
 from ...model.config import FATConfig
-from ..fidelity.jobs import _end_with_parent as end_with_parent
+from ..fidelity.jobs import end_with_parent
 
 EXECUTORS = ("local", "ray")
 
