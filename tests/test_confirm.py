@@ -121,6 +121,7 @@ def test_bad_confirm_input_is_one_line_exit_2_and_writes_nothing(run, capsys):
                           (["--recipe", "epochs=zero"], "is not an integer"),
                           (["--networks", "0"], "--networks 0: accepted 1 to"),
                           (["--backend", "spark"], "accepted local, ray"),
+                          (["--backend", "local", "--ray-address", "auto"], "--ray-address goes with --backend ray"),
                           (["--resume"], "has no confirm stage to resume")]:
         assert main(["confirm", "c", *args]) == 2
         err = capsys.readouterr().err

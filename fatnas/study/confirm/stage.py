@@ -61,6 +61,8 @@ class ConfirmSettings:
             raise FatnasError(f"--workers {self.workers}: accepted 1 to {MAX_WORKERS} processes")
         if self.executor is not None and self.executor not in EXECUTORS:
             raise FatnasError(f"confirm --backend {self.executor!r}: accepted {', '.join(EXECUTORS)}")
+        if self.ray_address is not None and self.executor == "local":
+            raise FatnasError("--ray-address goes with --backend ray")
 
 
 def confirm_settings(budget: str = DEFAULT_BUDGET, **values: Any) -> ConfirmSettings:
