@@ -110,8 +110,9 @@ def _confirm_settings(args: argparse.Namespace) -> Any:
             raise FatnasError("--confirm-recipe, --confirm-networks, --confirm-min-seeds and --confirm-max-seeds go "
                               "with --confirm BUDGET")
         return None
-    return confirm_settings(args.confirm, workers=args.workers, executor="ray" if args.backend == "ray" else "local",
-                            **values)
+    ray = args.backend == "ray"
+    return confirm_settings(args.confirm, workers=args.workers, executor="ray" if ray else "local",
+                            ray_address=args.ray_address if ray else None, **values)
 
 
 def _search_settings(args: argparse.Namespace) -> Any:
