@@ -204,6 +204,7 @@ def publish_confirmed(job: Confirm, rows: pd.DataFrame) -> pd.DataFrame:
     if not waiting and not trained.empty and trained["accuracy_std"].notna().all():
         table = table.join(with_differences(trained, reference, ref_std)[
             ["reference", "vs_reference", "vs_reference_low", "vs_reference_high", "verdict"]])
+        table.loc[table["trial"] < 0, "verdict"] = "published FAT: the yardstick"
     table["recipe"] = fidelity_label(job.recipe)
     table["config"] = job.candidates["config"]
     job.run.write_table(CONFIRMED, table)
