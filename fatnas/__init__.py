@@ -4,7 +4,8 @@ The house, one way down: `model` (config, network, variants, spaces) <- `estimat
 latency, data, proxy training, zero-cost scores: one Estimator shape) <- `runs` (run folders,
 export) <- `search` (one SearchBackend protocol: Optuna, Ray) <- `study` and `scaling` <- `report`
 <- `cli`. The Python API (`fatnas.api`) is reachable from here: `fatnas.create_model`,
-`fatnas.cost`, `fatnas.measure`, `fatnas.search(...)`, `fatnas.new_search`, `fatnas.resume_search`.
+`fatnas.cost`, `fatnas.measure`, `fatnas.search(...)`, `fatnas.new_search`, `fatnas.resume_search`,
+`fatnas.confirm`.
 """
 from typing import Any
 
@@ -16,7 +17,7 @@ _moved.install()  # old module paths (fatnas.cost, fatnas.proxy, ...) keep worki
 from .model import FAT, ConfigError, FATConfig, create_model, get_config, list_models, plan  # noqa: E402
 
 API = ("cost", "measure", "new_search", "resume_search", "search_settings", "paper_comparison", "parse_budget",
-       "load_space", "config_of", "Search")
+       "load_space", "config_of", "Search", "confirm")
 
 
 def __getattr__(name: str) -> Any:

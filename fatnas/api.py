@@ -4,6 +4,7 @@
     model = fatnas.create_model("fat_b0", num_classes=10, in_chans=1)
     fatnas.cost("fat_b2").flops                        # fvcore-total FLOPs at 224 px, no module built
     done = fatnas.search(budget="2GFLOPs", trials=20)  # a whole search; done.run.pareto() is its front
+    fatnas.confirm(done.run.id, "30m")                 # its band retrained: confirmed.csv beside its files
 """
 from __future__ import annotations
 
@@ -44,5 +45,14 @@ def measure(model: str | Path | FATConfig, *, res: int = 224, batch_size: int = 
     return dict(latency=dict(stats.to_dict(), runtime=runtime), peak_memory_bytes=memory, memory_method=how)
 
 
-__all__ = ["Search", "config_of", "cost", "create_model", "get_config", "list_models", "load_space", "measure",
-           "new_search", "paper_comparison", "parse_budget", "resume_search", "search", "search_settings"]
+def confirm(run_id: str, budget: str = "1h", *, resume: bool = False, **values: Any) -> Any:
+    """Confirm a search's band as `fatnas confirm RUN` does, within `budget` ('30m', '12trainings'); `values` are
+    `ConfirmSettings`' (recipe, networks, min_seeds, max_seeds, workers, executor, ray_address, threads, device).
+    Returns confirmed.csv as a table."""
+    from .study.confirm import confirm_settings, prepare_confirm, run_confirm
+
+    return run_confirm(prepare_confirm(run_id, confirm_settings(budget, **values), resume=resume))
+
+
+__all__ = ["Search", "config_of", "confirm", "cost", "create_model", "get_config", "list_models", "load_space",
+           "measure", "new_search", "paper_comparison", "parse_budget", "resume_search", "search", "search_settings"]

@@ -27,6 +27,9 @@ from fatnas.report.dashboard import (
     summary_display_table,
     summary_table,
 )
+from fatnas.report.dashboard.page import BAND_HEADINGS, band_display_table
+from fatnas.report.dashboard.tables import band_table
+from fatnas.runs.noise import Z
 from fatnas.runs.store import Run, hypervolume
 from fatnas.study.trust import find_proxy_trust
 
@@ -90,6 +93,14 @@ def test_page_renders_offline_without_errors_and_shows_the_front(run, capsys):
     assert result.screenshot.is_file() and result.screenshot.stat().st_size > 20_000
 
 
+def test_page_shows_the_runs_noise_and_its_band_with_intervals(data, run):
+    text = dashboard_html([data])
+    assert 'id="noise-0"' in text and "measured: pooled seed std" in text and 'id="band-0"' in text
+    band = band_table(data)
+    assert set(run.pareto()["trial"]) <= set(band["trial"])
+    assert (band["accuracy_low"] < band["accuracy"]).all() and "90% interval" in text
+
+
 def test_browser_helper_reports_javascript_errors(tmp_path):
     page = tmp_path / "broken.html"
     page.write_text("<html><body><p>x</p><script>throw new Error('deliberate failure');</script></body></html>")
@@ -129,8 +140,14 @@ def test_summary_compares_with_the_best_reference_under_budget():
     shown = summary_display_table(summary_table([data])).iloc[0]
     assert list(shown.index) == list(SUMMARY_HEADINGS)
     assert shown["trials"] == "3: 2 complete, 1 pruned" and shown["front"] == "2"
-    assert shown["best proxy accuracy under budget"] == "0.8000 (trial 0, 5.0 ms)"
-    assert shown["best published FAT under budget"] == "0.7000 (fat_b0)" and shown["difference"] == "+0.1000"
+    # no noise measured, no fidelity study: the binomial std of the (unknown, so 1) validation images at the mean
+    spread = Z * math.sqrt(0.85 * 0.15)
+    assert shown["best proxy accuracy under budget"] == f"0.8000 +-{spread:.4f} (trial 0, 5.0 ms)"
+    assert shown["best published FAT under budget"] == f"0.7000 +-{spread:.4f} (fat_b0)"
+    assert shown["difference"].startswith("not distinguishable from fat_b0 (+0.1000, 90% interval -")
+    band = band_display_table(band_table(data))
+    assert list(band["trial"]) == ["0", "1"] and list(band["on the front"]) == ["yes", "yes"]
+    assert band[BAND_HEADINGS[-1]].str.startswith("not distinguishable from fat_b0").all()
 
 
 def test_hypervolume_of_known_points():
@@ -196,7 +213,8 @@ def test_accuracy_points_hold_every_group_with_its_error_bar_and_hover(data, run
     mine = points[points["group"] == "trials"]
     assert sorted(mine["x"]) == sorted(done["flops"].astype(float))
     assert sorted(mine["accuracy"]) == sorted(done["accuracy"])
-    assert mine["error"].tolist() == data.trust.error_bars(mine["accuracy"], run.read_meta()["proxy"]["val_images"])
+    noise = run.read_meta()["noise"]  # measured in the run: every error bar is its 90% half-width
+    assert mine["error"].tolist() == pytest.approx([Z * noise["std"]] * len(mine))
     assert all("fvcore total at 64 px" in h for h in points["hover"]) and set(points["run"]) == {"tiny-run"}
     assert list(accuracy_points([data], "flops", ("front",))["group"].unique()) == ["front"]
 

@@ -127,7 +127,7 @@ def test_a_new_search_backend_plugs_in_with_one_call(monkeypatch):
 
 
 @pytest.mark.parametrize("command", [["cost", "fat_b0"], ["latency-profile", "-o", "t.json"],
-                                     ["search"], ["fidelity"], ["scale", "fat_b0"]])
+                                     ["search"], ["confirm", "r"], ["fidelity"], ["scale", "fat_b0"]])
 def test_shared_flags_read_the_same_everywhere(command):
     parser = build_parser()
     args = parser.parse_args([*command, "--device", "cuda:1", "--threads", "2"])
@@ -142,6 +142,7 @@ def test_the_python_api():
     assert fatnas.cost("fat_b0").params == 4_494_488
     assert fatnas.cost(get_config("fat_b2")).flops == 2_150_371_712
     assert callable(fatnas.search) and fatnas.search.run_search is run_search
+    assert fatnas.confirm is fatnas.api.confirm
     assert [row["name"] for row in fatnas.paper_comparison()] == ["fat_b0", "fat_b1", "fat_b2", "fat_b3"]
 
 

@@ -315,6 +315,18 @@ def test_a_search_scores_its_candidates_with_a_supernet_and_names_it(isolated_di
         search_settings(budget="6MFLOPs", space=str(TINY_SPACE), supernet="sn")
     _scores_on_its_own_split_whatever_split_the_caller_drew(scored.config.iloc[0])
     _export_with_weights_starts_from_the_inherited_weights(open_run("s"), int(scored.trial.iloc[0]))
+    _has_no_seed_noise_and_is_confirmed_by_training(open_run("s"))
+
+
+def _has_no_seed_noise_and_is_confirmed_by_training(run) -> None:
+    """A supernet scores alike on every seed: its run records the sampling error; the confirm stage trains."""
+    from fatnas.study.confirm import confirm_settings, prepare_confirm, run_confirm
+
+    noise = run.read_meta()["noise"]
+    assert noise["source"] == "binomial" and "no seed noise to measure" in noise["note"] and noise["std"] > 0
+    assert not (run.path / "noise.csv").exists() and (run.trials()["accuracy_low"] < run.trials()["accuracy"]).all()
+    table = run_confirm(prepare_confirm("s", confirm_settings("4trainings", recipe="train_images=128", networks=2)))
+    assert (table["seeds"] >= 2).sum() == 2 and "res=32" in run.read_meta()["confirm"]["recipe"]
 
 
 def _scores_on_its_own_split_whatever_split_the_caller_drew(config: str) -> None:

@@ -18,10 +18,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .._version import __version__  # noqa: E402
 from ..errors import FatnasError, redact  # noqa: E402
-from . import export, fidelity, models, scale, search, supernet  # noqa: E402
+from . import confirm, export, fidelity, models, scale, search, supernet  # noqa: E402
 from .common import ArgumentParser, Flags  # noqa: E402
 
-GROUPS = (models, search, supernet, export, fidelity, scale)  # in the order `fatnas --help` lists their commands
+# in the order `fatnas --help` lists their commands
+GROUPS = (models, search, confirm, supernet, export, fidelity, scale)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,8 @@ def add_export(sub: Any, flags: Flags) -> None:
     p.add_argument("--name", default=None, help="variant name: lowercase letters, digits, '_'")
     p.add_argument("--pareto", action="store_true", help="export every Pareto-front trial as PREFIX<trial>")
     p.add_argument("--prefix", default=None, help="name prefix for --pareto (default: <run id>_t)")
+    p.add_argument("--confirmed", action="store_true",
+                   help="export the confirmed front (fatnas confirm RUN) as PREFIX<trial>, with its confirmed accuracy")
     p.add_argument("--force", action="store_true", help="overwrite an existing exported variant")
     p.add_argument("--with-weights", action="store_true",
                    help="with --trial of a supernet search: also write the weights it inherited (variants/NAME.pt), "
@@ -61,25 +63,41 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         require_onnx()  # before any variant is written
     run = open_run(args.run)
-    done = (export_pareto(run, prefix=args.prefix, force=args.force) if args.pareto
-            else [export_trial(run, args.trial, args.name, force=args.force, with_weights=args.with_weights)])
+    confirmed = _confirmed_front(run) if args.confirmed else None
+    if args.pareto or args.confirmed:
+        done = export_pareto(run, prefix=args.prefix, force=args.force, confirmed=confirmed)
+    else:
+        done = [export_trial(run, args.trial, args.name, force=args.force, with_weights=args.with_weights)]
     for e in done:
-        print(f"{e.name}: run {e.source['run']} trial {e.source['trial']}, proxy accuracy "
-              f"{e.source['proxy_accuracy']:.4f}, {e.source['params'] / 1e6:.3f}M params -> {e.path}")
+        s = e.source
+        low, high = s.get("confirmed_interval") or (None, None)
+        confirmed = (f", confirmed accuracy {s['confirmed_accuracy']:.4f} (90% interval {low:.4f} to {high:.4f}, "
+                     f"{s['confirmed_seeds']} seeds of {s['confirm_recipe']})"
+                     if "confirmed_accuracy" in s else "")
+        print(f"{e.name}: run {s['run']} trial {s['trial']}, proxy accuracy {s['proxy_accuracy']:.4f}{confirmed}, "
+              f"{s['params'] / 1e6:.3f}M params -> {e.path}")
         if args.format != "yaml":
             _print_deployed(e.name, export_deployed(e.name, args.format))
     return 0
+
+
+def _confirmed_front(run: Any) -> Any:
+    from ..study.confirm import confirmed_front
+
+    return confirmed_front(run)
 
 
 def _check_run_export(args: argparse.Namespace) -> None:
     if args.output or args.res:
         raise FatnasError("export: -o and --res go with --model NAME (a trial's files go beside its variant)")
     if args.run is None:
-        raise FatnasError("export: give RUN --trial N --name NAME, RUN --pareto [--prefix P], "
-                          "or --model NAME --format onnx|pt2")
-    if args.pareto == (args.trial is not None):
-        raise FatnasError("export: give --trial N --name NAME, or --pareto [--prefix P]")
-    if args.pareto and args.name:
+        raise FatnasError("export: give RUN --trial N --name NAME, RUN --pareto [--prefix P], RUN --confirmed "
+                          "[--prefix P], or --model NAME --format onnx|pt2")
+    if args.confirmed and (args.pareto or args.trial is not None):
+        raise FatnasError("export --confirmed exports the confirmed front; it takes no --pareto or --trial")
+    if not args.confirmed and args.pareto == (args.trial is not None):
+        raise FatnasError("export: give --trial N --name NAME, or --pareto [--prefix P], or --confirmed [--prefix P]")
+    if (args.pareto or args.confirmed) and args.name:
         raise FatnasError("export --pareto names variants PREFIX<trial> (--prefix); --name goes with --trial")
     if args.trial is not None and (not args.name or args.prefix):
         raise FatnasError("export --trial N needs --name NAME (and takes no --prefix)")

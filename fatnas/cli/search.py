@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import FatnasError
 from .common import Flags, dataset, device, finite_float, left_table, table, task_classes, threads
+from .confirm import CONFIRM_HELP, add_confirm_options, confirm_and_print, confirm_values
 from .models import SPACE_HELP
 
 RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address")
@@ -54,8 +55,15 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--latency-model", default=None, metavar="TABLE.json",
                    help="price latency from a table of `fatnas latency-profile` (made on the target device) instead of "
                         "measuring it here")
+    p.add_argument("--noise-seeds", type=int, default=None, metavar="N",
+                   help="evaluations of the best published FAT under budget and of the 2 most accurate front networks, "
+                        "from which the run measures its accuracy noise and every accuracy's interval (default 2; "
+                        "1: measure none)")
     p.add_argument("--keep-inert", action="store_true",
                    help="draw every value, also those that build the same network at the proxy resolution")
+    p.add_argument("--confirm", default=None, metavar="BUDGET",
+                   help=f"after the search, confirm its band (as `fatnas confirm RUN`) within: {CONFIRM_HELP}")
+    add_confirm_options(p, prefix="confirm-")
     p.add_argument("--cpus-per-trial", type=finite_float, default=None,
                    help="ray: CPUs (and torch threads) per trial (default: --threads)")
     p.add_argument("--gpus-per-trial", type=finite_float, default=None,
@@ -77,6 +85,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     options = backend_options(args.backend, None if args.resume else device(args),  # before any run folder exists
                               **{name: getattr(args, name) for name in RAY_FLAGS})
     api.check_workers(args.backend, args.workers, bool(args.join))
+    confirm = _confirm_settings(args)
     if args.resume or args.join:
         job = api.resume_search(args.resume or args.join, join=bool(args.join), backend=args.backend, options=options,
                                 storage=args.storage, workers=args.workers, trials=args.trials,
@@ -87,23 +96,46 @@ def cmd_search(args: argparse.Namespace) -> int:
     _print_header(job)
     front = job.run_to_end(progress=not args.quiet)
     _print_front(job.run, front, job.settings)
+    if confirm is not None and not args.join:
+        from ..study.confirm import prepare_confirm
+
+        print()
+        confirm_and_print(prepare_confirm(str(job.run.path), confirm, resume=None), quiet=args.quiet)
     return 0
 
 
 # what --resume and --join take; every other flag would be ignored (the run keeps what run.yaml records)
 RESUME_FLAGS = ("resume", "join", "trials", "timeout", "device", "threads", "storage", "workers", "backend", "quiet",
                 *RAY_FLAGS)
+# what --resume takes besides: a confirm stage after the resumed search (a --join worker runs none)
+CONFIRM_FLAGS = ("confirm", "confirm_recipe", "confirm_networks", "confirm_min_seeds", "confirm_max_seeds")
 
 
 def _check_resume_flags(args: argparse.Namespace) -> None:
     """Refuse a flag that --resume or --join would ignore (--budget, --space, --classes, ...), rather than
     silently keep the recorded value."""
+    taken = (*RESUME_FLAGS, *(CONFIRM_FLAGS if args.resume else ()))
     ignored = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
-               if name not in (*RESUME_FLAGS, "command", "handler") and value not in (None, False, [])]
+               if name not in (*taken, "command", "handler") and value not in (None, False, [])]
     if ignored:
-        takes = ", ".join(f"--{name.replace('_', '-')}" for name in RESUME_FLAGS[2:] if name in vars(args))
+        takes = ", ".join(f"--{name.replace('_', '-')}" for name in taken[2:] if name in vars(args))
         raise FatnasError(f"search --{'resume' if args.resume else 'join'} keeps the run's recorded settings, so "
                           f"{', '.join(ignored)} would be ignored; it takes {takes}; start a new run for others")
+
+
+def _confirm_settings(args: argparse.Namespace) -> Any:
+    """The settings of `--confirm BUDGET` (None: no confirm stage), checked before the search starts."""
+    from ..study.confirm import confirm_settings
+
+    values = confirm_values(args, "confirm-")
+    if args.confirm is None:
+        if any(v is not None for k, v in values.items() if k not in ("threads", "device")):
+            raise FatnasError("--confirm-recipe, --confirm-networks, --confirm-min-seeds and --confirm-max-seeds go "
+                              "with --confirm BUDGET")
+        return None
+    ray = args.backend == "ray"
+    return confirm_settings(args.confirm, workers=args.workers, executor="ray" if ray else "local",
+                            ray_address=args.ray_address if ray else None, **values)
 
 
 def _search_settings(args: argparse.Namespace) -> Any:
@@ -117,7 +149,7 @@ def _search_settings(args: argparse.Namespace) -> Any:
                            early_stopping=not args.no_early_stopping, prescreen=args.prescreen,
                            prescreen_keep=args.prescreen_keep, collapse_inert=not args.keep_inert,
                            heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
-                           latency_model=args.latency_model, supernet=args.supernet)
+                           latency_model=args.latency_model, supernet=args.supernet, noise_seeds=args.noise_seeds)
 
 
 def _print_header(job: Any) -> None:
@@ -148,26 +180,52 @@ def _latency_line(latency: dict[str, Any]) -> str:
 
 
 def _print_front(run: Any, front: Any, settings: Any) -> None:
-    import pandas as pd
-
     from ..estimate.cost import format_flops
+    from ..runs.noise import BAND_FILE, CONFIDENCE, summary_line
+    from ..runs.store import run_noise
 
-    columns = ["trial", "accuracy", "latency_ms", "params", "flops"]
     latency = (f"latency modelled from {settings.latency_model}" if settings.latency_model
                else f"latency measured on {settings.device}")
-    print(f"\nPareto front ({len(front)} trials; accuracy = proxy accuracy on {settings.dataset}, "
-          f"{latency} at {settings.space.resolution}px, FLOPs = fvcore total at "
-          f"{settings.space.resolution}px):")
-    shown = front[columns].copy() if not front.empty else front
-    refs = run.references()
-    if not refs.empty:
-        refs = refs[refs["state"] == "REFERENCE"].assign(trial=lambda d: d["name"])[columns]
-        shown = pd.concat([f for f in (shown, refs) if not f.empty], ignore_index=True)
+    noise, band = run_noise(run), run.read_table(BAND_FILE)
+    banded = noise is not None and not band.empty
+    what = f"Pareto front ({len(front)} trials)" + (f" in its band ({len(band)} networks no other beats with "
+                                                     f"{CONFIDENCE:.0%} confidence)" if banded else "")
+    print(f"\n{what}; accuracy = proxy accuracy on {settings.dataset}, {latency} at {settings.space.resolution}px, "
+          f"FLOPs = fvcore total at {settings.space.resolution}px:")
+    shown = _front_rows(run, band if banded else front, noise)
     if not shown.empty:
         shown["flops"] = shown["flops"].map(format_flops)
         shown["params"] = shown["params"].map(lambda p: f"{p / 1e6:.2f}M")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if noise is not None:
+        print(f"{noise.describe()}; intervals at {CONFIDENCE:.0%}")
+        print(f"{summary_line(band)} (on the front: on_front yes; files band.csv, noise.csv)")
     print(f"trials: {run.state_counts()}; files in {run.path}")
+
+
+def _front_rows(run: Any, table: Any, noise: Any) -> Any:
+    """The front (or band) with the published FATs under budget, each accuracy with its interval where known."""
+    import pandas as pd
+
+    from ..runs.noise import with_intervals
+
+    columns = ["trial", "accuracy", "latency_ms", "params", "flops"]
+    extra = [c for c in ("accuracy_low", "accuracy_high", "on_front", "verdict") if c in table]
+    shown = table[columns + extra].copy() if not table.empty else table
+    refs = run.references()
+    if not refs.empty:
+        refs = refs[refs["state"] == "REFERENCE"].assign(trial=lambda d: d["name"])
+        refs = with_intervals(refs, noise.std) if noise is not None and not refs.empty else refs
+        refs = refs[columns + [c for c in ("accuracy_low", "accuracy_high") if c in extra and c in refs]]
+        shown = pd.concat([f for f in (shown, refs) if not f.empty], ignore_index=True)
+    if "accuracy_low" in shown:
+        shown.insert(2, "interval", [f"{lo:.3f}-{hi:.3f}" if pd.notna(lo) else "-"
+                                     for lo, hi in zip(shown.pop("accuracy_low"), shown.pop("accuracy_high"))])
+    if "on_front" in shown:
+        shown["on_front"] = shown["on_front"].map(lambda v: "yes" if v is True else ("no" if v is False else "-"))
+    if "verdict" in shown:
+        shown["verdict"] = shown["verdict"].fillna("published FAT")
+    return shown
 
 
 def add_sync(sub: Any, flags: Flags) -> None:

@@ -152,11 +152,14 @@ def export_config(cfg: FATConfig, name: str, source: dict[str, Any], *, force: b
     return Exported(name, path, source)
 
 
-def export_pareto(run: Run, *, prefix: str | None = None, force: bool = False) -> list[Exported]:
-    """Write every trial on the run's Pareto front as `PREFIX<trial>`; all names are checked first."""
-    front = run.pareto()
+def export_pareto(run: Run, *, prefix: str | None = None, force: bool = False,
+                  confirmed: pd.DataFrame | None = None) -> list[Exported]:
+    """Write every trial on the run's Pareto front as `PREFIX<trial>`; all names are checked first. `confirmed`:
+    the confirmed front instead (`fatnas.study.confirm.confirmed_front`), each source with its confirmed figures."""
+    front = run.pareto() if confirmed is None else confirmed
     if front.empty:
-        raise ExportError(f"run {run.id!r} has no Pareto front yet (no complete trial)")
+        what = "Pareto front yet (no complete trial)" if confirmed is None else "searched network on its confirmed front"
+        raise ExportError(f"run {run.id!r} has no {what}")
     prefix = default_prefix(run.id) if prefix is None else prefix
     planned = [(f"{prefix}{int(t)}", int(t)) for t in front["trial"]]
     paths = {name: check_name(name, force=force) for name, _ in planned}  # nothing written if one fails
@@ -165,9 +168,18 @@ def export_pareto(run: Run, *, prefix: str | None = None, force: bool = False) -
     for name, trial in planned:
         row = _trial_row(run, trial)
         source = _source(run, row, meta)
+        if confirmed is not None:
+            source.update(_confirmed_source(confirmed[confirmed["trial"] == trial].iloc[0]))
         _write(paths[name], trial_config(row), source, force=force)
         out.append(Exported(name, paths[name], source))
     return out
+
+
+def _confirmed_source(row: pd.Series) -> dict[str, Any]:
+    """What the confirm stage measured of a network: mean accuracy over its seeds, the interval, the recipe."""
+    return dict(confirmed_accuracy=float(row["accuracy"]), confirmed_seeds=int(row["seeds"]),
+                confirmed_interval=[float(row["accuracy_low"]), float(row["accuracy_high"])],
+                confirm_recipe=str(row["recipe"]))
 
 
 # ---------------------------------------------------------------- deployment formats

@@ -32,6 +32,7 @@ from ..documents import load_json, load_text, read_bytes, read_yaml
 from ..errors import FatnasError, redact
 from ..model.config import FATConfig
 from ..paths import atomic_write_text, folder_setting, home_dir, portable_path, portable_record
+from .noise import BAND_FILE, Noise, best_reference, noise_aware_band, with_differences, with_intervals
 from .schema import check_meta, check_table
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -302,7 +303,7 @@ def pareto_front(trials: pd.DataFrame) -> pd.DataFrame:
     """Completed trials on the accuracy-latency front, cheapest first."""
     if trials.empty or "state" not in trials:
         return trials.iloc[0:0]
-    done = trials[trials["state"] == "COMPLETE"].dropna(subset=["accuracy", "latency_ms"])
+    done = complete_rows(trials)
     if done.empty:
         return done
     return done[pareto_mask(done)].sort_values("latency_ms").reset_index(drop=True)
@@ -359,10 +360,18 @@ def trial_config(row: Any) -> FATConfig:
 
 
 def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rewrite trials.csv, pareto.csv and one config YAML per front member; returns the front."""
+    """Rewrite trials.csv, pareto.csv, band.csv and one config YAML per front member; returns the front.
+
+    Where run.yaml records the estimator's noise, each trial carries its accuracy interval, and the front and
+    the band (`noise.noise_aware_band`) their difference from the best published FAT under budget."""
     trials = pd.DataFrame(rows)
+    noise = run_noise(run)
+    if noise is not None and not trials.empty and "accuracy" in trials:
+        trials = with_intervals(trials, noise.std)
     run.write_table("trials.csv", trials)
     front = pareto_front(trials)
+    if noise is not None:
+        front = publish_band(run, trials, front, noise.std)
     run.write_table("pareto.csv", front)
     keep = set()
     for _, row in front.iterrows():
@@ -375,3 +384,28 @@ def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
         if stale.name not in keep:
             stale.unlink()
     return front
+
+
+def run_noise(run: Run) -> Noise | None:
+    """The accuracy noise run.yaml records (`noise:`), or None where the run has none (yet)."""
+    if not (run.path / "run.yaml").is_file():
+        return None
+    return Noise.from_dict(run.read_meta().get("noise"))
+
+
+def publish_band(run: Run, trials: pd.DataFrame, front: pd.DataFrame, std: float) -> pd.DataFrame:
+    """Write band.csv from `trials` (with intervals); returns the front with its intervals and differences."""
+    done = complete_rows(trials)
+    band = noise_aware_band(done, pareto_mask(done) if not done.empty else pd.Series(dtype=bool),
+                            run.references(), std)
+    run.write_table(BAND_FILE, band)
+    if front.empty:
+        return front
+    return with_differences(with_intervals(front, std), best_reference(run.references()), std)
+
+
+def complete_rows(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials that completed, with an accuracy and a latency (the networks a front is made of)."""
+    if trials.empty or "state" not in trials:
+        return trials.iloc[0:0]
+    return trials[trials["state"] == "COMPLETE"].dropna(subset=["accuracy", "latency_ms"])

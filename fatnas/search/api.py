@@ -43,7 +43,7 @@ def search_settings(*, budget: str | Sequence[str] = (), space: str | None = Non
                     prescreen: str | None = None, prescreen_keep: float | None = None, collapse_inert: bool = True,
                     heartbeat_interval: int | None = None, grace_period: int | None = None,
                     latency_model: str | None = None, estimator: str = "proxy",
-                    supernet: str | None = None) -> SearchSettings:
+                    supernet: str | None = None, noise_seeds: int | None = None) -> SearchSettings:
     """The settings of a new search from the values `fatnas search` takes (None: the default).
 
     `supernet` ID scores candidates with that trained supernet (estimator `supernet:ID`), at its resolution;
@@ -72,7 +72,7 @@ def search_settings(*, budget: str | Sequence[str] = (), space: str | None = Non
                           early_stopping=early_stopping, threads=threads, prescreen=prescreen,
                           collapse_inert=collapse_inert, heartbeat=heartbeat,
                           latency_model=checked_table_path(latency_model, space_), classes=tuple(classes or ()),
-                          estimator=estimator, **_given(prescreen_keep=prescreen_keep))
+                          estimator=estimator, **_given(prescreen_keep=prescreen_keep, noise_seeds=noise_seeds))
 
 
 def _fit_to_estimator(spec: str, proxy: ProxySettings, space: Any, dataset: str, classes: tuple[int, ...],

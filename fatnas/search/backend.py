@@ -19,6 +19,7 @@ from ..estimate.proxy import configure_threads
 from ..model.variants import PUBLISHED, get_config
 from ..runs.store import Run
 from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
+from .noise import measure_noise
 from .record import record_target, storage_of
 
 
@@ -144,12 +145,16 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", o
         options = chosen.make_options(settings.device)
     chosen.check(settings, workers=workers, joining=joining)  # a resumed run's storage is its own
     configure_threads(settings.threads)
-    record_target(run, settings, storage_of(run, storage))
+    url = storage_of(run, storage)
+    record_target(run, settings, url)
     data = data if data is not None else settings_data(settings)
     if settings.references and not joining:
         evaluate_references(run, settings, data)
+        measure_noise(run, settings, data, front=False, storage_url=url)
     chosen.run(SearchJob(run, settings, data, progress=progress, storage=storage, joining=joining, workers=workers),
                options)
+    if not joining:
+        measure_noise(run, settings, data, front=True, storage_url=url)
     return run.pareto()
 
 

@@ -42,6 +42,7 @@ def objectives(estimator: str = "proxy") -> dict[str, str]:
 
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+MAX_NOISE_SEEDS = 10
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,15 @@ class SearchSettings:
     heartbeat: Heartbeat = Heartbeat()  # how workers sharing the study find a dead one
     classes: tuple[int, ...] = ()  # train and validate on these classes of the data set only (empty: all)
     estimator: str = "proxy"  # what scores a candidate (`fatnas.estimate.make_estimator`); run.yaml names others only
+    noise_seeds: int = 2  # evaluations of each network the run measures its noise on (`search/noise.py`); 1: none
 
     def __post_init__(self) -> None:
         check_positive(trials=self.trials, timeout=self.timeout_s)
         check_threads(self.threads)
         check_classes(self.classes)
+        if not 1 <= self.noise_seeds <= MAX_NOISE_SEEDS:
+            raise FatnasError(f"--noise-seeds {self.noise_seeds!r}: accepted 1 (no noise measured) to "
+                              f"{MAX_NOISE_SEEDS} evaluations per network")
         if self.sampler not in SAMPLERS:
             raise FatnasError(f"unknown sampler {self.sampler!r}; accepted: {', '.join(SAMPLERS)}")
         if self.prescreen is not None:

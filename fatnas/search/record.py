@@ -48,7 +48,7 @@ def settings_to_meta(settings: SearchSettings) -> dict[str, Any]:
                 threads=settings.threads,
                 references=settings.references, early_stopping=settings.early_stopping,
                 prescreen=dict(proxy=settings.prescreen, keep=settings.prescreen_keep),
-                collapse_inert=settings.collapse_inert,
+                collapse_inert=settings.collapse_inert, noise_seeds=settings.noise_seeds,
                 heartbeat=dict(interval_s=settings.heartbeat.interval_s, grace_s=settings.heartbeat.grace_s),
                 liveness=space_liveness(settings.space, settings.proxy.res).to_dict(),
                 **({} if settings.estimator == "proxy" else estimator_record(settings)))
@@ -80,7 +80,7 @@ def settings_from_meta(meta: dict[str, Any], **changes: Any) -> SearchSettings:
                   threads=meta.get("threads", 1), collapse_inert=meta.get("collapse_inert", False),
                   latency_model=checked_table_path(_absolute(meta["latency"].get("model")), space),  # gone: refused
                   classes=tuple(meta.get("classes") or ()),
-                  estimator=meta.get("estimator", "proxy"))
+                  estimator=meta.get("estimator", "proxy"), noise_seeds=int(meta.get("noise_seeds") or 1))
     prescreen = meta.get("prescreen") or {}
     values.update(prescreen=prescreen.get("proxy"), prescreen_keep=prescreen.get("keep", 0.25))
     if meta.get("heartbeat"):

@@ -14,6 +14,11 @@ median forward time (batch 1) at that resolution on the run's device.
 Hypervolume (accuracy up, latency down) is measured against the reference point
 (accuracy 0, `HV_LATENCY_MARGIN` x the largest latency of any complete trial of the runs shown),
 so the curves of runs drawn together are comparable; its unit is accuracy x ms.
+
+Noise: every accuracy carries its 90% interval, from the noise the run measured (run.yaml `noise:`), else a
+fidelity study's seed std, else the validation set's sampling error (`accuracy_noise` says which). The band
+(`band_table`) lists the networks no other beats with confidence, each with its difference from the best
+published FAT under budget in words ("not distinguishable" where the interval holds 0).
 """
 
 from .figures import (
@@ -33,7 +38,9 @@ from .figures import (
     res_text,
 )
 from .page import (
+    BAND_HEADINGS,
     SUMMARY_HEADINGS,
+    band_display_table,
     dashboard_html,
     summary_display_table,
     write_dashboard,
@@ -48,7 +55,10 @@ from .tables import (
     HypervolumeInfo,
     ImportanceInfo,
     RunData,
+    accuracy_noise,
+    band_table,
     complete_trials,
+    error_bars,
     evaluated_references,
     fits_budget,
     front_table,
@@ -65,7 +75,8 @@ from .tables import (
     summary_table,
 )
 
-__all__ = ["ALWAYS_DRAWN", "ARCH_COLUMNS", "HV_LATENCY_MARGIN", "HypervolumeInfo", "ImportanceInfo",
+__all__ = ["ALWAYS_DRAWN", "ARCH_COLUMNS", "BAND_HEADINGS", "accuracy_noise", "band_display_table", "band_table",
+           "error_bars", "HV_LATENCY_MARGIN", "HypervolumeInfo", "ImportanceInfo",
            "MIN_TRIALS_FOR_OPTUNA", "PLOT_IDS", "POINT_COLUMNS", "POINT_NAMES", "POINT_UIDS", "RunData",
            "STATES", "SUMMARY_HEADINGS", "TABLE_COLUMNS", "accuracy_points", "best_accuracy_figure",
            "complete_trials", "cost_figure", "dashboard_html", "evaluated_references", "fits_budget",

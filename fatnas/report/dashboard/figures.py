@@ -18,9 +18,9 @@ from .tables import (
     ImportanceInfo,
     RunData,
     complete_trials,
+    error_bars,
     evaluated_references,
     front_table,
-    validation_images,
 )
 
 # ---------------------------------------------------------------- drawing
@@ -40,7 +40,11 @@ def hover_text(row: pd.Series, data: RunData) -> str:
         else f"<b>{html.escape(data.run_id)} trial {int(row['trial'])}</b> ({row['state']})"
     lines = [head]
     if pd.notna(row.get("accuracy")):
-        lines.append(f"proxy accuracy ({html.escape(data.dataset)}): {row['accuracy']:.4f}")
+        what = (f"confirmed accuracy, mean of {int(row['seeds'])} seeds with {html.escape(str(row['recipe']))}"
+                if "recipe" in row else "proxy accuracy")
+        interval = (f" (90% interval {row['accuracy_low']:.4f} to {row['accuracy_high']:.4f})"
+                    if pd.notna(row.get("accuracy_low")) else "")
+        lines.append(f"{what} ({html.escape(data.dataset)}): {row['accuracy']:.4f}{interval}")
     if pd.notna(row.get("latency_ms")):
         lines.append(f"latency: {row['latency_ms']:.2f} ms ({html.escape(data.device)}, {data.res} px)")
     if pd.notna(row.get("params")):
@@ -61,14 +65,19 @@ def _hovers(table: pd.DataFrame, data: RunData) -> list[str]:
 
 POINT_COLUMNS = ("run", "run_index", "group", "x", "accuracy", "error", "label", "hover")
 # what each group of points is, how its trace is named and drawn; trials and front get a trace even when empty
-POINT_NAMES = {"trials": "trials", "stopped": "stopped early", "published": "published FAT", "front": "Pareto front"}
-POINT_UIDS = {"trials": "trials", "stopped": "stopped", "published": "refs", "front": "front"}
+POINT_NAMES = {"trials": "trials", "stopped": "stopped early", "published": "published FAT", "front": "Pareto front",
+               "confirmed": "confirmed (mean over seeds)", "confirmed_front": "confirmed front"}
+POINT_UIDS = {"trials": "trials", "stopped": "stopped", "published": "refs", "front": "front",
+              "confirmed": "confirmed", "confirmed_front": "confirmed-front"}
+CONFIRMED_GROUPS = ("confirmed", "confirmed_front")  # drawn where the run has confirmed.csv
 POINT_STYLES: dict[str, dict[str, Any]] = {
     "trials": dict(mode="markers", marker=dict(size=8, opacity=0.75)),
     "stopped": dict(mode="markers", marker=dict(size=7, symbol="circle-open", opacity=0.6)),
     "published": dict(mode="markers+text", textposition="top center",
                       marker=dict(size=15, symbol="star", line=dict(width=1, color="black"))),
     "front": dict(mode="lines+markers", marker=dict(size=11, symbol="diamond", line=dict(width=1, color="black"))),
+    "confirmed": dict(mode="markers", marker=dict(size=12, symbol="square-open", line=dict(width=2))),
+    "confirmed_front": dict(mode="lines", marker=dict()),
 }
 ALWAYS_DRAWN = ("trials", "front")
 
@@ -88,15 +97,30 @@ def accuracy_points(runs: Sequence[RunData], x: str, groups: Sequence[str] = ("t
 def _point_groups(data: RunData, x: str) -> list[tuple[str, pd.DataFrame]]:
     t = data.trials
     stopped = t[(t["state"] == "PRUNED") & t["accuracy"].notna() & t[x].notna()] if not t.empty else t
-    return [("trials", complete_trials(data)), ("stopped", stopped), ("published", evaluated_references(data)),
-            ("front", front_table(data))]
+    groups = [("trials", complete_trials(data)), ("stopped", stopped), ("published", evaluated_references(data)),
+              ("front", front_table(data))]
+    confirmed = confirmed_table(data)
+    if not confirmed.empty:
+        groups += [("confirmed", confirmed), ("confirmed_front", confirmed[confirmed["on_confirmed_front"]])]
+    return groups
+
+
+def confirmed_table(data: RunData) -> pd.DataFrame:
+    """The run's confirmed networks that trained (confirmed.csv), fastest first, ready to draw and hover."""
+    table = data.confirmed
+    if table is None or table.empty:
+        return pd.DataFrame()
+    table = table[table["seeds"] > 0].assign(state=lambda t: [f"confirmed, {n} seeds" for n in t["seeds"]],
+                                             on_confirmed_front=lambda t: t["on_confirmed_front"].astype(bool))
+    table = table.assign(name=[n if t < 0 else None for n, t in zip(table["network"], table["trial"])])
+    return table.sort_values("latency_ms").reset_index(drop=True)
 
 
 def _point_rows(table: pd.DataFrame, data: RunData, run_index: int, group: str, x: str) -> pd.DataFrame:
-    val_images = validation_images(data.meta)
     return pd.DataFrame(dict(run=data.run_id, run_index=run_index, group=group, x=table[x].astype(float).to_numpy(),
                              accuracy=table["accuracy"].astype(float).to_numpy(),
-                             error=data.trust.error_bars(table["accuracy"], val_images),
+                             error=(table["accuracy_high"] - table["accuracy"]).tolist()
+                             if group in CONFIRMED_GROUPS else error_bars(data, table["accuracy"]),
                              label=table["name"].tolist() if group == "published" else "",
                              hover=_hovers(table, data)), columns=list(POINT_COLUMNS))
 
@@ -116,6 +140,8 @@ def points_figure(points: pd.DataFrame, runs: Sequence[RunData], groups: Sequenc
             style["marker"] = dict(color=color, **style["marker"])
             if group == "front":
                 style["line"] = dict(color=color, shape="hv", width=2)
+            if group == "confirmed_front":
+                style["line"] = dict(color=color, shape="hv", width=3, dash="dot")
             name = f"{data.run_id}: {POINT_NAMES[group]}" + (f" ({len(part)})" if group == "front" else "")
             fig.add_trace(go.Scatter(x=part["x"].tolist(), y=part["accuracy"].tolist(), name=name,
                                      uid=f"{POINT_UIDS[group]}-{i}", legendgroup=data.run_id,
@@ -127,8 +153,9 @@ def points_figure(points: pd.DataFrame, runs: Sequence[RunData], groups: Sequenc
 
 
 def pareto_figure(runs: Sequence[RunData]) -> Any:
-    """Every trial as a point, each run's front as a staircase line, published FATs as stars."""
-    groups = ("trials", "stopped", "published", "front")
+    """Every trial as a point, each run's front as a staircase line, published FATs as stars; where a run was
+    confirmed, its confirmed networks (mean over seeds, 90% intervals) and their front over the search's."""
+    groups = ("trials", "stopped", "published", "front", *CONFIRMED_GROUPS)
     points = accuracy_points(runs, "latency_ms", groups)
     fig = points_figure(points, runs, groups)
     devices = ", ".join(sorted({d.device for d in runs}))

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ...paths import check_writable
+from ...runs.noise import CONFIDENCE, Z, difference, summary_line, verdict
 from ...runs.store import Run, atomic_write_text
 from ..page import html_table, page_html
 from .figures import (
@@ -21,7 +22,17 @@ from .figures import (
     pareto_figure,
     res_text,
 )
-from .tables import STATES, RunData, hypervolume_info, importance_info, load_run_data, parcoords_table, summary_table
+from .tables import (
+    STATES,
+    RunData,
+    accuracy_noise,
+    band_table,
+    hypervolume_info,
+    importance_info,
+    load_run_data,
+    parcoords_table,
+    summary_table,
+)
 
 # ---------------------------------------------------------------- page
 
@@ -37,17 +48,76 @@ def summary_display_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in summary.iterrows():
         states = ", ".join(f"{r[s]} {s.lower()}" for s in STATES if r[s])
-        best = f"{fmt(r['best_accuracy'])} (trial {int(r['best_trial'])}, {fmt(r['best_latency_ms'], '{:.1f}')} ms)" \
-            if pd.notna(r["best_trial"]) else "-"
+        spread = f" +-{Z * r['noise_std']:.4f}"
+        best = f"{fmt(r['best_accuracy'])}{spread} (trial {int(r['best_trial'])}, " \
+               f"{fmt(r['best_latency_ms'], '{:.1f}')} ms)" if pd.notna(r["best_trial"]) else "-"
         if isinstance(r["best_reference"], str):
-            ref = f"{fmt(r['best_reference_accuracy'])} ({r['best_reference']})"
+            ref = f"{fmt(r['best_reference_accuracy'])}{spread} ({r['best_reference']})"
         else:
             over = r["over_budget_references"]
             ref = f"none (over budget: {over})" if over else "none evaluated"
-        diff = fmt(r["best_accuracy"] - r["best_reference_accuracy"], "{:+.4f}")
+        diff = _difference_text(r)
         trials = f"{r['trials']}: {states or 'none'}"
         rows.append([r["run"], f"{r['budget']}", trials, str(r["front"]), best, ref, diff])
     return pd.DataFrame(rows, columns=list(SUMMARY_HEADINGS))
+
+
+def _difference_text(r: pd.Series) -> str:
+    """The best trial against the best published FAT, with its interval: never a bare '+0.04'."""
+    if not isinstance(r["best_reference"], str) or pd.isna(r["best_accuracy"]):
+        return "-"
+    std = float(r["noise_std"])
+    return verdict(*difference(float(r["best_accuracy"]), std, float(r["best_reference_accuracy"]), std),
+                   r["best_reference"])
+
+
+BAND_HEADINGS = ("trial", "accuracy", f"{CONFIDENCE:.0%} interval", "latency (ms)", "on the front",
+                 "against the best published FAT under budget")
+
+
+def band_display_table(band: pd.DataFrame) -> pd.DataFrame:
+    """The band as the page shows it: each accuracy with its interval, each difference in words."""
+    rows = [[str(int(r["trial"])), f"{r['accuracy']:.4f}", f"{r['accuracy_low']:.4f} to {r['accuracy_high']:.4f}",
+             f"{r['latency_ms']:.2f}", "yes" if r["on_front"] else "no", r["verdict"]] for _, r in band.iterrows()]
+    return pd.DataFrame(rows, columns=list(BAND_HEADINGS))
+
+
+def band_section(data: RunData, index: int) -> str:
+    """The run's noise, and its band as a table (id `band-INDEX`)."""
+    noise, band = accuracy_noise(data), band_table(data)
+    head = (f"<p class=\"note noise\" id=\"noise-{index}\">{html.escape(data.run_id)}: "
+            f"{html.escape(noise.describe())}. {html.escape(summary_line(band))}: the networks below are those no "
+            f"other network beats with {CONFIDENCE:.0%} confidence (at most as slow and more accurate beyond the "
+            f"noise); intervals at {CONFIDENCE:.0%}.</p>\n")
+    return head + html_table(band_display_table(band), f"band-{index}") + confirmed_section(data, index)
+
+
+CONFIRMED_HEADINGS = ("network", "seeds", "confirmed accuracy", f"{CONFIDENCE:.0%} interval", "search accuracy",
+                      "latency (ms)", "race", "on the confirmed front", "against the best published FAT")
+
+
+def confirmed_display_table(confirmed: pd.DataFrame) -> pd.DataFrame:
+    """confirmed.csv as the page shows it: each mean with its interval, the race's verdict, the difference in words."""
+    done = confirmed[confirmed["seeds"] > 0]
+    verdicts = done["verdict"] if "verdict" in done else pd.Series("-", index=done.index)
+    rows = [[r["network"], str(int(r["seeds"])), f"{r['accuracy']:.4f}",
+             f"{r['accuracy_low']:.4f} to {r['accuracy_high']:.4f}" if pd.notna(r["accuracy_low"]) else "-",
+             f"{r['search_accuracy']:.4f}", f"{r['latency_ms']:.2f}", r["status"],
+             "yes" if bool(r["on_confirmed_front"]) else "no", v if isinstance(v, str) else "-"]
+            for (_, r), v in zip(done.iterrows(), verdicts)]
+    return pd.DataFrame(rows, columns=list(CONFIRMED_HEADINGS))
+
+
+def confirmed_section(data: RunData, index: int) -> str:
+    """The confirm stage's figures (table id `confirmed-INDEX`), where the run has them."""
+    if data.confirmed is None:
+        return ""
+    stage = data.meta.get("confirm") or {}
+    head = (f"<p class=\"note confirmed\" id=\"confirm-{index}\">{html.escape(data.run_id)}: confirmed by "
+            f"retraining with {html.escape(str(stage.get('recipe')))} ({stage.get('trainings')} trainings, "
+            f"{float(stage.get('seconds') or 0):.0f} s, stopped: {html.escape(str(stage.get('stop_reason')))}); "
+            "accuracy is the mean over seeds, beside the search's own, which it never replaces.</p>\n")
+    return head + html_table(confirmed_display_table(data.confirmed), f"confirmed-{index}")
 
 
 def dashboard_html(runs: Sequence[RunData]) -> str:
@@ -72,7 +142,8 @@ def dashboard_html(runs: Sequence[RunData]) -> str:
     trust = "".join(f"<p class=\"note trust\" id=\"trust-{i}\">{html.escape(d.run_id)}: "
                     f"{html.escape(d.trust.describe())}</p>\n" for i, d in enumerate(runs))
     table = html_table(summary_display_table(summary), "summary")
-    return page_html(f"fatnas dashboard: {ids}", f"<p class=\"note\">{note}</p>\n{trust}{table}", figures)
+    bands = "".join(band_section(d, i) for i, d in enumerate(runs))
+    return page_html(f"fatnas dashboard: {ids}", f"<p class=\"note\">{note}</p>\n{trust}{table}{bands}", figures)
 
 
 def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path:

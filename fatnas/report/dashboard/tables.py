@@ -12,7 +12,8 @@ import pandas as pd
 
 from ...estimate.cost import Budget
 from ...model.config import NUM_STAGES, STAGE_FIELDS
-from ...runs.store import Run, hypervolume, pareto_front
+from ...runs.noise import Noise, Z, binomial_std, noise_aware_band
+from ...runs.store import Run, hypervolume, pareto_front, pareto_mask
 from ...runs.store import state_counts as count_states
 from ...study.trust import OBJECTIVE, ProxyTrust, find_proxy_trust
 
@@ -21,6 +22,7 @@ HV_LATENCY_MARGIN = 1.1
 MIN_TRIALS_FOR_OPTUNA = 20  # below this many complete trials, importance falls back to the spread
 STATES = ("COMPLETE", "PRUNED", "INFEASIBLE", "SCREENED_OUT", "FAIL", "RUNNING")
 ARCH_COLUMNS = tuple(f"{name}_{s}" for name in STAGE_FIELDS for s in range(NUM_STAGES))
+CONFIRMED_FILE = "confirmed.csv"  # `fatnas confirm`'s figures, beside the search's
 TABLE_COLUMNS = ("trial", "state", "accuracy", "latency_ms", "params", "flops", *ARCH_COLUMNS, "config")
 
 
@@ -40,6 +42,8 @@ class RunData(NamedTuple):
     res: int
     device: str
     trust: ProxyTrust
+    noise: Noise | None = None  # what run.yaml records (None: older runs, or none measured)
+    confirmed: pd.DataFrame | None = None  # confirmed.csv of `fatnas confirm` (None: not confirmed)
 
 
 def load_run_data(run: Run) -> RunData:
@@ -55,7 +59,14 @@ def load_run_data(run: Run) -> RunData:
                    find_proxy_trust(meta.get("proxy") or {}, dataset=str(meta.get("dataset", "")),
                                     classes=tuple(meta.get("classes") or ()), estimator=meta.get("estimator", "proxy"),
                                     objective=(meta.get("objectives") or {}).get("accuracy", OBJECTIVE),
-                                    val_images=validation_images(meta)))
+                                    val_images=validation_images(meta)),
+                   Noise.from_dict(meta.get("noise")), _confirmed(run))
+
+
+def _confirmed(run: Run) -> pd.DataFrame | None:
+    """confirmed.csv of the run, or None where it has none."""
+    table = run.read_table(CONFIRMED_FILE)
+    return None if table.empty else table
 
 
 def validation_images(meta: dict) -> int:
@@ -133,6 +144,7 @@ def summary_table(runs: Sequence[RunData]) -> pd.DataFrame:
             best_latency_ms=float(best["latency_ms"]) if best is not None else math.nan,
             best_reference=str(ref["name"]) if ref is not None else None,
             best_reference_accuracy=float(ref["accuracy"]) if ref is not None else math.nan,
+            noise_std=accuracy_noise(data).std,
             over_budget_references=", ".join(data.references.loc[data.references["state"] == "OVER_BUDGET", "name"])
             if not data.references.empty and "state" in data.references else "",
         ))
@@ -276,3 +288,34 @@ def parcoords_table(runs: Sequence[RunData]) -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True)
     varying = [c for c in ARCH_COLUMNS if c in table and table[c].nunique() > 1]
     return table[["run", "trial", *varying, "params", "flops", "latency_ms", "accuracy"]].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- noise
+
+def accuracy_noise(data: RunData) -> Noise:
+    """The noise of one of the run's accuracies: measured in the run, else a fidelity study's seed std, else the
+    validation set's sampling error at the mean accuracy (a lower bound)."""
+    if data.noise is not None:
+        return data.noise
+    if data.trust.seed_std is not None:
+        return Noise(data.trust.seed_std, "fidelity study", data.trust.seed_note)
+    done = complete_trials(data)
+    mean = float(done["accuracy"].mean()) if not done.empty else 0.5
+    images = validation_images(data.meta)
+    return Noise(binomial_std(mean, images), "binomial",
+                 f"binomial std of {images} validation images at accuracy {mean:.3f}, a lower bound")
+
+
+def error_bars(data: RunData, accuracy: pd.Series) -> list[float]:
+    """Half-widths of the CONFIDENCE intervals of `accuracy` (single evaluations): Z x the run's noise, else Z x
+    the trust's per-point error (a fidelity study's seed std, or each point's binomial std)."""
+    if data.noise is not None:
+        return [Z * data.noise.std] * len(accuracy)
+    return [Z * e for e in data.trust.error_bars(accuracy, validation_images(data.meta))]
+
+
+def band_table(data: RunData) -> pd.DataFrame:
+    """The band (`runs.noise.noise_aware_band`) of the run's complete trials under `accuracy_noise`, as in band.csv."""
+    done = complete_trials(data)
+    mask = pareto_mask(done) if not done.empty else pd.Series(dtype=bool)
+    return noise_aware_band(done, mask, data.references, accuracy_noise(data).std)

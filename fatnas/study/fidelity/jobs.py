@@ -150,7 +150,7 @@ _WORKER: dict[str, Any] = {}
 _PR_SET_PDEATHSIG = 1
 
 
-def _end_with_parent() -> None:
+def end_with_parent() -> None:
     """On Linux, have the kernel end this worker when the study process dies, killed or not.
 
     Without it a killed study leaves its workers training their current jobs for minutes, rows
@@ -166,7 +166,7 @@ def _end_with_parent() -> None:
 
 
 def _start_worker(settings: StudySettings) -> None:
-    _end_with_parent()
+    end_with_parent()
     configure_threads(settings.threads)
     _WORKER["data"] = settings_data(settings)
     _WORKER["settings"] = settings
