@@ -1,6 +1,7 @@
 """Noise measured in the run, intervals on every accuracy, the band, and differences that say 'not distinguishable'."""
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -8,6 +9,7 @@ import pytest
 
 from fatnas.errors import FatnasError
 from fatnas.estimate.proxy import ProxySettings
+from fatnas.model.variants import get_config
 from fatnas.runs.noise import (
     INDISTINCT,
     Z,
@@ -97,7 +99,8 @@ def test_a_search_measures_its_noise_and_gives_every_trial_an_interval(isolated_
 
 def test_seeds_that_agree_exactly_fall_back_to_the_sampling_error(isolated_dirs):
     run = create_run("flat")
-    run.write_table("trials.csv", networks([0.25, 0.25], [1.0, 2.0]))
+    config = json.dumps(get_config("fat_b0").to_dict())
+    run.write_table("trials.csv", networks([0.25, 0.25], [1.0, 2.0]).assign(params=1, flops=1, config=config))
     same = pd.DataFrame(dict(network=["a", "a"], seed=[0, 1], accuracy=[0.25, 0.25], train_seconds=[1.0, 1.0]))
     assert measured_noise(run, same, 0, 200) is None
     close = same.assign(accuracy=[0.25, 0.2501])  # two repeats that agree by chance: the sampling error is the floor

@@ -64,6 +64,12 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--confirm", default=None, metavar="BUDGET",
                    help=f"after the search, confirm its band (as `fatnas confirm RUN`) within: {CONFIRM_HELP}")
     add_confirm_options(p, prefix="confirm-")
+    add_ray_flags(p)
+    p.set_defaults(handler=cmd_search)
+
+
+def add_ray_flags(p: argparse.ArgumentParser) -> None:
+    """The Ray backend's flags (RAY_FLAGS)."""
     p.add_argument("--cpus-per-trial", type=finite_float, default=None,
                    help="ray: CPUs (and torch threads) per trial (default: --threads)")
     p.add_argument("--gpus-per-trial", type=finite_float, default=None,
@@ -72,7 +78,6 @@ def add_search(sub: Any, flags: Flags) -> None:
                    help="ray: trials at once (default: cluster CPUs // cpus per trial)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="ray: join a cluster (auto or HOST:PORT); default: start a local Ray runtime")
-    p.set_defaults(handler=cmd_search)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
