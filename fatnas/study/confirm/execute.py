@@ -14,7 +14,7 @@ from ...estimate.base import make_estimator
 from ...estimate.data import DataSplit, settings_data
 from ...estimate.proxy import ProxySettings, configure_threads
 from ...model.config import FATConfig
-from ..fidelity.jobs import end_with_parent
+from ..fidelity.jobs import end_with_parent, results_as_they_end
 
 EXECUTORS = ("local", "ray")
 
@@ -80,13 +80,7 @@ def run_local(trainings: Sequence[Training], task: Task, data: DataSplit, cost_r
     context = multiprocessing.get_context("spawn")  # no forked OpenMP state
     with concurrent.futures.ProcessPoolExecutor(min(workers, len(trainings)), mp_context=context,
                                                 initializer=_start_worker, initargs=(task,)) as pool:
-        futures = [pool.submit(_train_in_worker, t, cost_res) for t in trainings]
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+        yield from results_as_they_end(pool, _train_in_worker, [(t, cost_res) for t in trainings])
 
 
 def run_ray(trainings: Sequence[Training], task: Task, cost_res: int, address: str | None,

@@ -185,13 +185,20 @@ def execute(jobs: list[Job], settings: StudySettings, data: DataSplit) -> Iterat
     context = multiprocessing.get_context("spawn")  # no forked OpenMP state
     with concurrent.futures.ProcessPoolExecutor(settings.workers, mp_context=context, initializer=_start_worker,
                                                 initargs=(settings,)) as pool:
-        futures = [pool.submit(_run_in_worker, job) for job in jobs]
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+        yield from results_as_they_end(pool, _run_in_worker, [(job,) for job in jobs])
+
+
+def results_as_they_end(pool: concurrent.futures.Executor, function: Any,
+                        calls: list[tuple[Any, ...]]) -> Iterator[Any]:
+    """`function(*args)` for each args of `calls` on `pool`, each result as it ends; on exit (an error, a
+    generator closed early) the calls not started are cancelled."""
+    futures = [pool.submit(function, *args) for args in calls]
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def read_study_table(run: Run, name: str) -> pd.DataFrame:
