@@ -76,9 +76,11 @@ def redact(text: str, *, one_word: bool = False) -> str:
     last URL to the first) and then every secret-named `key=value` (`?password=`, `&sslpassword=`, `pass=`,
     `options=-c%20password%3D...`), whatever characters the password holds. `one_word`: the text is one
     command-line argument, whose values may hold spaces too."""
-    text = _mask_userinfo(text, narrow=True)
+    bounded = not one_word  # free text may hold several URLs: one's user-info never runs into the next one
+    text = _mask_userinfo(text, narrow=True, bounded=bounded)
     text = (_SECRET_VALUE_WORD if one_word else _SECRET_VALUE).sub(lambda m: f"{m['key']}{MASK}", text)
-    return _mask_userinfo(text, narrow=False)  # what the narrow reading left (a password with `@` before a `?`)
+    # what the narrow reading left (a password with `@` before a `?`)
+    return _mask_userinfo(text, narrow=False, bounded=bounded)
 
 
 def redact_url(url: str) -> str:
@@ -101,10 +103,13 @@ def split_userinfo(url: str, *, narrow: bool = True) -> tuple[str, str, str, str
     return f"{scheme}://", user, password, rest[at:]
 
 
-def _mask_userinfo(text: str, *, narrow: bool) -> str:
-    """Every URL's user-info password in `text` masked (`split_userinfo`), from the last URL to the first."""
-    for match in reversed(list(_SCHEME.finditer(text))):
-        text = text[:match.start()] + _redact_userinfo(text[match.start():], narrow)
+def _mask_userinfo(text: str, *, narrow: bool, bounded: bool) -> str:
+    """Every URL's user-info password in `text` masked (`split_userinfo`), from the last URL to the first; each
+    URL runs to the end of `text`, or (`bounded`) to the next URL's scheme."""
+    starts = [match.start() for match in _SCHEME.finditer(text)]
+    for start, end in reversed(list(zip(starts, [*starts[1:], len(text)]))):
+        end = end if bounded else len(text)
+        text = text[:start] + _redact_userinfo(text[start:end], narrow) + text[end:]
     return text
 
 

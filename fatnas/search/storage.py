@@ -27,8 +27,9 @@ from optuna.trial import FrozenTrial, TrialState
 from ..documents import MAX_BYTES, load_text, read_bytes
 from ..errors import MASK, FatnasError, redact, shown, split_userinfo
 
-STORAGE_FORMS = ("sqlite:///PATH, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
-                 "mysql://USER[:PASSWORD]@HOST[:PORT]/DB, journal:///PATH.log (or PATH.log)")
+# no form spells a password after a scheme: a message holding them is redacted as a whole
+STORAGE_FORMS = ("sqlite:///PATH, postgresql://USER@HOST[:PORT]/DB or mysql://USER@HOST[:PORT]/DB (a password "
+                 "after USER and a colon, or in PGPASSWORD), journal:///PATH.log (or PATH.log)")
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 JOURNAL_PREFIX = "journal://"
 # how `search --workers N` hands the storage URL to the worker processes it starts: in their environment
