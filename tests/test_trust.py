@@ -53,6 +53,8 @@ def test_a_study_of_the_proxy_gives_its_seed_std_and_tau(tmp_path):
     text = trust.describe()
     assert OBJECTIVE in text and "0.52" in text and "-test loss (2-seed mean)" in text and "fat_b0 over 3 seeds" in text
     assert trust.reference_seed_tau == 0.61 and "own seed-to-seed tau is 0.61" in text
+    own = trust.describe(error_bars=False)  # a run that measured its own noise states its bars itself
+    assert "error bars" not in own and "0.52" in own and own.startswith(f"Accuracy objective: {OBJECTIVE}. Its")
 
 
 def test_without_a_study_of_that_proxy_error_bars_are_the_validation_sampling_error(tmp_path):

@@ -53,18 +53,19 @@ class ProxyTrust:
             return [self.seed_std] * len(accuracy)
         return [math.sqrt(max(a * (1 - a), 0.0) / max(val_images, 1)) for a in accuracy.astype(float)]
 
-    def describe(self) -> str:
-        """One sentence for a page or a terminal."""
+    def describe(self, error_bars: bool = True) -> str:
+        """One sentence for a page or a terminal; `error_bars=False` where the run states its own measured noise."""
         noise = (f"error bars: +-{self.seed_std:.4f}, the proxy's accuracy std over seeds ({self.seed_note})"
                  if self.seed_std is not None else f"error bars: {self.seed_note}")
+        noise = f"; {noise}" if error_bars else ""
         if self.tau is None:
-            return (f"Accuracy objective: {self.objective}; {noise}. No ranking reference exists for this task "
+            return (f"Accuracy objective: {self.objective}{noise}. No ranking reference exists for this task "
                     f"({self.task}): no fidelity study of this estimator on it has a reference whose seeds agree "
                     f"(seed-to-seed tau >= {REPEATS_SEED_TAU}), so how well it ranks networks is not known.")
         interval = "" if self.tau_low is None else f" (90% interval {self.tau_low:.2f} to {self.tau_high:.2f})"
         reliability = "" if self.reference_seed_tau is None else \
             f"; the reference's own seed-to-seed tau is {self.reference_seed_tau:.2f}"
-        return (f"Accuracy objective: {self.objective}; {noise}. Its Kendall tau against the reference "
+        return (f"Accuracy objective: {self.objective}{noise}. Its Kendall tau against the reference "
                 f"({self.reference}) is {self.tau:.2f}{interval} over {self.archs} networks in fidelity "
                 f"study {self.study}{reliability}.")
 

@@ -140,7 +140,7 @@ def dashboard_html(runs: Sequence[RunData]) -> str:
             "convolutions, attention matmuls, norms and head). Latency is the median batch-1 forward time on the "
             "run's device. Published FATs (stars) appear where the run evaluated them, i.e. within its budget.")
     trust = "".join(f"<p class=\"note trust\" id=\"trust-{i}\">{html.escape(d.run_id)}: "
-                    f"{html.escape(d.trust.describe())}</p>\n" for i, d in enumerate(runs))
+                    f"{html.escape(d.trust.describe(error_bars=d.noise is None))}</p>\n" for i, d in enumerate(runs))
     table = html_table(summary_display_table(summary), "summary")
     bands = "".join(band_section(d, i) for i, d in enumerate(runs))
     return page_html(f"fatnas dashboard: {ids}", f"<p class=\"note\">{note}</p>\n{trust}{table}{bands}", figures)
