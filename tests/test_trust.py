@@ -10,6 +10,7 @@ import pytest
 from fatnas.cli import main
 from fatnas.estimate.proxy import ProxySettings
 from fatnas.report.dashboard import load_run_data
+from fatnas.runs.noise import Z
 from fatnas.runs.store import Run, create_run
 from fatnas.study.fidelity import fidelity_fields
 from fatnas.study.trust import OBJECTIVE, find_proxy_trust
@@ -106,6 +107,9 @@ def test_the_study_with_a_tau_and_more_networks_wins(tmp_path):
 
 def test_the_dashboard_draws_error_bars_and_names_the_proxy_tau(tiny_run, isolated_dirs, capsys):
     run = copy_run(tiny_run, isolated_dirs / "runs")
+    meta = run.read_meta()
+    meta.pop("noise")  # a run that measured no noise of its own (an older run) falls back to a study's seed std
+    run.write_meta(meta)
     assert load_run_data(run).trust.seed_std is None
     make_study(isolated_dirs / "runs", "study-a", PROXY, seed_std=0.02)
     data = load_run_data(run)
@@ -116,7 +120,8 @@ def test_the_dashboard_draws_error_bars_and_names_the_proxy_tau(tiny_run, isolat
                          scripts=dict(bars=ERROR_BARS, trust="return document.getElementById('trust-0').innerText"))
     assert result.js_errors == []
     complete = (data.trials["state"] == "COMPLETE").sum()
-    assert result.values["bars"] == [0.02] * complete
+    assert result.values["bars"] == pytest.approx([Z * 0.02] * complete)  # 90% intervals from the study's std
+    assert "error bars: 90% intervals from +-0.0200" in result.values["trust"]
     assert "Kendall tau against the reference (-test loss (2-seed mean)) is 0.52" in result.values["trust"]
 
 

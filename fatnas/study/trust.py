@@ -55,8 +55,9 @@ class ProxyTrust:
 
     def describe(self, error_bars: bool = True) -> str:
         """One sentence for a page or a terminal; `error_bars=False` where the run states its own measured noise."""
-        noise = (f"error bars: +-{self.seed_std:.4f}, the proxy's accuracy std over seeds ({self.seed_note})"
-                 if self.seed_std is not None else f"error bars: {self.seed_note}")
+        std = (f"+-{self.seed_std:.4f}, the proxy's accuracy std over seeds ({self.seed_note})"
+               if self.seed_std is not None else self.seed_note)
+        noise = f"error bars: 90% intervals from {std}"
         noise = f"; {noise}" if error_bars else ""
         if self.tau is None:
             return (f"Accuracy objective: {self.objective}{noise}. No ranking reference exists for this task "
