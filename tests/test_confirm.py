@@ -73,7 +73,7 @@ def test_the_race_gives_seeds_only_where_they_still_decide_the_front():
     assert (table["accuracy_low"] < table["accuracy"]).all() and table.loc["slow_bad", "on_confirmed_front"] == False  # noqa: E712
 
 
-@pytest.mark.slow  # two stages of up to 7 trainings in all: the fast tier keeps the 4-training one below
+@pytest.mark.slow  # two stages of up to 7 trainings in all
 @needs_fashion_mnist
 def test_confirm_races_within_its_budget_beside_the_searchs_files_and_resumes(run):
     before = {name: (run.path / name).read_bytes() for name in SEARCH_FILES}
@@ -97,6 +97,7 @@ def test_confirm_races_within_its_budget_beside_the_searchs_files_and_resumes(ru
     assert again.iloc[:len(rows)].equals(rows) and len(again) <= 7  # nothing trained twice, the new budget kept
 
 
+@pytest.mark.slow  # a confirmed stage's 4 trainings (about 8 s): the fast tier stays within 120 s
 @needs_fashion_mnist
 def test_export_and_dashboard_take_the_confirmed_front(run, isolated_dirs, capsys):
     run_confirm(prepare_confirm("c", confirm_settings("4trainings", recipe=TINY_RECIPE, networks=2)))
