@@ -23,7 +23,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fatnas.cli import main
 from fatnas.documents import MAX_DEPTH, load_json, load_yaml
 from fatnas.errors import FatnasError
 from fatnas.paths import atomic_write_bytes, check_writable
@@ -31,18 +30,11 @@ from fatnas.runs.schema import KINDS, TABLES
 from fatnas.runs.store import RunError, readable_runs
 
 from .conftest import ROOT, needs_fashion_mnist
+from .test_hardening_runs import cli
 from .tiny_run import copy_run
 
 FAST = settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 FEW = settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """`fatnas ARGS` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(list(args))
-    return status, out.getvalue(), err.getvalue()
 
 
 # --- output targets of each kind ------------------------------------------------------------------------------
