@@ -73,9 +73,8 @@ def done_jobs(rows_path: Path) -> set[tuple[str, int]]:
 def train_one(task: str, arch: str, cfg: FATConfig, seed: int, data) -> list[dict]:
     """Train one network with the task's recipe and seed; its rows (accuracy and loss) in the long format."""
     settings = parse_fidelity(RECIPES[task]).replace(seed=seed)
-    network = cfg.replace(in_chans=data.in_chans, num_classes=data.num_classes)
     wall, cpu = time.perf_counter(), time.process_time()
-    result = train_proxy(network, data, settings)
+    result = train_proxy(cfg, data, settings)  # it sizes the stem and head to the data itself
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     cost = analytic_cost(cfg, 224)
     return [dict(arch=arch, kind=TRAIN, measure=fidelity_label(settings.replace(seed=0)), metric=metric, seed=seed,
