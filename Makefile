@@ -35,8 +35,8 @@ docs: setup   # the documentation site in site/; --strict: a broken link or a mi
 test: setup data browser postgres lint docs
 	$(PY) -m pytest -q
 
-test-fast: setup data lint   # no subprocess, Ray, browser or kill -9 tests: about a minute on 2 cores
-	$(PY) -m pytest -q -m "not slow"
+test-fast: setup data lint   # no subprocess, Ray, browser or kill -9 tests, on two pytest-xdist workers
+	$(PY) -m pytest -q -m "not slow" -n 2
 
 bench: setup data
 	$(PY) bench/cost_bench.py
