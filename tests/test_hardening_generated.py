@@ -344,12 +344,13 @@ def test_a_budget_no_network_meets_is_one_error_naming_the_smallest_cost(monkeyp
 
 
 @pytest.mark.slow
-def test_a_search_whose_budget_no_network_meets_stops_within_30_s(isolated_dirs):
+@pytest.mark.parametrize("backend", ["optuna", "ray"])
+def test_a_search_whose_budget_no_network_meets_stops_within_30_s(backend, isolated_dirs):
     from .conftest import TINY_SPACE, run_cli
 
     start = time.monotonic()
     out = run_cli("search", "--budget", "1FLOPs", "--trials", "1", "--space", str(TINY_SPACE), "--quiet",
-                  "--no-references", "--threads", "1", "--run-id", "never", timeout=30)
+                  "--no-references", "--threads", "1", "--run-id", "never", "--backend", backend, timeout=30)
     assert time.monotonic() - start < 30
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "smallest seen cost" in out.stderr, out.stderr
 

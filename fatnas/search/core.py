@@ -112,7 +112,7 @@ def feasible_params(settings: SearchSettings, seed: int) -> dict[str, Any]:
         least_flops = min(least_flops or cost.cost.flops, cost.cost.flops)
         least_params = min(least_params or cost.cost.params, cost.cost.params)
     raise FatnasError(f"no network of space {settings.space.name!r} fits the budget ({settings.budget.describe()}): "
-                      f"{BLIND_DRAWS} draws and {PRICED_DRAWS:,} more priced at random all exceed it; the smallest "
+                      f"{PRICED_DRAWS:,} networks priced at random all exceed it; the smallest "
                       f"seen cost {format_flops(least_flops)} and {least_params / 1e6:.3f}M params at "
                       f"{settings.space.resolution}px; raise --budget or pick a smaller --space")
 

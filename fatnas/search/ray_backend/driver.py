@@ -44,7 +44,7 @@ from ...errors import FatnasError
 from ...estimate.data import DataSplit, settings_data
 from ...model.space import SearchSpace
 from ...runs.store import Run, publish_trials
-from ..core import TRAINED, MedianStopper, StopRule, progress_bar, show_progress
+from ..core import TRAINED, MedianStopper, StopRule, feasible_params, progress_bar, show_progress
 from ..evaluate import SearchSettings, price, trial_row
 from ..optuna_backend import open_study
 from ..storage import open_storage
@@ -347,6 +347,8 @@ class RaySearch:
             # algorithm stays finished), so the search goes on in a new one, its rows kept by the session
             self._set_aside_experiment()
             restoring = False
+        if not restoring:
+            feasible_params(self.settings, self.settings.seed)  # a budget no network meets ends here, before Ray
         data = self.data if self.data is not None else settings_data(self.settings)
         started = self._start_ray()
         session: _Session | None = None
