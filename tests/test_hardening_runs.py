@@ -97,6 +97,16 @@ def test_a_damaged_fidelity_study_is_skipped_by_the_trust_scan(isolated_dirs):
     assert trust.study is None and err.getvalue().startswith("warning: skipped run 'study'")
 
 
+@pytest.mark.parametrize("field", ["archs", "proxies", "top_k", "seeds"])
+def test_resuming_a_study_whose_run_yaml_lacks_a_field_is_one_line(field, isolated_dirs):
+    meta = yaml.safe_load((ROOT / "bench" / "results" / "fidelity_pilot" / "run.yaml").read_text())
+    study = create_run("study", root=isolated_dirs / "runs")
+    meta.pop(field) if field != "seeds" else meta["seeds"].pop("study")
+    (study.path / "run.yaml").write_text(yaml.safe_dump({**meta, "id": "study"}, sort_keys=False))
+    status, _, err = cli("fidelity", "--resume", "study")
+    assert status == 2 and err.count("\n") == 1 and "lacks" in err and field in err, err
+
+
 def test_a_run_id_taken_at_the_same_moment_is_one_clear_error(isolated_dirs):
     create_run("taken")
     with pytest.raises(RunError, match="run 'taken' already exists in .*; pick another --run-id or --resume it"):

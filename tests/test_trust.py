@@ -29,7 +29,9 @@ def make_study(root: Path, run_id: str, proxy: ProxySettings, *, tau: float = 0.
     run = create_run(run_id, root=root)
     run.write_meta(dict(id=run_id, kind="fidelity", lows=["default"], high="reference", dataset=dataset,
                         classes=classes, fidelity_settings=dict(lows=[fidelity_fields(proxy)], high={}),
-                        scorers=list(scorers)))
+                        scorers=list(scorers), space=dict(name="fat", resolution=224), budget=dict(max_flops=2e9),
+                        archs=34, proxies=[], proxy_batch=64, spread_seeds=3, references=True, seeds=dict(study=0),
+                        workers=1, threads=1, top_k=5))
     run.write_table("seed_spread.csv", pd.DataFrame([dict(measure="default", network="fat_b0", seeds=3,
                                                           seed_std=seed_std, archs=34)]))
     run.write_table("correlations.csv", pd.DataFrame([

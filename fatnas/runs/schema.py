@@ -39,10 +39,12 @@ class Number:
 
 @dataclass(frozen=True)
 class Fields:
-    """A mapping whose listed fields have these specs; `closed`: no other field is allowed."""
+    """A mapping whose listed fields have these specs; `closed`: no other field is allowed; `required`: these are
+    there and not null."""
 
     specs: dict[str, Spec]
     closed: bool = False
+    required: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,18 +87,21 @@ KINDS = {
     "search": Kind(required=("backend", "space", "budget", "proxy", "trials", "sampler", "seeds", "dataset",
                              "latency"),
                    specs=dict(objectives=Fields(dict(accuracy=TEXT, latency_ms=TEXT)), sampler=TEXT,
-                              seeds=Fields(dict(sampler=SEED, proxy=SEED, data_split=SEED), closed=True),
+                              seeds=Fields(dict(sampler=SEED, proxy=SEED, data_split=SEED), closed=True,
+                                           required=("sampler",)),
                               latency=Fields(dict(warmup=COUNT, repeats=POSITIVE, model=TEXT, source=TEXT,
                                                   threads=POSITIVE, batch_size=POSITIVE, resolution=POSITIVE)),
                               references=bool, early_stopping=bool, collapse_inert=bool,
                               prescreen=Fields(dict(proxy=TEXT, keep=Number(0, 1))),
                               heartbeat=Fields(dict(interval_s=POSITIVE, grace_s=POSITIVE), closed=True),
                               liveness=dict, estimator=TEXT, estimator_provenance=TEXT)),
-    "fidelity": Kind(required=("lows", "high", "dataset"),
+    "fidelity": Kind(required=("lows", "high", "dataset", "space", "budget", "archs", "proxies", "proxy_batch",
+                               "spread_seeds", "references", "seeds", "workers", "threads", "top_k"),
                      specs=dict(lows=Items(TEXT), high=TEXT, scorers=Items(TEXT), proxies=Items(TEXT),
                                 fidelity_settings=Fields(dict(lows=Items(PROXY), high=PROXY)),
                                 proxy_batch=POSITIVE, spread_seeds=COUNT, high_seeds=POSITIVE, references=bool,
-                                seeds=Fields(dict(study=SEED)), top_k=COUNT, reference_metric=TEXT)),
+                                seeds=Fields(dict(study=SEED), required=("study",)), top_k=COUNT,
+                                reference_metric=TEXT)),
     "supernet": Kind(specs=dict(task=dict, train=dict, state=TEXT, weights_sha256=TEXT)),
     "scaling": Kind(specs=dict(base=TEXT, base_config=dict, base_resolution=POSITIVE)),
 }
@@ -199,6 +204,9 @@ def _problem(value: Any, spec: Spec, where: str) -> str | None:
         unknown = sorted(set(value) - set(spec.specs)) if spec.closed else []
         if unknown:
             return f"{where}: unknown field {shown(unknown[0])}; accepted: {', '.join(spec.specs)}"
+        missing = [key for key in spec.required if value.get(key) is None]
+        if missing:
+            return f"{where}: lacks {missing[0]}"
         return next((p for key, sub in spec.specs.items()
                      if key in value and (p := _problem(value[key], sub, f"{where}.{key}".lstrip(".")))), None)
     if spec is bool:
