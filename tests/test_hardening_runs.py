@@ -180,3 +180,11 @@ def test_processes_appending_rows_to_one_run_lose_none(isolated_dirs):
         assert proc.exitcode == 0
     table = run.read_table("rows.csv")
     assert len(table) == 120 and not table.duplicated().any()
+
+
+@pytest.mark.parametrize("storage", ["sqlite:///gone.db", "gone.log"])
+def test_sync_from_a_storage_file_that_is_not_there_creates_nothing(storage, isolated_dirs, monkeypatch):
+    monkeypatch.chdir(isolated_dirs)
+    status, _, err = cli("sync", "lost", "--storage", storage)
+    assert status == 2 and err.count("\n") == 1 and "no such file" in err, err
+    assert not list(isolated_dirs.glob("gone*")) and not (isolated_dirs / "runs" / "lost").exists()

@@ -24,6 +24,7 @@ from .evaluate import SearchSettings, objectives
 from .storage import (
     WORKER_STORAGE_ENV,
     Heartbeat,
+    check_study_file,
     has_masked_password,
     mask_password,
     normalize_storage,
@@ -189,6 +190,7 @@ def sync_run(run_id: str, storage: str | None = None, root: Path | None = None) 
     if run is None and storage is None:
         raise FatnasError(f"run {run_id!r} is not here; pass --storage URL of its study to rebuild it")
     url = storage_of(run, storage) if run is not None else normalize_storage(storage)
+    check_study_file(url)
     study = load_study(open_storage(url, None), run.id if run is not None else run_id)
     if run is None:
         meta = study.user_attrs.get(RUN_META_ATTR)

@@ -72,6 +72,22 @@ def journal_path(url: str) -> Path | None:
     return None
 
 
+def storage_file(url: str) -> Path | None:
+    """The file that holds a SQLite or journal storage (None for a database server)."""
+    journal = journal_path(url)
+    if journal is not None:
+        return journal
+    return Path(url.split(":///", 1)[1]) if url.startswith("sqlite") and ":///" in url else None
+
+
+def check_study_file(url: str) -> None:
+    """A storage that should hold a study already: its file must be there (opening it would make an empty one)."""
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise StorageError(f"--storage {shown(mask_password(url), 200)}: no such file {shown(str(path), 200)}, so no "
+                           "study there (a relative path is read from the folder you run in)")
+
+
 def normalize_storage(url: str) -> str:
     """A checked storage URL; journal files and SQLite paths made absolute so any folder can join."""
     journal = journal_path(url)
