@@ -467,7 +467,6 @@ def test_a_new_record_holds_every_path_relative(isolated_dirs, monkeypatch):
                                            other="/not/a/path/field", server="postgresql://ann:***@db/nas")
 
 
-@needs_fashion_mnist
 def _trial_states(db: Path) -> set[str]:
     """The states of a study's trials, read without creating or locking anything (the search may be creating it)."""
     import sqlite3
@@ -479,6 +478,7 @@ def _trial_states(db: Path) -> set[str]:
         return set()
 
 
+@needs_fashion_mnist
 def test_ctrl_c_is_one_line_and_leaves_no_running_trial(isolated_dirs):
     import signal
     import subprocess
