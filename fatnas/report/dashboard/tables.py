@@ -233,13 +233,11 @@ def optuna_importances(study: Any) -> pd.DataFrame:
 def readable_storage(data: RunData) -> str | None:
     """A storage holding the run's study that is a file on this machine: run.yaml's `storage` when it is a
     SQLite or journal file found here, else study.db when present. Database servers are not contacted."""
-    from ...search.storage import journal_path
+    from ...search.storage import storage_file
 
     recorded = data.meta.get("storage") or ""
-    journal = journal_path(recorded)
-    if journal is not None and journal.is_file():
-        return recorded
-    if recorded.startswith("sqlite:///") and Path(recorded.split(":///", 1)[1]).is_file():
+    path = storage_file(recorded)
+    if path is not None and path.is_file():
         return recorded
     db = data.path / "study.db"
     return f"sqlite:///{db.resolve()}" if db.is_file() else None
