@@ -36,7 +36,6 @@ from fatnas.estimate.proxy import configure_threads, train_proxy
 from fatnas.estimate.tasks import load_task
 from fatnas.model.config import FATConfig
 from fatnas.model.space import load_space
-from fatnas.model.variants import get_config
 from fatnas.study.fidelity.jobs import sample_architectures
 from fatnas.study.fidelity.specs import CSV_COLUMNS, TRAIN, fidelity_label, parse_fidelity
 from fatnas.study.rank_stats import kendall_tau
@@ -55,12 +54,19 @@ RECIPES = {
 EARLIER_STUDIES = {"fmnist10": "fidelity_study", "fmnist-upper": "fidelity_study_upper"}
 GAP_STDS, MIN_SEED_TAU = 2.0, 0.7
 ROWS_FILE = "fidelity.csv"
+# The family's first pilot rows, trained with their own drop path (0.05 to 0.1, from ImageNet's 300-epoch recipe)
+# while the sampled networks had none; a fidelity study or a search trains them all without.
+IMAGENET_DROP_PATH_FILE = "family_imagenet_drop_path.csv"
 
 
 def pilot_networks(archs: int) -> dict[str, FATConfig]:
-    """The published family, then the first `archs` networks the fidelity studies sample from the default space."""
-    sampled = sample_architectures(load_space("fat"), parse_budget("2GFLOPs"), archs, seed=0) if archs else {}
-    return {**{name: get_config(name) for name in FAMILY}, **sampled}
+    """The published family, then the first `archs` networks the fidelity studies sample from the default space.
+
+    All train with the space's drop path (none), as in a search or a fidelity study.
+    """
+    space = load_space("fat")
+    sampled = sample_architectures(space, parse_budget("2GFLOPs"), archs, seed=0) if archs else {}
+    return {**{name: space.published(name) for name in FAMILY}, **sampled}
 
 
 def done_jobs(rows_path: Path) -> set[tuple[str, int]]:
@@ -132,10 +138,24 @@ def study_rows(study: str) -> pd.DataFrame:
     return rows.assign(cpu_seconds=rows["seconds"])
 
 
+def pilot_rows() -> list[tuple[str, pd.DataFrame]]:
+    """Each pilot task's rows; where its family first trained with their ImageNet drop path, those too, apart."""
+    out = []
+    for folder in sorted(PILOT.iterdir()):
+        if not (folder / ROWS_FILE).exists():
+            continue
+        rows = pd.read_csv(folder / ROWS_FILE)
+        out.append((folder.name, rows))
+        if (folder / IMAGENET_DROP_PATH_FILE).exists():
+            sampled = rows[~rows["arch"].isin(FAMILY)]
+            out.append((f"{folder.name} (family at ImageNet drop path)",
+                        pd.concat([pd.read_csv(folder / IMAGENET_DROP_PATH_FILE), sampled], ignore_index=True)))
+    return out
+
+
 def summary() -> pd.DataFrame:
     """One table: the pilot's tasks, then the earlier studies' references (tasks tried before the pilot)."""
-    pilots = [(folder.name, pd.read_csv(folder / ROWS_FILE))
-              for folder in sorted(PILOT.iterdir()) if (folder / ROWS_FILE).exists()]
+    pilots = pilot_rows()
     studies = [(f"{task} (bench/results/{study})", study_rows(study)) for task, study in EARLIER_STUDIES.items()]
     return pd.DataFrame([row for task, rows in pilots + studies for row in task_summary(task, rows)])
 

@@ -8,6 +8,7 @@ import yaml
 
 from fatnas.model.config import FATConfig
 from fatnas.model.space import SpaceError, grid, load_space, nearest_divisor, space_from_dict
+from fatnas.model.variants import get_config
 
 from .conftest import TINY_SPACE
 
@@ -80,3 +81,11 @@ def test_space_round_trips_through_its_dict(tmp_path):
     path.write_text(yaml.safe_dump(space.to_dict()))
     again = load_space(path)
     assert again.choices == space.choices and again.resolution == space.resolution
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2])
+def test_published_networks_train_with_the_space_drop_path_not_their_imagenet_one(rate):
+    space = space_from_dict({**load_space("fat").to_dict(), "drop_path_rate": rate})
+    cfg = space.published("fat_b2")
+    assert cfg.drop_path_rate == rate
+    assert cfg.replace(drop_path_rate=0.1) == get_config("fat_b2")  # nothing else changed

@@ -31,6 +31,7 @@ from ..documents import read_yaml
 from ..errors import FatnasError, shown
 from ..paths import portable_path
 from .config import NUM_STAGES, VALUE_RANGES, ConfigError, FATConfig, attention_keys, stage_output_sizes
+from .variants import get_config
 
 DEFAULT_SPACE = "fat"
 # space key -> FATConfig field it feeds (head_dims/heads both feed `heads`)
@@ -97,6 +98,13 @@ class SearchSpace:
         key = "head_dims" if "head_dims" in values else "heads"
         fields["heads"] = [snap_heads(key, w, v) for w, v in zip(fields["widths"], values[key])]
         return FATConfig(drop_path_rate=self.drop_path_rate, **fields)
+
+    def published(self, name: str) -> FATConfig:
+        """The published variant `name` as this space's networks train: with the space's drop path.
+
+        Its own rate belongs to ImageNet's 300-epoch recipe and would handicap it against sampled networks.
+        """
+        return get_config(name).replace(drop_path_rate=self.drop_path_rate)
 
     def size(self) -> int:
         """Number of distinct points (products of per-stage choice counts)."""

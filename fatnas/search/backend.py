@@ -16,7 +16,7 @@ from ..errors import FatnasError
 from ..estimate.base import NotEstimable
 from ..estimate.data import DataSplit, settings_data
 from ..estimate.proxy import configure_threads
-from ..model.variants import PUBLISHED, get_config
+from ..model.variants import PUBLISHED
 from ..runs.store import Run
 from .evaluate import SearchSettings, price, time_candidate, train_candidate, trial_row
 from .noise import measure_noise
@@ -109,7 +109,7 @@ def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> 
     for name in PUBLISHED:
         if name in names or not settings.references:
             continue
-        ev = price(get_config(name).replace(drop_path_rate=settings.space.drop_path_rate), settings)
+        ev = price(settings.space.published(name), settings)
         if not ev.infeasible:
             time_candidate(ev, settings)
         state, error = ("REFERENCE" if not ev.infeasible else "OVER_BUDGET"), ""

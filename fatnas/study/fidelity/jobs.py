@@ -24,7 +24,7 @@ from ...estimate.proxy import ProxyResult, ProxySettings, configure_threads
 from ...estimate.zero_cost import BASELINES, PROXIES
 from ...model.config import FATConfig
 from ...model.space import SearchSpace
-from ...model.variants import PUBLISHED, get_config
+from ...model.variants import PUBLISHED
 from ...runs.store import Run
 from .settings import StudySettings
 from .specs import (
@@ -62,7 +62,7 @@ def study_architectures(settings: StudySettings) -> dict[str, FATConfig]:
     archs = sample_architectures(settings.space, settings.budget, settings.archs, settings.seed)
     if settings.references:
         for name in PUBLISHED:
-            cfg = get_config(name).replace(drop_path_rate=settings.space.drop_path_rate)
+            cfg = settings.space.published(name)
             if settings.budget.fits(analytic_cost(cfg, settings.space.resolution)):
                 archs[name] = cfg
     return archs
