@@ -6,12 +6,18 @@ For each search seed, two arms run as `fatnas search` processes (one thread each
   training, summed).
 Each arm's final front (the plain arm's search front; the confirm arm's confirmed front) is judged by retraining
 its `--top` most accurate networks with the `--recipe` (default: the fidelity reference) on `--heldout-seeds`,
-seeds neither arm trained with (searches use 0 and 1, confirm stages 1000 and up). Rows go to
-bench/results/confirm_bench_rows.csv as each training ends (a training already there is not run again, so a
-stopped call resumes); confirm_bench.csv has one row per (arm, seed): its CPU seconds, the held-out hypervolume
-(held-out accuracy against the search's latency; accuracy 0 and 1.1 x the largest latency of any judged network,
-one point shared by every row), and the recommended network (the arm's most accurate) with what the arm claims for
-it and what it scores held out.
+seeds neither arm trained with (searches use 0 and 1, confirm stages 1000 and up).
+
+What the bench keeps is committed, so a stopped call resumes on any clone (a training already kept is not run
+again; a search stopped before its end is run again from the start):
+- confirm_bench_fronts.csv: each arm's judged networks, with the CPU seconds of its search and what retraining
+  needs of its task, as each arm ends;
+- confirm_bench_rows.csv: one row per held-out training, as it ends;
+- confirm_bench.csv: one row per (arm, seed): its CPU seconds, the held-out hypervolume (held-out accuracy against
+  the search's latency; accuracy 0 and 1.1 x the largest latency of any judged network, one point shared by
+  every row), the recommended network (the arm's most accurate) with what the arm claims for it and what it
+  scores held out, and how many of the arm's held-out trainings are done.
+Arms append under a lock, so `--arms plain` and `--arms confirm` may run as two processes at once.
 
     python bench/confirm_bench.py --seeds 0 1 --cpu-seconds 3600 --budget 2GFLOPs
     python bench/confirm_bench.py --seeds 0 1 --cpu-seconds 60 --budget 6MFLOPs --space tests/data/tiny_space.yaml \
@@ -21,14 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
+from common import RESULTS, append_rows, save_table  # first: it sets the OpenMP wait policy before torch loads
 
 # isort: split
 import pandas as pd
@@ -36,20 +42,23 @@ import pandas as pd
 from fatnas.estimate.data import load_dataset
 from fatnas.estimate.proxy import ProxySettings, configure_threads, train_proxy
 from fatnas.model.config import FATConfig
-from fatnas.runs.store import hypervolume, open_run, pareto_front
+from fatnas.runs.store import hypervolume, open_run, pareto_front, runs_root
 from fatnas.study.fidelity.specs import parse_fidelity
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW_COLUMNS = ("arm", "seed", "trial", "heldout_seed", "latency_ms", "claimed_accuracy", "heldout_accuracy",
-               "seconds")
 ARMS = ("plain", "confirm")
+FRONT_COLUMNS = ["arm", "seed", "cpu_seconds", "trial", "latency_ms", "claimed_accuracy", "config", "task"]
+ROW_COLUMNS = ["arm", "seed", "trial", "heldout_seed", "latency_ms", "claimed_accuracy", "heldout_accuracy",
+               "seconds"]
 
 
-def run_arm(arm: str, seed: int, args: argparse.Namespace) -> tuple[str, float]:
-    """Run one arm's search (and confirm stage) as a process; its run id and the CPU seconds it took."""
-    run_id = f"confirm_bench{args.tag}_{arm}_{seed}"
-    if (Path(os.environ.get("FATNAS_RUNS_DIR") or ROOT / "runs") / run_id / "run.yaml").is_file():
-        return run_id, float(open_run(run_id).read_meta().get("bench_cpu_seconds") or 0.0)
+def read_rows(path: Path, columns: list[str]) -> pd.DataFrame:
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=columns)
+
+
+def run_search(arm: str, seed: int, run_id: str, args: argparse.Namespace) -> float:
+    """Run one arm's search (and confirm stage) as a process, from the start; the CPU seconds it took."""
+    shutil.rmtree(runs_root() / run_id, ignore_errors=True)  # a search stopped before its end: its time is unknown
     search_time = args.cpu_seconds * (1 - args.confirm_share) if arm == "confirm" else args.cpu_seconds
     command = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", args.budget, "--run-id", run_id,
                "--seed", str(seed), "--threads", "1", "--quiet", "--trials", "100000", "--timeout",
@@ -61,7 +70,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace) -> tuple[str, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     open_run(run_id).update_meta(bench_cpu_seconds=cpu)
-    return run_id, cpu
+    return cpu
 
 
 def final_front(run_id: str, arm: str, top: int) -> pd.DataFrame:
@@ -72,58 +81,84 @@ def final_front(run_id: str, arm: str, top: int) -> pd.DataFrame:
         front = confirmed[confirmed["on_confirmed_front"].astype(bool) & (confirmed["trial"] >= 0)]
     else:
         front = pareto_front(run.trials())
-    return front.nlargest(top, "accuracy")[["trial", "config", "latency_ms", "accuracy"]]
+    front = front.nlargest(top, "accuracy")[["trial", "config", "latency_ms", "accuracy"]]
+    return front.rename(columns={"accuracy": "claimed_accuracy"})
 
 
-def retrain(run_id: str, row: pd.Series, heldout_seed: int, recipe: str) -> dict:
-    """One held-out training of a front network with the recipe, on the run's own task."""
+def run_task(run_id: str) -> str:
+    """What a held-out training needs of the run's task (data set, split seed, classes, proxy settings), as JSON."""
     meta = open_run(run_id).read_meta()
-    data = load_dataset(meta.get("dataset", "fashion-mnist"), meta.get("data_dir"),
-                        seed=int(meta["seeds"]["data_split"]), classes=tuple(meta.get("classes") or ()))
-    settings = parse_fidelity(recipe, ProxySettings(**meta["proxy"])).replace(seed=heldout_seed)  # as confirm's
-    cfg = FATConfig.from_dict(json.loads(row["config"])).replace(num_classes=data.num_classes, in_chans=data.in_chans)
+    return json.dumps(dict(dataset=meta.get("dataset", "fashion-mnist"), data_dir=meta.get("data_dir"),
+                           data_split=int(meta["seeds"]["data_split"]), classes=list(meta.get("classes") or ()),
+                           proxy=meta["proxy"]))
+
+
+def arm_front(arm: str, seed: int, args: argparse.Namespace, fronts_path: Path) -> pd.DataFrame:
+    """The arm's judged networks: kept from an earlier call, or from its search (run now unless it ended)."""
+    kept = read_rows(fronts_path, FRONT_COLUMNS)
+    kept = kept[(kept["arm"] == arm) & (kept["seed"] == seed)]
+    if not kept.empty:
+        return kept
+    run_id = f"confirm_bench{args.tag}_{arm}_{seed}"
+    meta_path = runs_root() / run_id / "run.yaml"
+    cpu = open_run(run_id).read_meta().get("bench_cpu_seconds") if meta_path.is_file() else None
+    if cpu is None:
+        cpu = run_search(arm, seed, run_id, args)
+    front = final_front(run_id, arm, args.top).assign(arm=arm, seed=seed, cpu_seconds=cpu, task=run_task(run_id))
+    append_rows(fronts_path, front.to_dict("records"), FRONT_COLUMNS)
+    return front[FRONT_COLUMNS]
+
+
+def retrain(network: pd.Series, heldout_seed: int, recipe: str) -> dict:
+    """One held-out training of a front network with the recipe, on its run's own task."""
+    task = json.loads(network["task"])
+    data = load_dataset(task["dataset"], task["data_dir"], seed=task["data_split"], classes=tuple(task["classes"]))
+    settings = parse_fidelity(recipe, ProxySettings(**task["proxy"])).replace(seed=heldout_seed)  # as confirm's
+    cfg = FATConfig.from_dict(json.loads(network["config"])).replace(num_classes=data.num_classes,
+                                                                     in_chans=data.in_chans)
     result = train_proxy(cfg, data, settings)
-    return dict(trial=int(row["trial"]), heldout_seed=heldout_seed, latency_ms=float(row["latency_ms"]),
-                claimed_accuracy=float(row["accuracy"]), heldout_accuracy=result.accuracy,
+    return dict(trial=int(network["trial"]), heldout_seed=heldout_seed, latency_ms=float(network["latency_ms"]),
+                claimed_accuracy=float(network["claimed_accuracy"]), heldout_accuracy=result.accuracy,
                 seconds=result.train_seconds + result.eval_seconds)
 
 
-def judge(arm: str, seed: int, run_id: str, args: argparse.Namespace, rows: pd.DataFrame, rows_path: Path
-          ) -> pd.DataFrame:
-    """Retrain the arm's front on the held-out seeds; each row saved as its training ends."""
-    for _, network in final_front(run_id, arm, args.top).iterrows():
+def judge(front: pd.DataFrame, args: argparse.Namespace, rows_path: Path) -> None:
+    """Retrain the arm's front on the held-out seeds; each row appended as its training ends."""
+    for _, network in front.iterrows():
         for heldout in args.heldout_seeds:
-            done = rows[(rows["arm"] == arm) & (rows["seed"] == seed) & (rows["trial"] == network["trial"])
-                        & (rows["heldout_seed"] == heldout)]
-            if not done.empty:
+            done = read_rows(rows_path, ROW_COLUMNS)[["arm", "seed", "trial", "heldout_seed"]]
+            if (network["arm"], network["seed"], network["trial"], heldout) in set(done.itertuples(index=False,
+                                                                                                 name=None)):
                 continue
-            row = dict(arm=arm, seed=seed, **retrain(run_id, network, heldout, args.recipe))
-            print(f"  {arm} seed {seed} trial {row['trial']} held-out seed {heldout}: "
+            row = dict(arm=network["arm"], seed=int(network["seed"]), **retrain(network, heldout, args.recipe))
+            print(f"  {row['arm']} seed {row['seed']} trial {row['trial']} held-out seed {heldout}: "
                   f"{row['heldout_accuracy']:.4f} (claimed {row['claimed_accuracy']:.4f})", flush=True)
-            rows = pd.concat([rows, pd.DataFrame([row])], ignore_index=True)
-            save_table(rows, rows_path, digits=4)
-    return rows
+            append_rows(rows_path, [row], ROW_COLUMNS)
 
 
-def summarize(rows: pd.DataFrame, cpu: dict[tuple[str, int], float]) -> pd.DataFrame:
-    """One row per (arm, seed): CPU seconds, held-out hypervolume (one shared reference point), the recommended."""
+def summarize(rows: pd.DataFrame, fronts: pd.DataFrame, heldout_seeds: int) -> pd.DataFrame:
+    """One row per (arm, seed): CPU seconds, held-out hypervolume (one shared reference point), the recommended,
+    and how many of its held-out trainings (judged networks x `heldout_seeds`) are done."""
     means = rows.groupby(["arm", "seed", "trial", "latency_ms", "claimed_accuracy"], as_index=False)[
-        "heldout_accuracy"].mean()
+        "heldout_accuracy"].agg(["mean", "count"]).rename(columns={"mean": "heldout_accuracy"})
     ref_latency = 1.1 * means["latency_ms"].max()
     out = []
     for (arm, seed), group in means.groupby(["arm", "seed"]):
         best = group.loc[group["claimed_accuracy"].idxmax()]
-        out.append(dict(arm=arm, seed=seed, cpu_seconds=cpu.get((arm, seed), float("nan")),
+        front = fronts[(fronts["arm"] == arm) & (fronts["seed"] == seed)]
+        out.append(dict(arm=arm, seed=seed, cpu_seconds=float(front["cpu_seconds"].iloc[0]),
                         heldout_hypervolume=hypervolume(zip(group["heldout_accuracy"], group["latency_ms"]),
                                                         ref_latency),
                         recommended_trial=int(best["trial"]), recommended_claimed=best["claimed_accuracy"],
-                        recommended_heldout=best["heldout_accuracy"], ref_latency_ms=ref_latency))
+                        recommended_heldout=best["heldout_accuracy"], ref_latency_ms=ref_latency,
+                        heldout_trainings=f"{int(group['count'].sum())}/{len(front) * heldout_seeds}"))
     return pd.DataFrame(out)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--cpu-seconds", type=float, default=3600, help="each arm's time (one thread)")
     parser.add_argument("--confirm-share", type=float, default=0.4, help="the confirm arm's share for confirming")
     parser.add_argument("--budget", default="2GFLOPs")
@@ -140,14 +175,13 @@ def main() -> None:
     args = parse_args()
     args.tag = f"_{args.tag}" if args.tag else ""
     configure_threads(1)
-    rows_path = RESULTS / f"confirm_bench{args.tag}_rows.csv"
-    rows = pd.read_csv(rows_path) if rows_path.exists() else pd.DataFrame(columns=list(ROW_COLUMNS))
-    cpu = {}
+    fronts_path, rows_path = (RESULTS / f"confirm_bench{args.tag}_{name}.csv" for name in ("fronts", "rows"))
     for seed in args.seeds:
-        for arm in ARMS:
-            run_id, cpu[(arm, seed)] = run_arm(arm, seed, args)
-            rows = judge(arm, seed, run_id, args, rows, rows_path)
-    save_table(summarize(rows, cpu), RESULTS / f"confirm_bench{args.tag}.csv", digits=4)
+        for arm in args.arms:
+            judge(arm_front(arm, seed, args, fronts_path), args, rows_path)
+    summary = summarize(read_rows(rows_path, ROW_COLUMNS), read_rows(fronts_path, FRONT_COLUMNS),
+                        len(args.heldout_seeds))
+    save_table(summary, RESULTS / f"confirm_bench{args.tag}.csv", digits=4)
 
 
 if __name__ == "__main__":

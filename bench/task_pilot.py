@@ -25,7 +25,7 @@ import json
 import time
 from pathlib import Path
 
-from common import RESULTS, save_table  # first: it sets the OpenMP wait policy before torch loads
+from common import RESULTS, append_rows, save_table  # first: it sets the OpenMP wait policy before torch loads
 
 # isort: split
 import numpy as np
@@ -89,12 +89,6 @@ def train_one(task: str, arch: str, cfg: FATConfig, seed: int, data) -> list[dic
             for metric, value in (("accuracy", result.accuracy), ("loss", result.val_loss))]
 
 
-def append_rows(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=[*CSV_COLUMNS, "cpu_seconds"]).to_csv(path, mode="a", header=not path.exists(),
-                                                                     index=False)
-
-
 def run_task(task: str, seeds: list[int], archs: int) -> None:
     rows_path = PILOT / task / ROWS_FILE
     networks, done = pilot_networks(archs), done_jobs(rows_path)
@@ -104,7 +98,7 @@ def run_task(task: str, seeds: list[int], archs: int) -> None:
     data = load_task(task)
     for n, (seed, arch) in enumerate(todo, start=1):
         rows = train_one(task, arch, networks[arch], seed, data)
-        append_rows(rows_path, rows)
+        append_rows(rows_path, rows, [*CSV_COLUMNS, "cpu_seconds"])
         print(f"{task} {n}/{len(todo)} {arch} seed {seed}: accuracy {rows[0]['value']:.4f}, loss "
               f"{rows[1]['value']:.4f}, {rows[0]['seconds']:.0f} s", flush=True)
 
