@@ -87,9 +87,10 @@ def _print_confirmed(run: Any, table: Any) -> None:
         return
     shown["interval"] = [f"{lo:.4f}-{hi:.4f}" if lo == lo else "-" for lo, hi in
                          zip(shown["accuracy_low"], shown["accuracy_high"])]
-    shown["front"] = shown["on_confirmed_front"].map(lambda v: "yes" if v else "no")
-    columns = ["network", "seeds", "accuracy", "interval", "latency_ms", "search_accuracy", "status", "front"]
-    columns += ["verdict"] if "verdict" in shown else []
+    shown["on_front"] = shown["on_confirmed_front"].map(lambda v: "yes" if v else "no")
+    # the verdict ("better than fat_b0 ...") before the yes/no column, so that no cell reads into the next
+    columns = ["network", "seeds", "accuracy", "interval", "latency_ms", "search_accuracy",
+               *(["verdict"] if "verdict" in shown else []), "status", "on_front"]
     print(shown[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"files: {run.path / 'confirmed.csv'}, {run.path / 'confirm_rows.csv'}")
 
