@@ -124,11 +124,11 @@ def retrain(network: pd.Series, heldout_seed: int, recipe: str) -> dict:
 
 def judge(front: pd.DataFrame, args: argparse.Namespace, rows_path: Path) -> None:
     """Retrain the arm's front on the held-out seeds; each row appended as its training ends."""
+    kept = read_rows(rows_path, ROW_COLUMNS)[["arm", "seed", "trial", "heldout_seed"]]
+    done = set(kept.itertuples(index=False, name=None))  # only this arm's rows matter; no other process adds them
     for _, network in front.iterrows():
         for heldout in args.heldout_seeds:
-            done = read_rows(rows_path, ROW_COLUMNS)[["arm", "seed", "trial", "heldout_seed"]]
-            if (network["arm"], network["seed"], network["trial"], heldout) in set(done.itertuples(index=False,
-                                                                                                 name=None)):
+            if (network["arm"], network["seed"], network["trial"], heldout) in done:
                 continue
             row = dict(arm=network["arm"], seed=int(network["seed"]), **retrain(network, heldout, args.recipe))
             print(f"  {row['arm']} seed {row['seed']} trial {row['trial']} held-out seed {heldout}: "
