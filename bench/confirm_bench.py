@@ -15,8 +15,11 @@ again; a search stopped before its end is run again from the start):
 - confirm_bench_rows.csv: one row per held-out training, as it ends;
 - confirm_bench.csv: one row per (arm, seed): its CPU seconds, the held-out hypervolume (held-out accuracy against
   the search's latency; accuracy 0 and 1.1 x the largest latency of any judged network, one point shared by
-  every row), the recommended network (the arm's most accurate) with what the arm claims for it and what it
-  scores held out, and how many of the arm's held-out trainings are done.
+  every row), the same with every judged network re-timed in this process (`retimed_`: one latency scale for all
+  arms, as each search timed its networks under its own load), each with a 90% interval from the judge's own noise
+  (the pooled seed std of one held-out training; latencies taken as measured), the recommended network (the arm's
+  most accurate) with what the arm claims for it and what it scores held out, and how many of the arm's held-out
+  trainings are done. Each seed's confirm minus plain hypervolume is printed with its interval.
 Arms append under a lock, so `--arms plain` and `--arms confirm` may run as two processes at once.
 
     python bench/confirm_bench.py --seeds 0 1 --cpu-seconds 3600 --budget 2GFLOPs
@@ -37,11 +40,14 @@ from pathlib import Path
 from common import RESULTS, append_rows, save_table  # first: it sets the OpenMP wait policy before torch loads
 
 # isort: split
+import numpy as np
 import pandas as pd
 
 from fatnas.estimate.data import load_dataset
+from fatnas.estimate.latency import ReferenceClock, reference_network
 from fatnas.estimate.proxy import ProxySettings, configure_threads, train_proxy
 from fatnas.model.config import FATConfig
+from fatnas.model.network import FAT
 from fatnas.runs.store import hypervolume, open_run, pareto_front, runs_root
 from fatnas.study.fidelity.specs import parse_fidelity
 
@@ -136,22 +142,60 @@ def judge(front: pd.DataFrame, args: argparse.Namespace, rows_path: Path) -> Non
             append_rows(rows_path, [row], ROW_COLUMNS)
 
 
-def summarize(rows: pd.DataFrame, fronts: pd.DataFrame, heldout_seeds: int) -> pd.DataFrame:
-    """One row per (arm, seed): CPU seconds, held-out hypervolume (one shared reference point), the recommended,
-    and how many of its held-out trainings (judged networks x `heldout_seeds`) are done."""
+def retime(fronts: pd.DataFrame, res: int, repeats: int) -> pd.Series:
+    """Every judged network timed again in this one process, interleaved with fat_b0, so that every arm is judged
+    on one latency scale (each search timed its own networks in its own process, under its own load)."""
+    clock = ReferenceClock(reference_network(), res=res, threads=1, repeats=repeats)
+    ratios = [clock.measure(FAT(FATConfig.from_dict(json.loads(config)))).ratio for config in fronts["config"]]
+    return pd.Series(ratios, index=fronts.index) * clock.reference_ms
+
+
+def judge_std(rows: pd.DataFrame) -> float:
+    """The judge's own noise: the pooled std of one held-out training across its seeds."""
+    by_network = rows.groupby(["arm", "seed", "trial"])["heldout_accuracy"]
+    squares = ((rows["heldout_accuracy"] - by_network.transform("mean")) ** 2).sum()
+    return float(np.sqrt(squares / max(len(rows) - by_network.ngroups, 1)))
+
+
+def hypervolume_draws(group: pd.DataFrame, latency: str, ref_latency: float, std: float,
+                      draws: int = 4000) -> np.ndarray:
+    """The arm's held-out hypervolume with each network's accuracy redrawn within the judge's noise (its mean over
+    `count` seeds); the latencies as measured."""
+    rng = np.random.default_rng(0)
+    scale = std / np.sqrt(group["count"].to_numpy(dtype=float))
+    accuracies = rng.normal(group["heldout_accuracy"].to_numpy(dtype=float), scale, size=(draws, len(group)))
+    return np.array([hypervolume(zip(drawn, group[latency]), ref_latency) for drawn in accuracies])
+
+
+def summarize(rows: pd.DataFrame, fronts: pd.DataFrame, heldout_seeds: int, retimed: pd.Series) -> pd.DataFrame:
+    """One row per (arm, seed): CPU seconds, held-out hypervolume (one shared reference point) with its 90% interval
+    from the judge's noise, on the searches' latencies and on `retimed` ones, the recommended, and how many of its
+    held-out trainings (judged networks x `heldout_seeds`) are done. Prints each seed's confirm minus plain."""
     means = rows.groupby(["arm", "seed", "trial", "latency_ms", "claimed_accuracy"], as_index=False)[
         "heldout_accuracy"].agg(["mean", "count"]).rename(columns={"mean": "heldout_accuracy"})
-    ref_latency = 1.1 * means["latency_ms"].max()
-    out = []
+    means = means.merge(fronts.assign(retimed_ms=retimed)[["arm", "seed", "trial", "retimed_ms"]])
+    std = judge_std(rows)
+    refs = {latency: 1.1 * means[latency].max() for latency in ("latency_ms", "retimed_ms")}
+    out, draws = [], {}
     for (arm, seed), group in means.groupby(["arm", "seed"]):
         best = group.loc[group["claimed_accuracy"].idxmax()]
         front = fronts[(fronts["arm"] == arm) & (fronts["seed"] == seed)]
-        out.append(dict(arm=arm, seed=seed, cpu_seconds=float(front["cpu_seconds"].iloc[0]),
-                        heldout_hypervolume=hypervolume(zip(group["heldout_accuracy"], group["latency_ms"]),
-                                                        ref_latency),
-                        recommended_trial=int(best["trial"]), recommended_claimed=best["claimed_accuracy"],
-                        recommended_heldout=best["heldout_accuracy"], ref_latency_ms=ref_latency,
+        row = dict(arm=arm, seed=seed, cpu_seconds=float(front["cpu_seconds"].iloc[0]))
+        for latency, name in (("latency_ms", "heldout_hypervolume"), ("retimed_ms", "retimed_hypervolume")):
+            draws[arm, seed, name] = hypervolume_draws(group, latency, refs[latency], std)
+            row[name] = hypervolume(zip(group["heldout_accuracy"], group[latency]), refs[latency])
+            row[f"{name}_lo"], row[f"{name}_hi"] = np.percentile(draws[arm, seed, name], [5, 95])
+        out.append(dict(row, recommended_trial=int(best["trial"]), recommended_claimed=best["claimed_accuracy"],
+                        recommended_heldout=best["heldout_accuracy"], ref_latency_ms=refs["latency_ms"],
+                        retimed_ref_latency_ms=refs["retimed_ms"],
                         heldout_trainings=f"{int(group['count'].sum())}/{len(front) * heldout_seeds}"))
+    print(f"judge: pooled held-out seed std {std:.4f} of one training")
+    for (arm, seed, name), drawn in draws.items():
+        if arm == "confirm" and ("plain", seed, name) in draws:
+            diff = drawn - draws["plain", seed, name]
+            print(f"seed {seed} {name}: confirm minus plain {np.median(diff):+.3f} (90% interval "
+                  f"{np.percentile(diff, 5):+.3f} to {np.percentile(diff, 95):+.3f}; confirm ahead in "
+                  f"{(diff >= 0).mean():.0%} of draws)")
     return pd.DataFrame(out)
 
 
@@ -167,6 +211,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--recipe", default="reference", help="the confirm and held-out recipe (fidelity syntax)")
     parser.add_argument("--heldout-seeds", type=int, nargs="+", default=[2000, 2001])
     parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--latency-res", type=int, default=224, help="the resolution judged networks are re-timed at")
+    parser.add_argument("--latency-repeats", type=int, default=21, help="rounds of each re-timing against fat_b0")
     parser.add_argument("--tag", default="", help="a suffix of the run ids and result files (e.g. _tiny)")
     return parser.parse_args()
 
@@ -179,8 +225,9 @@ def main() -> None:
     for seed in args.seeds:
         for arm in args.arms:
             judge(arm_front(arm, seed, args, fronts_path), args, rows_path)
-    summary = summarize(read_rows(rows_path, ROW_COLUMNS), read_rows(fronts_path, FRONT_COLUMNS),
-                        len(args.heldout_seeds))
+    fronts = read_rows(fronts_path, FRONT_COLUMNS)
+    summary = summarize(read_rows(rows_path, ROW_COLUMNS), fronts, len(args.heldout_seeds),
+                        retime(fronts, args.latency_res, args.latency_repeats))
     save_table(summary, RESULTS / f"confirm_bench{args.tag}.csv", digits=4)
 
 
