@@ -48,6 +48,7 @@ from fatnas.estimate.latency import ReferenceClock, reference_network
 from fatnas.estimate.proxy import ProxySettings, configure_threads, train_proxy
 from fatnas.model.config import FATConfig
 from fatnas.model.network import FAT
+from fatnas.runs.noise import pooled_std
 from fatnas.runs.store import hypervolume, open_run, pareto_front, runs_root
 from fatnas.study.fidelity.specs import parse_fidelity
 
@@ -150,13 +151,6 @@ def retime(fronts: pd.DataFrame, res: int, repeats: int) -> pd.Series:
     return pd.Series(ratios, index=fronts.index) * clock.reference_ms
 
 
-def judge_std(rows: pd.DataFrame) -> float:
-    """The judge's own noise: the pooled std of one held-out training across its seeds."""
-    by_network = rows.groupby(["arm", "seed", "trial"])["heldout_accuracy"]
-    squares = ((rows["heldout_accuracy"] - by_network.transform("mean")) ** 2).sum()
-    return float(np.sqrt(squares / max(len(rows) - by_network.ngroups, 1)))
-
-
 def hypervolume_draws(group: pd.DataFrame, latency: str, ref_latency: float, std: float,
                       draws: int = 4000) -> np.ndarray:
     """The arm's held-out hypervolume with each network's accuracy redrawn within the judge's noise (its mean over
@@ -174,7 +168,7 @@ def summarize(rows: pd.DataFrame, fronts: pd.DataFrame, heldout_seeds: int, reti
     means = rows.groupby(["arm", "seed", "trial", "latency_ms", "claimed_accuracy"], as_index=False)[
         "heldout_accuracy"].agg(["mean", "count"]).rename(columns={"mean": "heldout_accuracy"})
     means = means.merge(fronts.assign(retimed_ms=retimed)[["arm", "seed", "trial", "retimed_ms"]])
-    std = judge_std(rows)
+    std = pooled_std(rows, key=["arm", "seed", "trial"], value="heldout_accuracy")[0] or 0.0  # the judge's own noise
     refs = {latency: 1.1 * means[latency].max() for latency in ("latency_ms", "retimed_ms")}
     out, draws = [], {}
     for (arm, seed), group in means.groupby(["arm", "seed"]):

@@ -52,7 +52,8 @@ class Noise:
         return f"accuracy noise: +-{self.std:.4f} per evaluation ({self.source}: {self.note})"
 
 
-def pooled_std(rows: pd.DataFrame, key: str = "network", value: str = "accuracy") -> tuple[float | None, int, int]:
+def pooled_std(rows: pd.DataFrame, key: str | list[str] = "network",
+               value: str = "accuracy") -> tuple[float | None, int, int]:
     """(pooled within-group std, groups with 2+ values, their values) of `rows`; std None where no group repeats."""
     if rows.empty:
         return None, 0, 0
