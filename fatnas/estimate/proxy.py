@@ -27,6 +27,7 @@ from ..model.config import FATConfig
 from ..model.network import FAT
 from .base import Estimate, Report, register_estimator
 from .data import EVAL_SPLITS, DataSplit, ProxyImages, proxy_images
+from .fast_step import accelerate
 from .liveness import proxy_config
 
 EVAL_BATCH = 500
@@ -162,8 +163,12 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def train_proxy(cfg: FATConfig, data: DataSplit, settings: ProxySettings,
-                report: Report | None = None) -> ProxyResult:
-    """Train `cfg` briefly on `data` and return its validation accuracy; `report` returning True prunes."""
+                report: Report | None = None, *, fast: bool = True) -> ProxyResult:
+    """Train `cfg` briefly on `data` and return its validation accuracy; `report` returning True prunes.
+
+    `fast` (the default) trains on CPU with the fast path of `fatnas.estimate.fast_step` (the same function,
+    convolutions computed in faster forms) and a fused AdamW; `fast=False` trains as before that path existed.
+    """
     device = torch.device(settings.device)
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
@@ -171,8 +176,11 @@ def train_proxy(cfg: FATConfig, data: DataSplit, settings: ProxySettings,
         network = proxy_config(cfg, settings.res).replace(in_chans=data.in_chans, num_classes=data.num_classes)
         model = FAT(network).to(device)
         crop_oversized_kernels(model, settings.res, data.in_chans)
+        fast = fast and device.type == "cpu"
+        if fast:
+            accelerate(model, settings.res, data.in_chans)
         model = model.to(memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
-        return _Trainer(model, data, settings, device).run(report)
+        return _Trainer(model, data, settings, device, fused_optimizer=fast).run(report)
 
 
 class _CroppedConv2d(nn.Conv2d):
@@ -226,7 +234,8 @@ def _dead_taps(kernel: int, padding: int, stride: int, size: int, out: int) -> i
 class _Trainer:
     """The loop of one proxy trial; holds its images, prepared once, on the training device."""
 
-    def __init__(self, model: nn.Module, data: DataSplit, s: ProxySettings, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, data: DataSplit, s: ProxySettings, device: torch.device, *,
+                 fused_optimizer: bool = False) -> None:
         self.model, self.s, self.device = model, s, device
         gen = torch.Generator().manual_seed(s.seed)
         n_train = min(s.train_images, len(data.train_x))
@@ -240,7 +249,9 @@ class _Trainer:
         self.val = proxy_images(eval_x[:n_val], eval_y[:n_val], mean, std, s.res, device)
         self.gen = gen
         self.steps_per_epoch = n_train // self.batch_size  # full batches only (BatchNorm needs > 1)
-        self.optimizer = torch.optim.AdamW(param_groups(model, s.weight_decay), lr=s.scaled_lr(self.batch_size))
+        # fused: one kernel for all parameters; on CPU 4x faster than the default loop (bench/trainer_profile.py)
+        self.optimizer = torch.optim.AdamW(param_groups(model, s.weight_decay), lr=s.scaled_lr(self.batch_size),
+                                           fused=fused_optimizer or None)
         _scale_bn_momentum(model, self.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(self.total_steps))
         self.amp_dtype = _amp_dtype(device) if s.amp else None
