@@ -168,19 +168,25 @@ def train_proxy(cfg: FATConfig, data: DataSplit, settings: ProxySettings,
 
     `fast` (the default) trains on CPU with the fast path of `fatnas.estimate.fast_step` (the same function,
     convolutions computed in faster forms) and a fused AdamW; `fast=False` trains as before that path existed.
+    The caller's random state is left as it was.
     """
     device = torch.device(settings.device)
-    rng_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices):
-        torch.manual_seed(settings.seed)
-        network = proxy_config(cfg, settings.res).replace(in_chans=data.in_chans, num_classes=data.num_classes)
-        model = FAT(network).to(device)
-        crop_oversized_kernels(model, settings.res, data.in_chans)
-        fast = fast and device.type == "cpu"
-        if fast:
-            accelerate(model, settings.res, data.in_chans)
-        model = model.to(memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
-        return _Trainer(model, data, settings, device, fused_optimizer=fast).run(report)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return proxy_trainer(cfg, data, settings, fast=fast).run(report)
+
+
+def proxy_trainer(cfg: FATConfig, data: DataSplit, settings: ProxySettings, *, fast: bool = True) -> "ProxyTrainer":
+    """The trainer of one proxy trial, its network built from the seed (which it sets globally); see `train_proxy`."""
+    device = torch.device(settings.device)
+    torch.manual_seed(settings.seed)
+    network = proxy_config(cfg, settings.res).replace(in_chans=data.in_chans, num_classes=data.num_classes)
+    model = FAT(network).to(device)
+    crop_oversized_kernels(model, settings.res, data.in_chans)
+    fast = fast and device.type == "cpu"
+    if fast:
+        accelerate(model, settings.res, data.in_chans)
+    model = model.to(memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
+    return ProxyTrainer(model, data, settings, device, fused_optimizer=fast)
 
 
 class _CroppedConv2d(nn.Conv2d):
@@ -231,7 +237,7 @@ def _dead_taps(kernel: int, padding: int, stride: int, size: int, out: int) -> i
     return max(0, min(padding - (out - 1) * stride, padding + 1 - size))
 
 
-class _Trainer:
+class ProxyTrainer:
     """The loop of one proxy trial; holds its images, prepared once, on the training device."""
 
     def __init__(self, model: nn.Module, data: DataSplit, s: ProxySettings, device: torch.device, *,
@@ -264,8 +270,8 @@ class _Trainer:
         since = 0
         start = time.perf_counter()
         self.model.train()
-        for step, (x, y) in enumerate(self._train_batches(), start=1):
-            losses[step - 1] = self._train_step(x, y)
+        for step, (x, y) in enumerate(self.train_batches(), start=1):
+            losses[step - 1] = self.train_step(x, y)
             result.images_seen += len(y)
             if step not in checkpoints:
                 continue
@@ -285,7 +291,8 @@ class _Trainer:
         result.curve_slope = _slope(result.curve)
         return result
 
-    def _train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The trial's training batches in order: every epoch a seeded shuffle, full batches only."""
         batch, pad = self.batch_size, self.s.crop_padding
         for _ in range(self.s.epochs):
             order = torch.randperm(len(self.train), generator=self.gen)
@@ -296,7 +303,8 @@ class _Trainer:
                 else:
                     yield self.train.batch(idx.to(self.device))
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer and schedule step on the batch (x, y); returns the batch's loss (not synchronised)."""
         with self._autocast():
             logits = self.model(self._layout(x))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.s.label_smoothing)
@@ -432,6 +440,6 @@ class ProxyEstimator:
 register_estimator("proxy", ProxyEstimator.from_spec)
 
 
-__all__ = ["ProxyError", "ProxyEstimator", "ProxyResult", "ProxySettings", "configure_threads",
-           "crop_oversized_kernels", "evaluate_network", "param_groups", "retain_freed_memory", "train_proxy",
-           "warmup_cosine"]
+__all__ = ["ProxyError", "ProxyEstimator", "ProxyResult", "ProxySettings", "ProxyTrainer", "configure_threads",
+           "crop_oversized_kernels", "evaluate_network", "param_groups", "proxy_trainer", "retain_freed_memory",
+           "train_proxy", "warmup_cosine"]
