@@ -188,3 +188,13 @@ def test_sync_from_a_storage_file_that_is_not_there_creates_nothing(storage, iso
     status, _, err = cli("sync", "lost", "--storage", storage)
     assert status == 2 and err.count("\n") == 1 and "no such file" in err, err
     assert not list(isolated_dirs.glob("gone*")) and not (isolated_dirs / "runs" / "lost").exists()
+
+
+def test_resuming_a_search_whose_study_is_missing_refuses_and_changes_nothing(tiny_run, isolated_dirs):
+    run = copy_run(tiny_run, isolated_dirs / "runs", "lost")
+    (run.path / "study.db").unlink()
+    before = {path.name: path.read_bytes() for path in run.path.iterdir() if path.is_file()}
+    status, _, err = cli("search", "--resume", "lost", "--quiet")
+    assert status == 2 and err.count("\n") == 1 and "study file" in err and "missing" in err, err
+    after = {path.name: path.read_bytes() for path in run.path.iterdir() if path.is_file()}
+    assert after == before  # no new study.db, trials.csv and run.yaml as they were

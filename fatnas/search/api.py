@@ -19,7 +19,7 @@ from ..model.space import load_space
 from ..runs.store import Run, new_run, open_run
 from .backend import backend_options, get_backend, run_search
 from .evaluate import SearchSettings
-from .record import check_storage, record_run, resume_settings, storage_of, validation_images
+from .record import check_recorded_study, check_storage, record_run, resume_settings, storage_of, validation_images
 from .storage import Heartbeat
 
 
@@ -138,6 +138,7 @@ def resume_search(run_id: str, *, join: bool = False, backend: str = "optuna", o
         check_device(device)
     settings = resume_settings(run, backend, trials=trials, timeout_s=timeout, device=device, threads=threads)
     url = storage_of(run, storage)  # another storage than the run's is refused before the data loads
+    check_recorded_study(run, url)
     options = options if options is not None else get_backend(backend).make_options(None)
     return Search(run, settings, settings_data(settings), backend, options, url, join, count)
 

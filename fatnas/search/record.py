@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import FatnasError
+from ..errors import FatnasError, shown
 from ..estimate.base import make_estimator
 from ..estimate.cost import Budget, flop_convention
 from ..estimate.data import DataSplit
@@ -29,6 +29,7 @@ from .storage import (
     mask_password,
     normalize_storage,
     open_storage,
+    storage_file,
 )
 
 
@@ -150,6 +151,19 @@ def storage_of(run: Run, given: str | None) -> str:
         raise FatnasError(f"run {run.id!r} keeps its study in {url}, whose password run.yaml does not record; "
                           "pass --storage URL with the password (or leave it out of the URL and set PGPASSWORD)")
     return url
+
+
+def check_recorded_study(run: Run, url: str) -> None:
+    """The study a resumed or joined run continues must be where run.yaml says. A missing one is refused and
+    never made anew: a new study would start again at trial 0 and rewrite the run's tables."""
+    from .optuna_backend import study_names
+
+    fix = "restore it from a copy, or start a new run (a resume continues the recorded study, never a new one)"
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise FatnasError(f"run {run.id!r}: its study file {shown(str(path), 200)} is missing; {fix}")
+    if run.id not in study_names(open_storage(url, None)):
+        raise FatnasError(f"run {run.id!r}: {shown(mask_password(url), 200)} holds no study named {run.id!r}; {fix}")
 
 
 def check_same_storage(run: Run, given: str, recorded: str) -> str:
