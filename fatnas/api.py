@@ -45,8 +45,9 @@ def measure(model: str | Path | FATConfig, *, res: int = 224, batch_size: int = 
     return dict(latency=dict(stats.to_dict(), runtime=runtime), peak_memory_bytes=memory, memory_method=how)
 
 
-def confirm(run_id: str, budget: str = "1h", *, resume: bool = False, **values: Any) -> Any:
-    """Confirm a search's band as `fatnas confirm RUN` does, within `budget` ('30m', '12trainings'); `values` are
+def confirm(run_id: str, budget: str | None = None, *, resume: bool = False, **values: Any) -> Any:
+    """Confirm a search's band as `fatnas confirm RUN` does, within `budget` ('30m', '12trainings'; None: 1 h, or
+    on resume the recorded one); `values` are
     `ConfirmSettings`' (recipe, networks, min_seeds, max_seeds, workers, executor, ray_address, threads, device).
     Returns confirmed.csv as a table."""
     from .study.confirm import confirm_settings, prepare_confirm, run_confirm

@@ -1,6 +1,7 @@
 """The confirm stage: a race over the band with a stronger recipe, beside the search's files, resumable."""
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -170,3 +171,58 @@ def test_search_with_confirm_runs_both_stages_on_ray(isolated_dirs):
     confirm = run.read_meta()["confirm"]
     assert confirm["executor"] == "ray" and confirm["trainings"] == len(run.read_table("confirm_rows.csv")) >= 4
     assert "band:" in out.stdout and "confirmed (" in out.stdout
+
+
+def _files(run) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+
+
+def _set_stage(run, **fields) -> None:
+    meta = run.read_meta()
+    meta["confirm"] = fields.pop("section") if "section" in fields else {**meta["confirm"], **fields}
+    run.write_meta(meta)
+
+
+@pytest.mark.slow  # a stage of 2 trainings, then resumes
+@needs_fashion_mnist
+def test_a_resume_keeps_what_the_stage_recorded(run, capsys):
+    run_confirm(prepare_confirm("c", confirm_settings("2trainings", recipe=TINY_RECIPE, networks=2)))
+    recorded = run.read_meta()["confirm"]
+    assert recorded["state"] == "done" and recorded["trainings"] == 2
+    before = _files(run)
+    # a finished stage resumed with no new budget: a no-op that says so, nothing written
+    assert main(["confirm", "c", "--resume", "--quiet"]) == 0
+    assert "nothing to resume" in capsys.readouterr().out and _files(run) == before
+    # a flag unlike the record is refused in one line; one that may change is taken
+    for args, word in [(["--recipe", "train_images=256,epochs=1"], "recipe"), (["--networks", "3"], "networks"),
+                       (["--min-seeds", "3"], "min_seeds")]:
+        assert main(["confirm", "c", "--resume", *args]) == 2
+        err = capsys.readouterr().err
+        assert f"keeps the stage's recorded {word}" in err and err.count("\n") == 1, err
+    assert _files(run) == before
+    # killed mid-stage with 3 trainings recorded as its budget: it trains 1 more, with the recorded recipe
+    _set_stage(run, state="running", budget="3 trainings")
+    assert main(["confirm", "c", "--resume", "--quiet", "--recipe", TINY_RECIPE]) == 0
+    after = run.read_meta()["confirm"]
+    assert after["trainings"] == 3 and after["budget"] == "3 trainings" and after["state"] == "done"
+    assert after["recipe_settings"] == recorded["recipe_settings"] and after["networks"] == recorded["networks"]
+    assert run.read_table("confirm_rows.csv").iloc[:2].equals(pd.read_csv(io.BytesIO(before["confirm_rows.csv"])))
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("section,words", [
+    ("broken", "expected a mapping"),
+    ({"state": [1, 2]}, "state"),
+    ({"max_seeds": 99999999999}, "max_seeds"),
+    ({"budget": "-5 trainings"}, "budget"),
+    ({"networks": []}, "networks"),
+])
+def test_a_damaged_confirm_section_is_one_line_and_trains_nothing(run, capsys, section, words):
+    valid = dict(state="running", recipe=TINY_RECIPE, budget="2 trainings", networks=["trial_0"], min_seeds=2,
+                 max_seeds=5, trainings=0)
+    _set_stage(run, section=section if isinstance(section, str) else {**valid, **section})
+    before = _files(run)
+    assert main(["confirm", "c", "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "confirm section is damaged" in err and words in err and err.count("\n") == 1, err
+    assert _files(run) == before

@@ -16,7 +16,9 @@ def add_confirm(sub: Any, flags: Flags) -> None:
                             "recipe on several seeds, racing: confirmed.csv beside the search's files")
     p.add_argument("run", metavar="RUN", help="a search run id (or folder)")
     add_confirm_options(p)
-    p.add_argument("--resume", action="store_true", help="continue a confirm stage that was stopped or killed")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a confirm stage that was stopped or killed, with its recorded recipe, networks and "
+                        "seeds (a different one is refused); only the budget and where it trains may change")
     p.set_defaults(handler=cmd_confirm)
 
 
@@ -25,7 +27,8 @@ def add_confirm_options(p: argparse.ArgumentParser, *, prefix: str = "") -> None
     from ..study.confirm import DEFAULT_BUDGET, DEFAULT_NETWORKS, DEFAULT_RECIPE
 
     if not prefix:
-        p.add_argument("--budget", default=DEFAULT_BUDGET, help=f"{CONFIRM_HELP} (default {DEFAULT_BUDGET})")
+        p.add_argument("--budget", default=None, help=f"{CONFIRM_HELP} (default {DEFAULT_BUDGET}; on --resume the "
+                                                      "recorded one, unless given)")
     p.add_argument(f"--{prefix}recipe", default=None, metavar="FIDELITY",
                    help=f"how each network retrains, in the fidelity syntax: 'reference' (default {DEFAULT_RECIPE!r}, "
                         "the fidelity study's reference), or KEY=VALUE,... changes of the search's proxy, e.g. "
@@ -65,6 +68,12 @@ def confirm_and_print(job: Any, *, quiet: bool) -> None:
     """Run the stage, a line per training unless `quiet`, then the confirmed networks with their intervals."""
     from ..study.confirm import run_confirm
 
+    if job.finished:
+        stage = job.run.read_meta()["confirm"]
+        print(f"confirm {job.run.id}: the stage finished ({stage['stop_reason']}) after {stage['trainings']} "
+              "trainings; nothing to resume (give a larger --budget to race on)")
+        _print_confirmed(job.run, run_confirm(job))
+        return
     print(f"confirm {job.run.id}: {len(job.candidates)} networks ({', '.join(job.candidates['network'])}), recipe "
           f"{job.run.read_meta().get('confirm', {}).get('recipe') or job.settings.recipe}, budget "
           f"{job.settings.budget.describe()}, on {job.executor}")

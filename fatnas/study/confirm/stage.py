@@ -8,7 +8,7 @@ the yardstick, beside the search's own files, which it never changes; run.yaml r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import pandas as pd
@@ -23,6 +23,7 @@ from ...search.record import settings_from_meta
 from ..fidelity.specs import fidelity_label, parse_fidelity
 from .execute import EXECUTORS, Task, Training, run_local, run_ray
 from .race import MAX_SEEDS, MIN_SEEDS, ConfirmBudget, next_seeds, parse_confirm_budget, standings
+from .resume import recorded_stage, resumed_settings
 
 CONFIRM_ROWS = "confirm_rows.csv"  # one row per confirm training, written as each ends
 CONFIRMED = "confirmed.csv"  # one row per candidate: confirmed accuracy, interval, status
@@ -48,6 +49,7 @@ class ConfirmSettings:
     ray_address: str | None = None
     threads: int = 1
     device: str = "cpu"
+    given: frozenset[str] = field(default=frozenset(), compare=False)  # the values set explicitly, not defaults
 
     def __post_init__(self) -> None:
         check_threads(self.threads)
@@ -65,9 +67,12 @@ class ConfirmSettings:
             raise FatnasError("--ray-address goes with --backend ray")
 
 
-def confirm_settings(budget: str = DEFAULT_BUDGET, **values: Any) -> ConfirmSettings:
-    """Settings from plain values (None: the default), the budget as text ('20m', '12trainings')."""
-    return ConfirmSettings(parse_confirm_budget(budget), **{k: v for k, v in values.items() if v is not None})
+def confirm_settings(budget: str | None = None, **values: Any) -> ConfirmSettings:
+    """Settings from plain values (None: the default, or on resume the recorded value), the budget as text
+    ('20m', '12trainings')."""
+    given = {k: v for k, v in values.items() if v is not None}
+    names = frozenset(given) | ({"budget"} if budget is not None else set())
+    return ConfirmSettings(parse_confirm_budget(budget or DEFAULT_BUDGET), **given, given=names)
 
 
 @dataclass
@@ -80,6 +85,7 @@ class Confirm:
     recipe: ProxySettings
     candidates: pd.DataFrame  # network, trial, config, latency_ms, params, flops, search_accuracy
     data: DataSplit
+    finished: bool = False  # a finished stage resumed with no new budget: nothing to train or write
 
     @property
     def executor(self) -> str:
@@ -101,9 +107,28 @@ def prepare_confirm(run_id: str, settings: ConfirmSettings, *, resume: bool | No
     if resume and not started:
         raise FatnasError(f"run {run.id!r} has no confirm stage to resume; start one with `fatnas confirm {run.id}`")
     search = settings_from_meta(meta)
+    if resume and meta.get("confirm") is not None:
+        return _resumed(run, meta["confirm"], settings, search)
     recipe = parse_fidelity(settings.recipe, search.proxy.replace(device=settings.device))
     candidates = confirm_candidates(run, search, settings.networks)
     return Confirm(run, settings, search, recipe, candidates, settings_data(search))
+
+
+def _resumed(run: Run, section: Any, settings: ConfirmSettings, search: SearchSettings) -> Confirm:
+    """A started stage as run.yaml records it: its recipe, networks and seeds (see `resume`)."""
+    stage = recorded_stage(run.id, section)
+    if stage.get("trainings") and not (run.path / CONFIRM_ROWS).is_file():
+        raise FatnasError(f"run {run.id!r}: run.yaml records {stage['trainings']} confirm trainings but "
+                          f"{CONFIRM_ROWS} is missing; restore it from a copy (a resume never starts the race anew)")
+    settings, recipe = resumed_settings(run.id, stage, settings, search.proxy)
+    pool = confirm_candidates(run, search, MAX_NETWORKS).set_index("network", drop=False)
+    missing = [name for name in stage["networks"] if name not in pool.index]
+    if missing:
+        raise FatnasError(f"run {run.id!r}: the confirm stage's networks {', '.join(missing)} are no longer in "
+                          "the search's band or references; the stage cannot resume")
+    candidates = pool.loc[stage["networks"]].reset_index(drop=True)
+    finished = stage["state"] == "done" and "budget" not in settings.given
+    return Confirm(run, settings, search, recipe, candidates, settings_data(search), finished=finished)
 
 
 def confirm_candidates(run: Run, search: SearchSettings, count: int) -> pd.DataFrame:
@@ -141,6 +166,8 @@ def run_confirm(job: Confirm, *, report: Callable[[dict[str, Any]], None] | None
     """Race until no candidate is in doubt (or none can gain a seed) or the budget is spent; returns confirmed.csv.
     `report(row)` hears of each training as it ends."""
     run = job.run
+    if job.finished:
+        return run.read_table(CONFIRMED)
     record_stage(job, state="running")
     while True:
         rows = run.read_table(CONFIRM_ROWS)
