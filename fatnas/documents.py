@@ -19,6 +19,7 @@ from .errors import FatnasError, shown
 
 MAX_BYTES = 32 * 2**20  # the largest file fatnas writes (a latency table of a big space) is a few MB
 MAX_DEPTH = 32  # configs and run.yaml nest 4 levels; a latency table 5
+MAX_INT_DIGITS = 100  # no count or seed fatnas writes comes near; Python refuses to parse past 4,300 digits
 
 
 class _Refused(FatnasError):
@@ -40,6 +41,15 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        digits = sum(ch.isalnum() for ch in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise _Refused(f"holds an integer of {digits:,} digits; at most {MAX_INT_DIGITS} are read")
+        return super().construct_yaml_int(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 
 
 def read_bytes(path: str | Path, what: str = "", error: type[FatnasError] = FatnasError) -> bytes:
@@ -82,6 +92,9 @@ def load_yaml(data: str | bytes, what: str, error: type[FatnasError] = FatnasErr
         raise error(f"{what} {exc} (damaged?)") from None
     except yaml.YAMLError as exc:
         raise error(f"{what} is not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:  # any other loader failure
+        raise error(f"{what} cannot be read as YAML ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+                    ) from None
     _check_keys(value, what, error)
     return value
 
