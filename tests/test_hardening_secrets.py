@@ -69,6 +69,10 @@ def test_recorded_command_is_typed_form_without_password_or_machine_path():
     # quoted for a shell, as the user would type it (`***` would glob)
     assert line == "fatnas search '--storage=postgresql://ann:***@db/nas' --space my_space.yaml --trials 4"
     assert command_line(["/usr/local/bin/fatnas", "runs"]) == "fatnas runs"
+    here = Path.cwd()
+    files = [str(ROOT / "cli.py"), "search", "--storage", f"sqlite:///{here / 'runs' / 's.db'}",
+             f"--storage=journal://{here / 'j.log'}"]
+    assert command_line(files) == "fatnas search --storage sqlite:///runs/s.db --storage=journal://j.log"
 
 
 def _create_role(url: str, user: str, password: str) -> str:

@@ -31,7 +31,15 @@ from .._version import __version__ as fatnas_version
 from ..documents import load_json, load_text, read_bytes, read_yaml
 from ..errors import FatnasError, redact
 from ..model.config import FATConfig
-from ..paths import atomic_write_text, folder_setting, home_dir, portable_path, portable_record
+from ..paths import (
+    FILE_URL_PREFIXES,
+    atomic_write_text,
+    folder_setting,
+    home_dir,
+    portable_path,
+    portable_record,
+    portable_url,
+)
 from .noise import BAND_FILE, Noise, best_reference, noise_aware_band, with_differences, with_intervals
 from .schema import check_meta, check_table
 
@@ -279,10 +287,13 @@ def command_line(argv: list[str]) -> str:
 
 
 def _portable_word(word: str) -> str:
-    """An argument with an absolute path in it (`/x/y`, `--opt=/x/y`) made relative to the working folder."""
+    """An argument with an absolute path in it (`/x/y`, `--opt=/x/y`, `sqlite:////x/y.db`, `journal:///x/y`) made
+    relative to the working folder."""
     head, sep, value = word.partition("=") if word.startswith("--") else ("", "", word)
     if value.startswith("/") and "://" not in value:
         value = portable_path(value)
+    elif value.startswith(FILE_URL_PREFIXES):
+        value = portable_url(value)
     return f"{head}{sep}{value}"
 
 
