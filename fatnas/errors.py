@@ -54,6 +54,7 @@ def check_device(device: str, *, available: bool = True) -> str:
 
 MAX_WORKERS = 1024  # processes of one search or study on this machine
 MAX_THREADS = 1024  # torch threads of one process
+MAX_TRIALS = 1_000_000  # trials of one search: far beyond any budget, and a count every record can hold
 
 
 def check_threads(threads: object, error: type[FatnasError] = FatnasError) -> None:

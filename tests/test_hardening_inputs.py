@@ -190,10 +190,13 @@ def test_a_bad_flag_value_is_one_line_and_exit_2(args):
     (["search", "--budget", "2GFLOPs", "--proxy-res", "100000"], "--proxy-res 100000: the largest network"),
     (["export", "--model", "fat_b0", "--format", "pt2", "-o", "/proc/x.pt2"], "-o /proc/x.pt2: cannot be written"),
     (["space", str(Path(__file__).parent / "data" / "tiny_space.yaml"), "--res", "0"], "resolution '0'"),
+    (["search", "--budget", "2GFLOPs", "--trials", "99999999999999999999"], "expected a whole number from 1 to"),
+    (["search", "--budget", "2GFLOPs", "--run-id", ""], "run id '' is malformed"),
 ])
-def test_the_issue_cases_name_what_is_wrong(args, words):
+def test_the_issue_cases_name_what_is_wrong(args, words, isolated_dirs):
     status, err, seconds = run_main(*args)
     assert status == 2 and err.count("\n") == 1 and words in err, err
+    assert not (isolated_dirs / "runs").exists() or not any((isolated_dirs / "runs").iterdir())
     assert seconds < SECONDS
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import FatnasError
-from .common import Flags, dataset, device, finite_float, left_table, table, task_classes, threads
+from ..errors import MAX_TRIALS, FatnasError
+from .common import Flags, dataset, device, finite_float, int_in, left_table, table, task_classes, threads
 from .confirm import CONFIRM_HELP, add_confirm_options, confirm_and_print, confirm_values
 from .models import SPACE_HELP
 
@@ -19,7 +19,7 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--budget", action="append", metavar="B",
                    help="hard limit, repeatable: 2GFLOPs (fvcore total at the space's resolution), 5Mparams, 20ms")
     p.add_argument("--space", default=None, help=SPACE_HELP)
-    p.add_argument("--trials", type=int, default=None,
+    p.add_argument("--trials", type=int_in(1, MAX_TRIALS), default=None,
                    help="trained (or, with --supernet, scored) trials to reach (default 20; with --supernet 300)")
     p.add_argument("--timeout", type=finite_float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default=None, help="tpe (default), nsga2, gp or random")

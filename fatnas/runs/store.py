@@ -234,7 +234,7 @@ def _not_a_run(run_id: str, path: Path) -> RunError:
 
 def new_run(run_id: str | None, prefix: str, record: Callable[[Run], None], root: Path | None = None) -> Run:
     """A new run folder with its run.yaml written by `record(run)`; removed again if that fails."""
-    run = create_run(run_id or new_run_id(prefix), root)
+    run = create_run(new_run_id(prefix) if run_id is None else run_id, root)  # '' is malformed, not a default
     try:
         record(run)
     except BaseException:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from ..errors import MAX_WORKERS, FatnasError, check_device, check_positive
+from ..errors import MAX_TRIALS, MAX_WORKERS, FatnasError, check_device, check_positive
 from ..estimate.base import check_estimator_task, make_estimator
 from ..estimate.cost import parse_budget
 from ..estimate.data import DataSplit, parse_classes, settings_data
@@ -32,6 +32,12 @@ CHEAP_ESTIMATOR_TRIALS = 300  # candidates scored without training (a supernet's
 # for supernet-scored candidates too: at 100 trials TPE's front had the largest hypervolume (38.8 over 3 seeds,
 # against random's 36.6 and NSGA-II's 36.1; bench/results/sampler_bench_supernet.csv)
 DEFAULT_SAMPLER = "tpe"
+
+
+def check_trials(trials: int | None) -> None:
+    """--trials, where given, from 1 to MAX_TRIALS (a larger count could not even be recorded)."""
+    if trials is not None and not 0 < trials <= MAX_TRIALS:
+        raise FatnasError(f"--trials {trials}: accepted 1 to {MAX_TRIALS:,}")
 
 
 def search_settings(*, budget: str | Sequence[str] = (), space: str | None = None, trials: int | None = None,
@@ -57,6 +63,7 @@ def search_settings(*, budget: str | Sequence[str] = (), space: str | None = Non
     check_device(device)
     check_positive(trials=trials, proxy_res=proxy_res, proxy_images=proxy_images, proxy_epochs=proxy_epochs,
                    batch_size=batch_size, threads=threads, val_images=val_images)
+    check_trials(trials)
     proxy = ProxySettings(seed=seed, device=device, **_given(res=proxy_res, train_images=proxy_images,
                                                              epochs=proxy_epochs, batch_size=batch_size,
                                                              val_images=val_images))
@@ -133,6 +140,7 @@ def resume_search(run_id: str, *, join: bool = False, backend: str = "optuna", o
     """Continue a stopped search (`join`: add one worker to a running or stopped one) with this worker's changes
     (None keeps the recorded value)."""
     count = check_workers(backend, workers, join)
+    check_trials(trials)
     run = open_run(run_id)
     if device is not None:
         check_device(device)
