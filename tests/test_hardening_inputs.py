@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from fatnas.cli import main
 
+from .conftest import needs_fashion_mnist
+
 BASE_SPACE = dict(resolution=64, depths=[1], widths=[[16, 24], [32], [32, 48], [64]], head_dims=[16], kernels=[3],
                   windows=[[2, 4], [2], [1], [1]], ffn_ratios=[1, 2], ffn_kernels=[3])
 # the whole range each key accepts: (integer?, lowest, highest); anything else is malformed
@@ -270,3 +272,11 @@ def test_a_count_too_large_to_run_or_out_of_range_is_refused_at_once(args, words
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())
     assert seconds < SECONDS
+
+
+@needs_fashion_mnist
+def test_a_latency_budget_no_network_meets_stops_at_once_and_writes_nothing(isolated_dirs):
+    tiny = str(Path(__file__).parent / "data" / "tiny_space.yaml")
+    status, err, _ = run_main("search", "--budget", "0.001ms", "--space", tiny, "--trials", "1", "--quiet")
+    assert status == 2 and err.count("\n") == 1 and "meets the latency budget" in err and "ms at" in err, err
+    assert not (isolated_dirs / "runs").exists() or not any((isolated_dirs / "runs").iterdir())

@@ -18,6 +18,7 @@ from ..estimate.proxy import ProxySettings
 from ..model.space import load_space
 from ..runs.store import Run, new_run, open_run
 from .backend import backend_options, get_backend, run_search
+from .core import check_latency_reachable
 from .evaluate import SearchSettings
 from .record import check_recorded_study, check_storage, record_run, resume_settings, storage_of, validation_images
 from .storage import Heartbeat
@@ -129,6 +130,7 @@ def new_search(settings: SearchSettings, *, run_id: str | None = None, backend: 
     options = options if options is not None else get_backend(backend).make_options(settings.device)
     storage = check_storage(storage, backend, settings.heartbeat)
     data = settings_data(settings)  # a missing data set fails before any run folder exists
+    check_latency_reachable(settings)  # as does a latency budget no network meets
     run = new_run(run_id, "search", lambda r: record_run(r, settings, backend, argv=argv, storage=storage,
                                                         validation_images=validation_images(settings, data)))
     return Search(run, settings, data, backend, options, storage, False, count)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..errors import FatnasError
 from ..runs.store import pareto_front
-from .evaluate import SearchSettings
+from .evaluate import SearchSettings, price, time_candidate
 
 TRAINED = ("COMPLETE", "PRUNED")  # trials.csv states of trials that trained (PRUNED: stopped early)
 MAX_INFEASIBLE_DRAWS = 5000  # over-budget draws in a row before a search gives up on the space
@@ -115,6 +115,36 @@ def feasible_params(settings: SearchSettings, seed: int) -> dict[str, Any]:
                       f"{PRICED_DRAWS:,} networks priced at random all exceed it; the smallest "
                       f"seen cost {format_flops(least_flops)} and {least_params / 1e6:.3f}M params at "
                       f"{settings.space.resolution}px; raise --budget or pick a smaller --space")
+
+
+LATENCY_BOUND_SLACK = 1.1  # the fastest network found must miss a latency budget by more than timing noise
+
+
+def fastest_latency_ms(settings: SearchSettings, seed: int = 0) -> float:
+    """A lower bound on the latency any network of the space reaches, at its resolution and the search's own
+    timing (table or measurement): the faster of its all-smallest network and the fewest-FLOPs of PRICED_DRAWS
+    random ones (analytic prices, only two timed)."""
+    import random
+
+    space = settings.sampled_space
+    rng = random.Random(seed)
+    drawn = (space.sample(lambda name, choices: rng.choice(choices)) for _ in range(PRICED_DRAWS))
+    fewest = min(drawn, key=lambda cfg: price(cfg, settings).cost.flops)
+    smallest = space.sample(lambda name, choices: min(choices))
+    return min(time_candidate(price(cfg, settings), settings).latency_ms for cfg in (smallest, fewest))
+
+
+def check_latency_reachable(settings: SearchSettings) -> None:
+    """A latency budget no network can meet stops the search at once, naming the fastest latency found."""
+    limit = settings.budget.max_latency_ms
+    if limit is None:
+        return
+    fastest = fastest_latency_ms(settings, settings.seed)
+    if fastest > LATENCY_BOUND_SLACK * limit:
+        how = "from the latency table" if settings.latency_model else "measured here"
+        raise FatnasError(f"no network of space {settings.space.name!r} meets the latency budget "
+                          f"({settings.budget.describe()}): its fastest networks take {fastest:.2f} ms at "
+                          f"{settings.space.resolution}px ({how}); raise --budget or pick a smaller --space")
 
 
 def progress_bar(run_id: str, settings: SearchSettings, *, enabled: bool, done: int = 0) -> tqdm:
