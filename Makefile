@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BUDGET ?= 2GFLOPs
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser postgres search lint docs test test-fast bench clean
+.PHONY: setup data browser postgres search lint docs test test-explore test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ docs: setup   # the documentation site in site/; --strict: a broken link or a mi
 
 test: setup data browser postgres lint docs
 	$(PY) -m pytest -q
+
+test-explore: setup data browser postgres   # Hypothesis draws fresh examples (CI's profile repeats the same ones)
+	HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q tests/test_hardening_generated.py tests/test_redaction_generated.py tests/test_hardening_inputs.py
 
 test-fast: setup data lint   # no subprocess, Ray, browser or kill -9 tests, on two pytest-xdist workers
 	$(PY) -m pytest -q -m "not slow" -n 2

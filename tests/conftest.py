@@ -8,8 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from fatnas.search.ray_backend.options import keep_ray_on_loopback
+
+# The suite gives the same verdict on the same code: Hypothesis draws the same examples every run ("ci", the
+# default); `HYPOTHESIS_PROFILE=explore` (make test-explore) draws fresh ones, and what it finds becomes an @example.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, database=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Every Ray runtime the tests start, in this process or in the CLI processes it starts, listens on 127.0.0.1 only.
 keep_ray_on_loopback(None)

@@ -45,6 +45,7 @@ DAMAGE = {  # case: (file, what to do to it, words of the one line)
     "run.yaml empty": ("run.yaml", lambda p: p.write_text(""), "not a mapping"),
     "run.yaml binary": ("run.yaml", lambda p: p.write_bytes(bytes(range(256))), "not text"),
     "run.yaml budget text": ("run.yaml", _set_budget_text, "max_flops: 'lots', not a number"),
+    "run.yaml noise text": ("run.yaml", lambda p: p.write_text(p.read_text() + "noise: broken\n"), "noise"),
     "run.yaml huge integer": ("run.yaml", lambda p: p.write_text(p.read_text() + f"huge: {'9' * 5000}\n"),
                               "integer of 5,000 digits"),
     "trials.csv empty": ("trials.csv", lambda p: p.write_bytes(b""), "is empty"),

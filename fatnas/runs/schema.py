@@ -94,7 +94,10 @@ KINDS = {
                               references=bool, early_stopping=bool, collapse_inert=bool,
                               prescreen=Fields(dict(proxy=TEXT, keep=Number(0, 1))),
                               heartbeat=Fields(dict(interval_s=POSITIVE, grace_s=POSITIVE), closed=True),
-                              liveness=dict, estimator=TEXT, estimator_provenance=TEXT)),
+                              liveness=dict, estimator=TEXT, estimator_provenance=TEXT,
+                              noise=Fields(dict(std=Number(0), source=TEXT, note=TEXT, networks=COUNT,
+                                                evaluations=COUNT)),
+                              confirm=dict)),  # checked field by field where a stage resumes (study/confirm/resume)
     "fidelity": Kind(required=("lows", "high", "dataset", "space", "budget", "archs", "proxies", "proxy_batch",
                                "spread_seeds", "references", "seeds", "workers", "threads", "top_k"),
                      specs=dict(lows=Items(TEXT), high=TEXT, scorers=Items(TEXT), proxies=Items(TEXT),
