@@ -9,8 +9,11 @@ import re
 
 MASK = "***"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-# a key that names a secret (password, sslpassword, pass, pwd, passwd, secret, token), then `=` or its `%3D`
-_SECRET_KEY = r"(?:(?<![A-Za-z0-9_-])|(?<=%20))['\"]?[A-Za-z_-]*(?:pass|pwd|secret|token)[A-Za-z_-]*['\"]?\s*(?:=|%3D)"
+_QUERY_PARAMETER = re.compile(r"[?&][A-Za-z_][A-Za-z0-9_.-]*=")  # `?key=` or `&key=` of a URL's query
+# a key that names a secret (password, sslpassword, pass, pwd, passwd, secret, token, api_key, auth, ...), then `=`
+# or its `%3D`
+_SECRET_KEY = (r"(?:(?<![A-Za-z0-9_-])|(?<=%20))['\"]?[A-Za-z_-]*(?:pass|pwd|secret|token|key|auth|credential)"
+               r"[A-Za-z_-]*['\"]?\s*(?:=|%3D)")
 # its value: in free text up to a separator; in one argument (whose value may hold spaces) up to the next `&key=`
 _SECRET_VALUE = re.compile(rf"(?P<key>{_SECRET_KEY})(?P<value>[^&;\s'\"]*)", re.IGNORECASE)
 _SECRET_VALUE_WORD = re.compile(rf"(?P<key>{_SECRET_KEY})(?P<value>(?:(?![&;][A-Za-z_-]+=).)*)",
@@ -73,15 +76,12 @@ def check_positive(**values: object) -> None:
 
 
 def redact(text: str, *, one_word: bool = False) -> str:
-    """`text` with every password in it replaced by `***`, found by parsing each URL in it (`redact_url`, from the
-    last URL to the first) and then every secret-named `key=value` (`?password=`, `&sslpassword=`, `pass=`,
-    `options=-c%20password%3D...`), whatever characters the password holds. `one_word`: the text is one
-    command-line argument, whose values may hold spaces too."""
-    bounded = not one_word  # free text may hold several URLs: one's user-info never runs into the next one
-    text = _mask_userinfo(text, narrow=True, bounded=bounded)
-    text = (_SECRET_VALUE_WORD if one_word else _SECRET_VALUE).sub(lambda m: f"{m['key']}{MASK}", text)
-    # what the narrow reading left (a password with `@` before a `?`)
-    return _mask_userinfo(text, narrow=False, bounded=bounded)
+    """`text` with every password in it replaced by `***`, found by parsing each URL in it (`split_userinfo`, from
+    the last URL to the first) and then every secret-named `key=value` (`?password=`, `&sslpassword=`, `pass=`,
+    `?api_key=`, `options=-c%20password%3D...`), whatever characters the password holds. `one_word`: the text is
+    one command-line argument, whose values may hold spaces too."""
+    text = _mask_userinfo(text, bounded=not one_word)  # free text may hold several URLs: one never runs into the next
+    return (_SECRET_VALUE_WORD if one_word else _SECRET_VALUE).sub(lambda m: f"{m['key']}{MASK}", text)
 
 
 def redact_url(url: str) -> str:
@@ -89,34 +89,38 @@ def redact_url(url: str) -> str:
     return redact(url, one_word=True)
 
 
-def split_userinfo(url: str, *, narrow: bool = True) -> tuple[str, str, str, str] | None:
+def split_userinfo(url: str) -> tuple[str, str, str, str] | None:
     """(`scheme://`, USER, PASSWORD, `@HOST...`) of `scheme://USER:PASSWORD@HOST...`, or None without a password.
-    The user-info runs to the last `@` before the query's `?` (`narrow`; where none is before it, or not `narrow`:
-    the last `@` of all), so a password, and a hosted service's user name, may hold raw `@`, a password also `:`,
-    `/`, `?` and whitespace; the user runs to its first `:`, and a user holding `/` is a path (`sqlite:///a.db`).
-    SQLAlchemy's parser ends the password at its first `@`, which would leak (and mis-send) the rest of it."""
+
+    The user runs to the first `:` after `//`, the password from there to the last `@`, whatever it holds
+    (`@`, `:`, `/`, `?`, `#`, whitespace), except where a query parameter (`?key=`, `&key=`) stands between
+    the first `?` and that `@`: then the `@` is a query value's (`?password=p@ss`) and the user-info ends at
+    the last `@` before the `?`. A hosted service's user name may hold a raw `@`; a user holding `/` is a path
+    (`sqlite:///a.db`). SQLAlchemy's parser ends the password at its first `@`, which would leak (and mis-send)
+    the rest of it."""
     scheme, sep, rest = url.partition("://")
-    query = rest.find("?")
-    at = rest.rfind("@", 0, query) if narrow and query > 0 and "@" in rest[:query] else rest.rfind("@")
+    at, query = rest.rfind("@"), rest.find("?")
+    if 0 <= query < at and _QUERY_PARAMETER.search(rest, query, at):
+        at = rest.rfind("@", 0, query)
     user, colon, password = rest[:max(at, 0)].partition(":")
     if not sep or at < 0 or not colon or "/" in user:
         return None
     return f"{scheme}://", user, password, rest[at:]
 
 
-def _mask_userinfo(text: str, *, narrow: bool, bounded: bool) -> str:
+def _mask_userinfo(text: str, *, bounded: bool) -> str:
     """Every URL's user-info password in `text` masked (`split_userinfo`), from the last URL to the first; each
     URL runs to the end of `text`, or (`bounded`) to the next URL's scheme."""
     starts = [match.start() for match in _SCHEME.finditer(text)]
     for start, end in reversed(list(zip(starts, [*starts[1:], len(text)]))):
         end = end if bounded else len(text)
-        text = text[:start] + _redact_userinfo(text[start:end], narrow) + text[end:]
+        text = text[:start] + _redact_userinfo(text[start:end]) + text[end:]
     return text
 
 
-def _redact_userinfo(text: str, narrow: bool) -> str:
+def _redact_userinfo(text: str) -> str:
     """`scheme://USER:PASSWORD@HOST...` (to the end of `text`) with PASSWORD masked, as `split_userinfo` reads it."""
-    parts = split_userinfo(text, narrow=narrow)
+    parts = split_userinfo(text)
     if parts is None or parts[2] == MASK:
         return text
     scheme, user, _, rest = parts

@@ -67,3 +67,24 @@ def test_a_recorded_command_line_holds_no_password(user, password):
         words = shlex.split(command_line(["cli.py", "search", *argv, "--trials", "2"]))
         assert words[-2:] == ["--trials", "2"]
         assert " ".join(words[2:-2]).endswith(f"postgresql://{user_part(user)}:{MASK}@db/nas")
+
+
+# passwords from the whole printable range, with the characters that end URL parts weighted up
+URL_HEAVY = st.text(alphabet=st.one_of(st.sampled_from("?#/@:"), st.sampled_from(string.printable)), min_size=1,
+                    max_size=24)
+
+
+@EXAMPLES
+@given(user=PRINTABLE, password=URL_HEAVY, tail=st.sampled_from(["/nas", ":5432/nas", "/nas?sslmode=require", ""]))
+def test_a_password_with_url_delimiters_is_masked_to_the_last_at(user, password, tail):
+    assume(no_secret_key(user) and no_secret_key(password))
+    url = f"postgresql://{user_part(user)}:{password}@db.example{tail}"
+    assert redact_url(url) == f"postgresql://{user_part(user)}:{MASK}@db.example{tail}"
+
+
+def test_the_issue_cases_show_no_part_of_the_password():
+    assert redact_url("postgresql://u@x:aa?bbQz12@host/db") == f"postgresql://u@x:{MASK}@host/db"
+    assert redact_url("postgresql://bob@corp:B0b p@ss:/?#x&Uq88@host:5432/db") == \
+        f"postgresql://bob@corp:{MASK}@host:5432/db"
+    assert redact_url("postgresql://u:pw@host/db?api_key=SECRET&x=1") == \
+        f"postgresql://u:{MASK}@host/db?api_key={MASK}&x=1"
