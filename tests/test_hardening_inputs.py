@@ -193,6 +193,7 @@ def test_a_bad_flag_value_is_one_line_and_exit_2(args):
     (["space", str(Path(__file__).parent / "data" / "tiny_space.yaml"), "--res", "0"], "resolution '0'"),
     (["search", "--budget", "2GFLOPs", "--trials", "99999999999999999999"], "expected a whole number from 1 to"),
     (["search", "--budget", "2GFLOPs", "--run-id", ""], "run id '' is malformed"),
+    (["fidelity", "--resume", "study", "--task", "fmnist10"], "--task would be ignored"),
 ])
 def test_the_issue_cases_name_what_is_wrong(args, words, isolated_dirs):
     status, err, seconds = run_main(*args)
@@ -274,3 +275,24 @@ def test_a_latency_budget_no_network_meets_stops_at_once_and_writes_nothing(isol
     status, err, _ = run_main("search", "--budget", "0.001ms", "--space", tiny, "--trials", "1", "--quiet")
     assert status == 2 and err.count("\n") == 1 and "meets the latency budget" in err and "ms at" in err, err
     assert not (isolated_dirs / "runs").exists() or not any((isolated_dirs / "runs").iterdir())
+
+
+def test_an_output_through_a_dangling_symlink_is_refused_and_nothing_is_made(tmp_path):
+    from fatnas.errors import FatnasError
+    from fatnas.paths import check_writable
+
+    link = tmp_path / "out.html"
+    link.symlink_to(tmp_path / "missing" / "page.html")
+    with pytest.raises(FatnasError, match="which does not exist"):
+        check_writable(link, "-o")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_one_damaged_variant_file_leaves_every_other_variant_listed(isolated_dirs, capsys):
+    variants = isolated_dirs / "variants"
+    variants.mkdir(parents=True, exist_ok=True)
+    (variants / "bomb.yaml").write_text("a: &a [x]\nb: *a\n")
+    assert main(["models"]) == 0
+    captured = capsys.readouterr()
+    assert "fat_b0" in captured.out and "bomb" not in captured.out
+    assert captured.err.count("\n") == 1 and "skipped variant 'bomb'" in captured.err and "alias" in captured.err

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import check_device
+from ..errors import FatnasError, check_device
 from .common import Flags, dataset, device, given, task_classes, threads
 from .models import SPACE_HELP
 
@@ -39,8 +39,25 @@ def add_fidelity(sub: Any, flags: Flags) -> None:
     p.add_argument("--no-references", action="store_true", help="leave out the published FATs")
     p.add_argument("--run-id", default=None)
     p.add_argument("--resume", default=None, metavar="ID",
-                   help="continue an interrupted study; with --low, add low fidelities to it")
+                   help="continue an interrupted study; with --low, add low fidelities to it (it takes only "
+                        "--low, --device, --workers, --high-seeds, --reference-metric and --quiet)")
     p.set_defaults(handler=cmd_fidelity)
+    _DEFAULTS.update(vars(p.parse_args([])))
+
+
+_DEFAULTS: dict[str, Any] = {}  # every flag's default, to tell which flags a --resume was given
+RESUME_FLAGS = ("resume", "low", "device", "workers", "high_seeds", "reference_metric", "quiet")
+
+
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag that --resume would ignore (--task, --archs, --budget, ...), rather than silently keep the
+    recorded value."""
+    ignored = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+               if name not in (*RESUME_FLAGS, "command", "handler") and name in _DEFAULTS and value != _DEFAULTS[name]]
+    if ignored:
+        takes = ", ".join(f"--{name.replace('_', '-')}" for name in RESUME_FLAGS[1:])
+        raise FatnasError(f"fidelity --resume keeps the study's recorded settings, so {', '.join(ignored)} would be "
+                          f"ignored; it takes {takes}; start a new study for others")
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
@@ -50,6 +67,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from ..study.fidelity.settings import check_scorers
 
     if args.resume:
+        _check_resume_flags(args)
         run = open_run(args.resume)
         settings = resume_study_settings(run, lows=args.low or [], device=args.device, workers=args.workers,
                                          high_seeds=args.high_seeds, reference_metric=args.reference_metric)

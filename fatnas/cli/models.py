@@ -18,14 +18,20 @@ def add_models(sub: Any, flags: Flags) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from ..errors import FatnasError
     from ..estimate.cost import analytic_cost, format_flops
     from ..model.variants import get_config, list_models, variant_metadata
+    from ..runs.store import warn
 
     rows = []
     for name in list_models():
-        cost = analytic_cost(get_config(name), args.res)
+        try:  # one damaged variant file is skipped with a warning; every other variant still lists
+            cost, origin = analytic_cost(get_config(name), args.res), _origin(variant_metadata(name))
+        except FatnasError as exc:
+            warn(f"skipped variant {name!r}: {exc}")
+            continue
         rows.append(dict(name=name, params_M=round(cost.params / 1e6, 3), flops=format_flops(cost.flops),
-                         origin=_origin(variant_metadata(name))))
+                         origin=origin))
     print(table(rows))
     print(f"FLOPs: fvcore total at {args.res}x{args.res} (1 multiply-add = 1 FLOP).")
     return 0
