@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from fatnas.errors import redact
+from fatnas.errors import FatnasError, redact
 from fatnas.runs.store import command_line, open_run
 from fatnas.search.storage import has_masked_password, mask_password, normalize_storage, open_storage
 
@@ -174,3 +174,16 @@ def test_a_password_in_each_url_form_is_written_and_shown_nowhere(isolated_dirs)
                              capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=120)
         assert out.returncode == 2 and "pass --storage URL" in out.stderr and PASSWORD not in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_join_naming_the_runs_database_with_its_password_in_the_query_is_the_same_storage():
+    from types import SimpleNamespace
+
+    from fatnas.search.record import check_same_storage
+
+    run = SimpleNamespace(id="r")
+    recorded = "postgresql://ann:***@db:5432/nas"
+    for given in ("postgresql://ann:pw@db:5432/nas", "postgresql://ann@db:5432/nas?password=p@ss&w"):
+        assert check_same_storage(run, given, recorded) == given
+    with pytest.raises(FatnasError, match="not in --storage"):
+        check_same_storage(run, "postgresql://ann@db:5432/other?password=pw", recorded)

@@ -30,6 +30,7 @@ from .storage import (
     normalize_storage,
     open_storage,
     storage_file,
+    without_password,
 )
 
 
@@ -169,7 +170,7 @@ def check_recorded_study(run: Run, url: str) -> None:
 def check_same_storage(run: Run, given: str, recorded: str) -> str:
     """`given` where it names the storage run.yaml records (passwords aside); another one is refused, since a
     study opened there would be a new one: a resumed search would fork, a sync find nothing."""
-    if mask_password(given) != mask_password(recorded):
+    if without_password(given) != without_password(recorded):
         raise FatnasError(f"run {run.id!r} keeps its study in {mask_password(recorded)}, not in --storage "
                           f"{mask_password(given)}; leave --storage out, or give the run's own storage "
                           "(with its password)")

@@ -134,6 +134,18 @@ def mask_password(url: str) -> str:
     return redact(url, one_word=True)
 
 
+def without_password(url: str) -> str:
+    """The URL with no password at all (neither in the user-info nor in a `?password=`-like query value): what
+    names the storage itself, however the password is given."""
+    masked = mask_password(url)
+    parts = split_userinfo(masked)
+    if parts is not None:
+        masked = f"{parts[0]}{parts[1]}{parts[3]}"
+    base, _, query = masked.partition("?")
+    kept = [item for item in query.split("&") if item and not item.endswith(f"={MASK}")]
+    return f"{base}?{'&'.join(kept)}" if kept else base
+
+
 def has_masked_password(url: str) -> bool:
     """Whether the URL's password was masked (run.yaml's copy), so the URL cannot open the storage."""
     parts = split_userinfo(url)
