@@ -93,3 +93,14 @@ def test_invalid_config_file_names_the_field(capsys, tmp_path):
 def test_exit_status_2_from_a_real_process():
     out = run_cli("cost", "--budget-typo")
     assert out.returncode == 2 and out.stderr.startswith("error:")
+
+
+def test_every_flag_of_every_command_has_help():
+    import argparse
+
+    from fatnas.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"{name} {a.option_strings[0]}" for name, sub in commands.items() for a in sub._actions
+               if a.option_strings and a.dest != "help" and not a.help]
+    assert missing == []

@@ -37,7 +37,7 @@ def add_fidelity(sub: Any, flags: Flags) -> None:
     p.add_argument("--top-k", type=int, default=5, help="k of the top-k overlap (default 5)")
     p.add_argument("--workers", type=int, default=None, help="processes training at once (default 1)")
     p.add_argument("--no-references", action="store_true", help="leave out the published FATs")
-    p.add_argument("--run-id", default=None)
+    p.add_argument("--run-id", default=None, help="the study's folder name under runs/ (default fidelity-DATE-TIME)")
     p.add_argument("--resume", default=None, metavar="ID",
                    help="continue an interrupted study; with --low, add low fidelities to it (it takes only "
                         "--low, --device, --workers, --high-seeds, --reference-metric and --quiet)")

@@ -48,7 +48,7 @@ def _origin(source: dict[str, Any]) -> str:
 def add_show(sub: Any, flags: Flags) -> None:
     p = sub.add_parser("show", help="stage table, params and FLOPs of one model")
     p.add_argument("model", help="variant name or CONFIG.yaml")
-    p.add_argument("--res", type=int, default=224)
+    p.add_argument("--res", type=int, default=224, help="resolution of the FLOP figures (default 224)")
     p.set_defaults(handler=cmd_show)
 
 
@@ -74,18 +74,19 @@ def add_cost(sub: Any, flags: Flags) -> None:
                        help="params, FLOPs by operator, latency and memory")
     p.add_argument("model", nargs="?", help="variant name or CONFIG.yaml")
     p.add_argument("--all", action="store_true", help="compare fat_b0..b3 with the paper's figures")
-    p.add_argument("--res", type=int, default=224)
+    p.add_argument("--res", type=int, default=224, help="resolution of the FLOP figures (default 224)")
     p.add_argument("--latency", action="store_true", help="also measure latency and peak memory")
-    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=1)
-    p.add_argument("--warmup", type=int_in(0, MAX_REPEATS), default=10)
-    p.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=30)
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=1, help="with --latency: images per pass (1)")
+    p.add_argument("--warmup", type=int_in(0, MAX_REPEATS), default=10,
+                   help="with --latency: untimed passes first (default 10)")
+    p.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=30, help="with --latency: timed passes (30)")
+    p.add_argument("--channels-last", action="store_true", help="with --latency: time in channels-last layout")
     p.add_argument("--fvcore", action="store_true", help="cross-check the analytic FLOPs by tracing with fvcore")
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
                    help="with --latency: what runs the network")
     p.add_argument("--latency-model", default=None, metavar="TABLE.json",
                    help="price latency from a table of `fatnas latency-profile` (no network built or timed)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(handler=cmd_cost)
 
 
@@ -181,13 +182,15 @@ def add_latency_profile(sub: Any, flags: Flags) -> None:
     p = sub.add_parser("latency-profile", parents=[flags.device, flags.threads, flags.quiet],
                        help="time the parts a space can build on this machine: a latency table for "
                             "cost/search --latency-model")
-    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch")
-    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1)
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                   help="what runs the parts: torch (default) or onnxruntime (needs fatnas[onnx])")
+    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1, help="images per timed pass (default 1)")
     p.add_argument("--res", type=int, default=None, help="input resolution (default: the space's)")
     p.add_argument("--space", default=None, help=SPACE_HELP)
     p.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=25,
                    help="rounds of (reference pass, part or carrier pass) per part or carrier (default 25)")
-    p.add_argument("-o", "--output", required=True, metavar="TABLE.json")
+    p.add_argument("-o", "--output", required=True, metavar="TABLE.json",
+                   help="the latency table to write (for cost/search --latency-model)")
     p.set_defaults(handler=cmd_latency_profile)
 
 

@@ -38,12 +38,12 @@ def add_scale(sub: Any, flags: Flags) -> None:
                    help="instead of a grid: the largest depth+width compound scaling within B (e.g. 2GFLOPs) at 224 px")
     p.add_argument("--export", default=None, metavar="NAME", help="with --to: write the result as variant NAME")
     p.add_argument("--force", action="store_true", help="with --export: overwrite an existing exported variant")
-    p.add_argument("--run-id", default=None)
+    p.add_argument("--run-id", default=None, help="the run's folder name under runs/ (default scale-DATE-TIME)")
     p.add_argument("--proxy-res", type=int, default=None,
                    help="proxy resolution for a 224 px network (default: the search proxy's, 56)")
     p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trained point")
-    p.add_argument("--proxy-epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--proxy-epochs", type=int, default=None, help="passes over a point's images (default 1)")
+    p.add_argument("--batch-size", type=int, default=None, help="proxy training batch (default 64)")
     p.add_argument("--val-images", type=int, default=None, help="validation images (default 1000)")
     p.set_defaults(handler=cmd_scale)
 

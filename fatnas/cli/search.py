@@ -24,7 +24,7 @@ def add_search(sub: Any, flags: Flags) -> None:
     p.add_argument("--timeout", type=finite_float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default=None, help="tpe (default), nsga2, gp or random")
     p.add_argument("--backend", default="optuna", help="optuna (default) or ray")
-    p.add_argument("--run-id", default=None)
+    p.add_argument("--run-id", default=None, help="the run's folder name under runs/ (default search-DATE-TIME)")
     p.add_argument("--resume", default=None, metavar="ID", help="continue an interrupted run")
     p.add_argument("--join", default=None, metavar="ID",
                    help="add a worker to a running or stopped search (optuna; with --storage on another machine)")
@@ -39,12 +39,14 @@ def add_search(sub: Any, flags: Flags) -> None:
                    help="seconds without heartbeat after which a trial's worker counts as dead (default 30)")
     p.add_argument("--proxy-res", type=int, default=None, help="proxy training resolution")
     p.add_argument("--proxy-images", type=int, default=None, help="distinct training images per trial")
-    p.add_argument("--proxy-epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--proxy-epochs", type=int, default=None, help="passes over a trial's images (default 1)")
+    p.add_argument("--batch-size", type=int, default=None, help="proxy training batch (default 64)")
     p.add_argument("--val-images", type=int, default=None,
                    help="validation images each candidate's accuracy is measured on (default 1000)")
     p.add_argument("--no-references", action="store_true", help="skip evaluating fat_b0..b3")
-    p.add_argument("--no-early-stopping", action="store_true")
+    p.add_argument("--no-early-stopping", action="store_true",
+                   help="train every trial to its end (default: stop a trial at a checkpoint where it is below the "
+                        "median of trials of similar FLOPs)")
     p.add_argument("--prescreen", default=None, metavar="PROXY",
                    help="score candidates at initialization and train only the best: synflow, grad_norm, snip, "
                         "naswot, params or flops")

@@ -23,7 +23,7 @@ def add_supernet(sub: Any, flags: Flags) -> None:
     p.add_argument("--res", type=int, default=None, help="training resolution (default 56, the proxy's)")
     p.add_argument("--epochs", type=finite_float, default=None, help="passes over the training images (default 1)")
     p.add_argument("--train-images", type=int, default=None, help="train on this many of the images (default all)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="training batch (default 64)")
     p.add_argument("--sampling", default=None, help="sandwich (default: largest, smallest, 2 random) or uniform")
     p.add_argument("--random-subnets", type=int, default=None,
                    help="random sub-networks per step (default 2; with uniform sampling, all of them)")
@@ -39,7 +39,7 @@ def add_supernet(sub: Any, flags: Flags) -> None:
                    help="BatchNorm recalibration images per scored sub-network (default 512)")
     p.add_argument("--checkpoint-minutes", type=finite_float, default=None,
                    help="minutes between checkpoints (default 3)")
-    p.add_argument("--run-id", default=None)
+    p.add_argument("--run-id", default=None, help="the run's folder name under runs/ (default supernet-DATE-TIME)")
     p.add_argument("--resume", default=None, metavar="ID", help="go on with an interrupted training")
     p.set_defaults(handler=cmd_supernet)
 
