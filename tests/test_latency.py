@@ -202,3 +202,27 @@ def test_the_relative_timer_times_torch_on_the_settings_threads_whatever_torchs_
         timer.ratio(ThreadProbe(), (3, 32, 32))
         assert torch.get_num_threads() == 2
     assert seen == [1, 1, 1]
+
+
+def test_a_runs_latencies_are_put_on_one_scale_whatever_the_load_when_each_was_timed():
+    """The issue's case: the published FATs timed in the run's first, loaded minutes (fat_b0's median 131 ms in
+    that process then), trials later on a quiet host (40-43 ms). On one scale, each is its ratio to fat_b0 times
+    fat_b0's run-wide median, so fat_b1 (1.45x) is slower than fat_b0 and the trials (0.5x) faster than both."""
+    import pandas as pd
+
+    from fatnas.runs.store import one_latency_scale
+
+    references = pd.DataFrame(dict(name=["fat_b0", "fat_b1"], latency_ms=[131.6, 100.0], latency_ratio=[1.0, 1.45],
+                                   latency_reference_ms=[131.6, 69.0]))
+    trials = pd.DataFrame(dict(trial=[0, 1, 2, 3], latency_ms=[20.4, 21.0, 42.7, 7.0],
+                               latency_ratio=[0.51, 0.49, 1.0, None], latency_reference_ms=[40.0, 42.9, 42.7, None]))
+    trials_out, references_out = one_latency_scale(trials, references)
+    scale = pd.Series([131.6, 69.0, 40.0, 42.9, 42.7]).median()
+    assert list(references_out["latency_ms"]) == pytest.approx([scale, 1.45 * scale])
+    assert list(trials_out["latency_ms"][:3]) == pytest.approx([0.51 * scale, 0.49 * scale, scale])
+    assert trials_out["latency_ms"][3] == 7.0  # a latency table's prediction: no ratio, left as it is
+    b0, b1 = references_out["latency_ms"]
+    assert b1 > b0 > trials_out["latency_ms"][0]
+    # a run made before ratios were kept is left alone
+    old, old_refs = one_latency_scale(trials.drop(columns=["latency_ratio"]), references.iloc[:0])
+    assert list(old["latency_ms"]) == list(trials["latency_ms"]) and old_refs.empty

@@ -233,7 +233,7 @@ def test_a_new_run_takes_the_data_sets_default_classes_unless_told(given, classe
     (["--budget", "2GFLOPs", "--dataset", "mnist"], "unknown data set 'mnist'"),
     (["--budget", "2GFLOPs", "--classes", "3,3"], "give at least two distinct class numbers"),
     (["--budget", "2GFLOPs", "--classes", "0,10"], "fashion-mnist has classes 0 to 9"),
-    (["--budget", "2GFLOPs", "--trials", "0"], "--trials 0: must be a positive number"),
+    (["--budget", "2GFLOPs", "--trials", "0"], "--trials: '0': expected a whole number from 1 to 1,000,000"),
     (["--budget", "2GFLOPs", "--run-id", "bad/id"], "run id 'bad/id' is malformed"),
     (["--resume", "missing-run"], "run 'missing-run' not found"),
 ])

@@ -120,7 +120,8 @@ class Table:
     specs: dict[str, Spec]
 
 
-NUMBERS = dict(trial=Number(-1, 2**63 - 1, whole=True), accuracy=REAL, latency_ms=REAL, params=REAL, flops=REAL)
+NUMBERS = dict(trial=Number(-1, 2**63 - 1, whole=True), accuracy=REAL, latency_ms=REAL, params=REAL, flops=REAL,
+               latency_ratio=Number(positive=True), latency_reference_ms=Number(positive=True))
 RESULT = ("state", "accuracy", "latency_ms", "params", "flops", "config")  # what every row of a trial table says
 TABLES = {
     "trials.csv": Table(("trial", "state"), RESULT, dict(NUMBERS, state=TEXT, config=dict)),

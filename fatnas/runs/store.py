@@ -375,7 +375,10 @@ def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
 
     Where run.yaml records the estimator's noise, each trial carries its accuracy interval, and the front and
     the band (`noise.noise_aware_band`) their difference from the best published FAT under budget."""
-    trials = pd.DataFrame(rows)
+    with run.lock():  # references.csv is also written by the worker that evaluates the published FATs
+        trials, references = one_latency_scale(pd.DataFrame(rows), run.references())
+        if not references.empty:
+            run.write_table("references.csv", references)
     noise = run_noise(run)
     if noise is not None and not trials.empty and "accuracy" in trials:
         trials = with_intervals(trials, noise.std)
@@ -395,6 +398,26 @@ def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
         if stale.name not in keep:
             stale.unlink()
     return front
+
+
+def one_latency_scale(trials: pd.DataFrame, references: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every measured latency of a run on one scale: its ratio to fat_b0 (timed beside it in its process) times
+    fat_b0's run-wide median, the median of the fat_b0 medians its processes had when they timed each network.
+
+    A process's clock is young when it times its first networks (the published FATs, at a run's start) and the
+    host's load changes over a run, so ms figures taken at different moments disagree; ratios do not. Rows with
+    no ratio (a latency table's predictions, runs made before ratios were kept) are left as they are."""
+    tables = [t.copy() for t in (trials, references)]
+    scales = [t["latency_reference_ms"] for t in tables if "latency_reference_ms" in t and "latency_ratio" in t]
+    values = pd.concat(scales).dropna() if scales else pd.Series(dtype=float)
+    if values.empty:
+        return tables[0], tables[1]
+    scale = float(values.median())
+    for table in tables:
+        if "latency_ratio" in table:
+            timed = table["latency_ratio"].notna()
+            table.loc[timed, "latency_ms"] = table.loc[timed, "latency_ratio"] * scale
+    return tables[0], tables[1]
 
 
 def run_noise(run: Run) -> Noise | None:

@@ -120,7 +120,8 @@ def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> 
                 state, error = "NOT_ESTIMABLE", str(exc)
         row = trial_row(-1, state, ev.attrs(), ev.accuracy, ev.latency_ms, error)
         rows.append(dict(name=name, **row))
-        run.write_table("references.csv", pd.DataFrame(rows))
+        with run.lock():
+            run.write_table("references.csv", pd.DataFrame(rows))
     return run.references()
 
 

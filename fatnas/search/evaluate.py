@@ -112,6 +112,8 @@ class Evaluation:
     config: FATConfig
     cost: Cost
     latency_ms: float | None = None
+    latency_ratio: float | None = None  # measured: the ratio to fat_b0 timed beside it, in this process
+    latency_reference_ms: float | None = None  # measured: fat_b0's median in this process when it was timed
     infeasible: list[str] = field(default_factory=list)
     accuracy: float | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)
@@ -125,6 +127,7 @@ class Evaluation:
         """Plain values stored with the trial (Optuna user attrs / Ray results)."""
         return dict(config=self.config.to_dict(), params=self.cost.params, flops=self.cost.flops,
                     flops_conv=self.cost.flops_by_operator["conv"], latency_ms=self.latency_ms,
+                    latency_ratio=self.latency_ratio, latency_reference_ms=self.latency_reference_ms,
                     infeasible="; ".join(self.infeasible), curve=[list(p) for p in self.curve],
                     train_seconds=self.train_seconds, images_seen=self.images_seen, estimator=self.estimator,
                     **{name: self.estimates.get(name) for name in ESTIMATES})
@@ -148,14 +151,15 @@ def budget_excess(ev: Evaluation, budget: Budget) -> dict[str, float]:
 
 def time_candidate(ev: Evaluation, settings: SearchSettings) -> Evaluation:
     """Latency at the target resolution, from a table or measured against a reference; checks a latency budget."""
-    from ..estimate.latency import cached_table, measured_latency_ms
+    from ..estimate.latency import cached_table, measured_latency
 
     if settings.latency_model:
         ev.latency_ms = cached_table(settings.latency_model).predict_ms(ev.config, res=settings.space.resolution)
     else:
-        ev.latency_ms = measured_latency_ms(ev.config, res=settings.space.resolution, device=settings.device,
-                                            threads=settings.threads, warmup=settings.latency_warmup,
-                                            repeats=settings.latency_repeats)
+        timed = measured_latency(ev.config, res=settings.space.resolution, device=settings.device,
+                                 threads=settings.threads, warmup=settings.latency_warmup,
+                                 repeats=settings.latency_repeats)
+        ev.latency_ms, ev.latency_ratio, ev.latency_reference_ms = timed.latency_ms, timed.ratio, timed.reference_ms
     ev.infeasible = settings.budget.violations(ev.cost, ev.latency_ms)
     return ev
 
@@ -192,6 +196,7 @@ def trial_row(number: int, state: str, attrs: dict[str, Any], accuracy: float | 
     cfg = FATConfig.from_dict(attrs["config"]) if attrs.get("config") else None
     row: dict[str, Any] = dict(
         trial=number, state=state, accuracy=accuracy, latency_ms=latency_ms,
+        latency_ratio=attrs.get("latency_ratio"), latency_reference_ms=attrs.get("latency_reference_ms"),
         params=attrs.get("params"), flops=attrs.get("flops"), flops_conv=attrs.get("flops_conv"),
         train_seconds=attrs.get("train_seconds"), images_seen=attrs.get("images_seen"),
         checkpoints=len(attrs.get("curve") or []), infeasible=attrs.get("infeasible", ""), error=error,

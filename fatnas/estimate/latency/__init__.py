@@ -13,6 +13,7 @@ from .measure import (
     device_name,
     latency_stats,
     measure_latency,
+    measured_latency,
     measured_latency_ms,
     pass_timer,
     peak_memory_bytes,
@@ -49,6 +50,6 @@ __all__ = ["CALIBRATION_NETWORKS", "CALIBRATION_SEED", "MEASURED_METHOD", "REFER
            "TABLE_FORMAT", "LatencyModelError", "LatencyStats", "LatencyTable", "Part", "ProfileSettings",
            "ReferenceClock", "RelativeLatency", "RelativeTimer", "cached_table", "carrier_configs", "config_parts",
            "device_name", "file_fingerprint", "latency_source", "latency_stats", "library_versions", "load_table",
-           "measure_latency", "measured_latency_ms", "pass_timer", "peak_memory_bytes", "profile_space",
-           "reference_network", "sample_configs", "space_fingerprint", "space_parts", "timed_parts", "torch_threads",
-           "typical_share"]
+           "measure_latency", "measured_latency", "measured_latency_ms", "pass_timer", "peak_memory_bytes",
+           "profile_space", "reference_network", "sample_configs", "space_fingerprint", "space_parts", "timed_parts",
+           "torch_threads", "typical_share"]

@@ -308,11 +308,18 @@ MEASURED_METHOD = "interleaved with fat_b0 in the same process; ms = median rati
 _CLOCKS: dict[tuple, ReferenceClock] = {}
 
 
-def measured_latency_ms(cfg: FATConfig, *, res: int, device: str = "cpu", threads: int | None = None,
-                        warmup: int = 5, repeats: int = 9) -> float:
-    """A candidate timed against this process's reference clock (fat_b0 at the same settings): ms on this host."""
+def measured_latency(cfg: FATConfig, *, res: int, device: str = "cpu", threads: int | None = None,
+                     warmup: int = 5, repeats: int = 9) -> RelativeLatency:
+    """A candidate timed against this process's reference clock (fat_b0 at the same settings): its ratio to
+    fat_b0, and ms on this host (the ratio times fat_b0's median over the clock's life so far)."""
     key = (res, cfg.in_chans, device, threads, warmup, repeats)
     if key not in _CLOCKS:
         _CLOCKS[key] = ReferenceClock(reference_network(cfg.in_chans), res=res, in_chans=cfg.in_chans, device=device,
                                       threads=threads, warmup=warmup, repeats=repeats)
-    return _CLOCKS[key].measure(FAT(cfg)).latency_ms
+    return _CLOCKS[key].measure(FAT(cfg))
+
+
+def measured_latency_ms(cfg: FATConfig, *, res: int, device: str = "cpu", threads: int | None = None,
+                        warmup: int = 5, repeats: int = 9) -> float:
+    """`measured_latency`'s ms on this host."""
+    return measured_latency(cfg, res=res, device=device, threads=threads, warmup=warmup, repeats=repeats).latency_ms
