@@ -36,14 +36,14 @@ PLAIN_BATCH = 32
 MATMUL_SIZE = 2048
 
 
-def matmul_gflops(repeats: int = 5) -> float:
-    """fp32 GFLOP/s of a square matmul with torch's current threads (2 FLOPs per multiply-add)."""
-    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+def matmul_gflops(repeats: int = 5, size: int = MATMUL_SIZE) -> float:
+    """fp32 GFLOP/s of a size x size matmul with torch's current threads (2 FLOPs per multiply-add)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    return repeats * 2 * MATMUL_SIZE ** 3 / (time.perf_counter() - start) / 1e9
+    return repeats * 2 * size ** 3 / (time.perf_counter() - start) / 1e9
 
 
 def plain_loop(cfg, data: DataSplit, res: int, images: int) -> float:

@@ -9,7 +9,7 @@ thread, batch 64, channels last, the recipe's own data and augmentation:
 - convolutions: every distinct convolution shape of the network (kind, channels, kernel after cropping,
   stride, input map), timed forward + backward on its own with its training input shape, as the plain
   module and as the fast path's form; achieved GMAC/s (3 x the forward multiply-adds per step, the fvcore
-  convention) beside a 2,048 x 2,048 fp32 matmul's GMAC/s on the same thread, measured in the same run.
+  convention) beside a 1,024 x 1,024 fp32 matmul's GMAC/s on the same thread, measured in the same run.
   Saved to bench/results/trainer_profile_convs.csv.
 
     python bench/trainer_profile.py                       # every network, 28 and 56 px, both trainers
@@ -31,7 +31,7 @@ from task_pilot import RECIPES, pilot_networks
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from tqdm import tqdm
-from trainer_bench import MATMUL_SIZE, matmul_gflops
+from trainer_bench import matmul_gflops
 
 from fatnas.estimate.fast_step import FastDepthwiseConv2d, FastPointwiseConv2d, accelerate, conv_input_sizes
 from fatnas.estimate.proxy import configure_threads, proxy_trainer
@@ -39,6 +39,7 @@ from fatnas.estimate.tasks import load_task
 from fatnas.study.fidelity.specs import parse_fidelity
 
 TASK = "fmnist10"
+MATMUL_SIZE = 1024
 PATHS = {"plain": False, "fast": True}
 
 
@@ -120,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_threads(1)
     networks, data = pilot_networks(3), load_task(TASK)
-    matmul = matmul_gflops() / 2  # multiply-adds, as the convolutions' rates count them
+    matmul = matmul_gflops(repeats=10, size=MATMUL_SIZE) / 2  # multiply-adds, as the convolutions' rates count
     ops, convs = [], []
     for name, res in tqdm([(n, r) for n in args.networks for r in args.res], desc="profiles"):
         settings = parse_fidelity(RECIPES[TASK]).replace(res=res)

@@ -59,6 +59,12 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def endless_batches(trainer):
+    """The trainer's batches, epoch after epoch past its end: timing needs more steps than a short recipe has."""
+    while True:
+        yield from trainer.train_batches()
+
+
 def timed_steps(trainer, batches, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
@@ -75,7 +81,7 @@ def timed_evaluation(trainer) -> float:
 def paired_speed(cfg, data, settings: ProxySettings, rounds: int, steps: int) -> dict:
     """Seconds per training of the plain and the fast trainer, timed in turns in this process."""
     trainers = {fast: proxy_trainer(cfg, data, settings, fast=fast) for fast in (False, True)}
-    batches = {fast: trainer.train_batches() for fast, trainer in trainers.items()}
+    batches = {fast: endless_batches(trainer) for fast, trainer in trainers.items()}
     for fast, trainer in trainers.items():  # warm-up: first calls allocate and plan
         timed_steps(trainer, batches[fast], 2)
     times: dict[bool, list[float]] = {False: [], True: []}
