@@ -126,7 +126,3 @@ def _redact_userinfo(text: str) -> str:
     scheme, user, _, rest = parts
     return f"{scheme}{user}:{MASK}{rest}"
 
-
-def has_secret(text: str) -> bool:
-    """Whether `redact` would change `text`."""
-    return redact(text) != text

@@ -18,7 +18,6 @@ from .backend import (
     SearchBackend,
     SearchJob,
     backend_options,
-    check_backend,
     evaluate_references,
     get_backend,
     register_backend,
@@ -49,7 +48,7 @@ class _CallableSearch(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableSearch
 
-__all__ = ["BACKENDS", "SearchBackend", "SearchJob", "SearchSettings", "backend_options", "check_backend",
+__all__ = ["BACKENDS", "SearchBackend", "SearchJob", "SearchSettings", "backend_options",
            "check_storage", "evaluate_references", "get_backend", "record_run", "register_backend", "resume_settings",
            "run_search", "settings_from_meta", "settings_to_meta", "start_workers", "stop_workers", "storage_of",
            "sync_run", "wait_workers"]

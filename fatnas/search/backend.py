@@ -6,7 +6,6 @@ backend runs). `run_search` is the same for all of them: the references first, t
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -96,11 +95,6 @@ def backend_options(name: str, device: str | None = None, **values: Any) -> Any:
     return backend.make_options(device, **given)
 
 
-def check_backend(settings: SearchSettings, backend: str) -> None:
-    """Refuse an unknown backend, or settings the backend cannot carry out."""
-    get_backend(backend).check(settings)
-
-
 def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> pd.DataFrame:
     """Proxy-evaluate the published FATs that fit the budget, once per run (kept on resume)."""
     done = run.references()
@@ -127,21 +121,14 @@ def evaluate_references(run: Run, settings: SearchSettings, data: DataSplit) -> 
 
 def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", options: Any = None,
                progress: bool = True, data: DataSplit | None = None, storage: str | None = None,
-               joining: bool = False, workers: int = 1, **legacy_options: Any) -> pd.DataFrame:
+               joining: bool = False, workers: int = 1) -> pd.DataFrame:
     """Run (or continue, or as one more worker join) a search in `run`; returns the Pareto front.
 
     `options`: the backend's own, from `backend_options(backend, ...)` (None: its defaults). `storage` None:
     the one run.yaml names (default study.db). A joining worker leaves the references to the run's first
     worker. `workers` > 1: this process and `workers - 1` more started here, after the references.
-    Backend options given as keywords (cpus_per_trial=2, ...) still work for one release.
     """
     chosen = get_backend(backend)
-    if legacy_options:
-        warnings.warn(f"run_search(..., {', '.join(sorted(legacy_options))}=...) is deprecated; pass "
-                      f"options=backend_options({backend!r}, ...)", DeprecationWarning, stacklevel=2)
-        if options is not None:
-            raise TypeError("give the backend's options either as options= or as keywords, not both")
-        options = backend_options(backend, settings.device, **legacy_options)
     if options is None:
         options = chosen.make_options(settings.device)
     chosen.check(settings, workers=workers, joining=joining)  # a resumed run's storage is its own
@@ -159,5 +146,5 @@ def run_search(run: Run, settings: SearchSettings, *, backend: str = "optuna", o
     return run.pareto()
 
 
-__all__ = ["BACKENDS", "SearchBackend", "SearchJob", "backend_options", "check_backend", "evaluate_references",
+__all__ = ["BACKENDS", "SearchBackend", "SearchJob", "backend_options", "evaluate_references",
            "get_backend", "register_backend", "run_search"]

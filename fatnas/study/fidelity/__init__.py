@@ -53,7 +53,6 @@ from .jobs import (
     sample_architectures,
     spread_architecture,
     study_architectures,
-    training_metrics,
     with_metric,
 )
 from .report import (
@@ -122,4 +121,4 @@ __all__ = ["BAR_MEASURES", "CSV_COLUMNS", "DEFAULT_ARCHS", "DEFAULT_HIGH", "DEFA
            "resume_study_settings", "reference_line", "reference_name", "reference_seeds_table",
            "reliability", "report_html", "run_job", "run_study", "sample_architectures", "scatter_figure",
            "seed_spread", "spread_architecture", "study_architectures", "study_reference", "top_k_overlap",
-           "training_metrics", "with_metric", "write_report"]
+           "with_metric", "write_report"]

@@ -20,7 +20,7 @@ import pandas as pd
 from ...estimate.base import make_estimator
 from ...estimate.cost import Budget, analytic_cost
 from ...estimate.data import DataSplit, settings_data
-from ...estimate.proxy import ProxyResult, ProxySettings, configure_threads
+from ...estimate.proxy import ProxySettings, configure_threads
 from ...estimate.zero_cost import BASELINES, PROXIES
 from ...model.config import FATConfig
 from ...model.space import SearchSpace
@@ -119,11 +119,6 @@ def plan_jobs(settings: StudySettings, archs: dict[str, FATConfig]) -> list[Job]
 
 def _training(arch: str, config: dict[str, Any], settings: StudySettings, fidelity: ProxySettings, seed: int) -> Job:
     return Job(arch, config, TRAIN, settings.label(fidelity), seed, fidelity.replace(seed=seed).to_dict())
-
-
-def training_metrics(result: ProxyResult) -> dict[str, float]:
-    """The raw metrics a training job records: final accuracy and loss on its evaluation split, SoTL-E, curve slope."""
-    return dict(accuracy=result.accuracy, loss=result.val_loss, sotl_e=result.sotl_e, slope=result.curve_slope)
 
 
 def run_job(job: Job, data: DataSplit, settings: StudySettings) -> list[dict[str, Any]]:
