@@ -89,10 +89,11 @@ class Flags:
 
         return cls(
             device=parent(("--device", dict(type=device_arg, default=None, metavar="DEVICE",
-                                            help="cpu (default), cuda or cuda:N; a resumed run keeps its own"))),
+                                            help="cpu (default), cuda or cuda:N (a --resume without it keeps "
+                                                 "the run's)"))),
             threads=parent(("--threads", dict(type=int, default=None,
-                                              help=f"torch threads for timing and training "
-                                                   f"(default {DEFAULT_THREADS}; a resumed run keeps its own)"))),
+                                              help=f"torch threads for timing and training (default "
+                                                   f"{DEFAULT_THREADS}; a --resume without it keeps the run's)"))),
             data=parent(("--dataset", dict(default=None, help=f"{DEFAULT_DATASET} (default), fashion-mnist-mosaic or "
                                                    f"fashion-mnist-few (made from it), cifar10 or imagefolder")),
                         ("--data-dir", dict(default=None, help="folder of the data set (CIFAR-10 or ImageFolder)"))),
