@@ -91,9 +91,9 @@ def write_target(path: str | Path, what: str = "output") -> Path:
 
     path = Path(path)
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    if path.is_symlink() and not os.path.lexists(target):
-        raise FatnasError(f"{what} {path}: is a symlink to {target}, which does not exist (nothing is made there); "
-                          f"accepted: {WRITE_FORMS}")
+    if path.is_symlink() and not os.path.lexists(target) and not target.parent.is_dir():
+        raise FatnasError(f"{what} {path}: is a symlink into {target.parent}, a folder that does not exist (none is "
+                          f"made there); accepted: {WRITE_FORMS}")
     try:
         mode = os.stat(target).st_mode
     except FileNotFoundError:

@@ -283,7 +283,7 @@ def test_an_output_through_a_dangling_symlink_is_refused_and_nothing_is_made(tmp
 
     link = tmp_path / "out.html"
     link.symlink_to(tmp_path / "missing" / "page.html")
-    with pytest.raises(FatnasError, match="which does not exist"):
+    with pytest.raises(FatnasError, match="a folder that does not exist"):
         check_writable(link, "-o")
     assert not (tmp_path / "missing").exists()
 

@@ -25,7 +25,7 @@ from fatnas.estimate.data import load_dataset
 from fatnas.estimate.proxy import ProxySettings
 from fatnas.model.space import load_space
 from fatnas.runs.store import create_run, open_run
-from fatnas.search import record_run, run_search
+from fatnas.search import backend_options, record_run, run_search
 
 from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist, run_cli
 from .test_search import tiny_settings
@@ -46,7 +46,7 @@ def ray_cluster():
 def ray_run(run_id: str, settings, **options):
     run = create_run(run_id)
     record_run(run, settings, "ray", argv=["tests/test_ray_backend.py"])
-    run_search(run, settings, backend="ray", progress=False, **options)
+    run_search(run, settings, backend="ray", progress=False, options=backend_options("ray", settings.device, **options))
     return run
 
 
@@ -112,8 +112,8 @@ def test_a_finished_search_goes_on_to_a_raised_target_keeping_its_rows(isolated_
     before = run.trials()
     assert run.read_meta()["ray"]["finished"] == "target"
 
-    run_search(run, dataclasses.replace(settings, trials=3), backend="ray", progress=False, max_concurrent=2,
-               cpus_per_trial=1)
+    run_search(run, dataclasses.replace(settings, trials=3), backend="ray", progress=False,
+               options=backend_options("ray", settings.device, max_concurrent=2, cpus_per_trial=1))
     after = run.trials()
     assert after["trial"].is_unique and after["state"].isin(["COMPLETE", "PRUNED"]).sum() == 3
     kept = after.merge(before[["trial", "config", "accuracy"]], on="trial", suffixes=("", "_before"))
