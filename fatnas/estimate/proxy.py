@@ -27,7 +27,7 @@ from ..model.config import FATConfig
 from ..model.network import FAT
 from .base import Estimate, Report, register_estimator
 from .data import EVAL_SPLITS, DataSplit, ProxyImages, proxy_images
-from .fast_step import accelerate
+from .fast_step import accelerate, conv_input_sizes
 from .liveness import proxy_config
 
 EVAL_BATCH = 500
@@ -207,19 +207,8 @@ def crop_oversized_kernels(model: nn.Module, res: int, in_chans: int) -> int:
     At proxy resolutions the late stages' maps (2 x 2, 1 x 1) are smaller than their 5-9 wide
     depthwise kernels; the outputs and gradients are unchanged, the CPU time about halves.
     """
-    shapes: dict[nn.Conv2d, tuple[int, ...]] = {}
-    convs = [m for m in model.modules()
-             if type(m) is nn.Conv2d and max(m.kernel_size) > 1 and isinstance(m.padding, tuple)]
-    hooks = [m.register_forward_hook(lambda m, i, o: shapes.__setitem__(m, i[0].shape[-2:] + o.shape[-2:]))
-             for m in convs]
-    was_training = model.training
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        model.eval()
-        model(torch.zeros(1, in_chans, res, res, device=device))
-    model.train(was_training)
-    for h in hooks:
-        h.remove()
+    shapes = {m: size for m, size in conv_input_sizes(model, res, in_chans).items()
+              if type(m) is nn.Conv2d and max(m.kernel_size) > 1}
     cropped = 0
     for m, (h, w, oh, ow) in shapes.items():
         crop = min(_dead_taps(m.kernel_size[0], m.padding[0], m.stride[0], h, oh),
