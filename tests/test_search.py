@@ -126,6 +126,34 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(isolat
 
 
 @needs_fashion_mnist
+def test_ctrl_c_during_a_read_of_the_study_still_fails_the_running_trial_at_once(isolated_dirs, monkeypatch):
+    """A Ctrl-C that lands mid-read leaves a cursor (and SQLite's shared lock) in the interrupted frames."""
+    import sqlite3
+
+    import fatnas.estimate.proxy as evaluate
+
+    real_train, calls = evaluate.train_proxy, []
+    run = create_run("c")
+
+    def interrupted_mid_read(*args, **kwargs):
+        calls.append(1)
+        if len(calls) < 2:
+            return real_train(*args, **kwargs)
+        cursor = sqlite3.connect(run.path / "study.db").execute("SELECT * FROM trials")
+        cursor.fetchone()  # the statement is open: the database is share-locked until the cursor goes
+        held = [cursor]
+        held.append(held)  # kept alive by a reference cycle, as the interrupted frames of a real read are
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "train_proxy", interrupted_mid_read)
+    with pytest.raises(KeyboardInterrupt):  # not the storage's "database is locked", 120 s later
+        run_search(run, tiny_settings(trials=3), progress=False)
+    trials = run.trials()
+    assert (trials["state"] == "RUNNING").sum() == 0
+    assert (trials["error"] == "interrupted (Ctrl-C)").sum() == 1
+
+
+@needs_fashion_mnist
 def test_kill_9_then_resume_loses_no_finished_trial(isolated_dirs):
     runs = isolated_dirs / "runs"
     cmd = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", BUDGET, "--space", str(TINY_SPACE),

@@ -19,6 +19,7 @@ silent for the grace period is failed by the next worker that looks (its worker 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 import warnings
@@ -203,31 +204,48 @@ class OptunaSearch:
 
     def optimize(self) -> None:
         """Run trials until `settings.trials` have trained in the whole study, or the timeout passes."""
-        rule, target, failures = StopRule(self.settings), self.settings.trials, 0
+        rule = StopRule(self.settings)
         bar = progress_bar(self.run.id, self.settings, enabled=self.progress, done=self.finished_count())
+        interrupted, reason = False, None
         try:
-            while True:
-                fail_stale_trials(self.study, self.storage, self.settings.heartbeat)
-                trials = self.trials()
-                done, running = sum(trained(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
-                reason = rule.reason(done, failures)
-                if reason is not None:
-                    break
-                if done + running >= target:  # the others' last trials: wait for them (or for their heartbeats to stop)
-                    time.sleep(min(1.0, self.settings.heartbeat.interval_s / 2))
-                    continue
-                outcome = self.run_one_trial()
-                failures = 0 if outcome is not False else failures + 1
-                if outcome is not None:
-                    show_progress(bar, self.publish(), target)
+            reason = self.trial_loop(rule, bar)
         except KeyboardInterrupt:
-            self.fail_own_running("interrupted (Ctrl-C)")
-            raise
+            interrupted = True
+        finally:
+            if interrupted:  # past the except block, the interrupted frames are garbage: collect them now, and with
+                gc.collect()  # them a half-read SQLite cursor whose lock would block every write below for minutes
+            self.stop(bar, error="interrupted (Ctrl-C)" if interrupted else None)
+        if interrupted:
+            raise KeyboardInterrupt
+        rule.raise_for(reason)
+
+    def trial_loop(self, rule: StopRule, bar: Any) -> str:
+        """Run trials until the stop rule gives its reason."""
+        target, failures = self.settings.trials, 0
+        while True:
+            fail_stale_trials(self.study, self.storage, self.settings.heartbeat)
+            trials = self.trials()
+            done, running = sum(trained(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
+            reason = rule.reason(done, failures)
+            if reason is not None:
+                return reason
+            if done + running >= target:  # the others' last trials: wait for them (or for their heartbeats to stop)
+                time.sleep(min(1.0, self.settings.heartbeat.interval_s / 2))
+                continue
+            outcome = self.run_one_trial()
+            failures = 0 if outcome is not False else failures + 1
+            if outcome is not None:
+                show_progress(bar, self.publish(), target)
+
+    def stop(self, bar: Any, error: str | None = None) -> None:
+        """FAIL this worker's running trials with `error` (if given), stop its heartbeats, publish the rows."""
+        try:
+            if error:
+                self.fail_own_running(error)
         finally:
             self.heartbeats.close()
             bar.close()
             self.publish()
-        rule.raise_for(reason)
 
     def run_one_trial(self) -> bool | None:
         """Draw, time, train and tell one trial: True when told, False if it raised, None when surplus."""

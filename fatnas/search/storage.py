@@ -239,6 +239,8 @@ class HeartbeatThread:
                 self.beat()
             except (UpdateFinishedTrialError, RuntimeError):  # finished meanwhile
                 return
+            except StorageInternalError:  # the database stayed locked past its timeout: beat again next interval
+                continue
 
     def __enter__(self) -> HeartbeatThread:
         self.beat()
