@@ -108,6 +108,15 @@ def test_the_dashboard_refuses_a_fifo_output_in_one_line(tiny_run, isolated_dirs
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
+def test_the_dashboard_refuses_a_folder_output_as_every_o_does(tiny_run, isolated_dirs):
+    copy_run(tiny_run, isolated_dirs / "runs", "good")
+    folder = isolated_dirs / "pages"
+    folder.mkdir()
+    status, _, err = cli("dashboard", "good", "-o", str(folder))
+    assert status == 2 and err.count("\n") == 1 and "is a folder" in err and "accepted" in err
+    assert list(folder.iterdir()) == []
+
+
 # --- YAML and JSON read one way ------------------------------------------------------------------------------
 
 leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8))

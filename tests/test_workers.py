@@ -21,7 +21,7 @@ from fatnas.estimate.proxy import ProxySettings
 from fatnas.model.space import load_space
 from fatnas.runs.store import open_run
 from fatnas.search import SearchSettings
-from fatnas.search.storage import Heartbeat, mask_password, normalize_storage, open_storage
+from fatnas.search.storage import Heartbeat, ctrl_c_held, mask_password, normalize_storage, open_storage
 
 from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist, run_cli
 from .postgres import PASSWORD, free_port, postgres_server
@@ -77,6 +77,19 @@ def test_heartbeat_needs_a_grace_period_longer_than_its_interval():
         Heartbeat(interval_s=5, grace_s=5)
     with pytest.raises(FatnasError, match="whole number of seconds"):
         Heartbeat(interval_s=0)
+
+
+def test_a_ctrl_c_inside_a_held_block_comes_when_the_block_ends():
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs between bytecodes: give it the chance to interrupt, as it must not
+            steps.append("finished")
+    assert steps == ["finished"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with ctrl_c_held():
+        steps.append("quiet")  # no Ctrl-C: nothing raised afterwards
+    assert steps == ["finished", "quiet"]
 
 
 def test_storage_forms_are_normalized_and_passwords_masked(tmp_path):

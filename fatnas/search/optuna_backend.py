@@ -53,7 +53,7 @@ from .evaluate import (
     trial_row,
 )
 from .record import storage_of
-from .storage import HeartbeatThread, fail_stale_trials, is_lost, open_storage, worker_name
+from .storage import HeartbeatThread, ctrl_c_held, fail_stale_trials, is_lost, open_storage, worker_name
 from .workers import start_workers, stop_workers, wait_workers
 
 DIRECTIONS = ("maximize", "minimize")  # accuracy, latency_ms
@@ -275,19 +275,20 @@ class OptunaSearch:
 
     def ask(self) -> optuna.Trial:
         """A new trial of this worker, beating its heartbeat until it is told."""
-        with warnings.catch_warnings():  # Optuna expects heartbeats with optimize(); HeartbeatThread beats ours
+        with ctrl_c_held(), warnings.catch_warnings():  # Optuna expects optimize() to beat; HeartbeatThread does
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
             trial = self.study.ask()
-        trial.set_user_attr("worker", self.worker)
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
-        self.heartbeats.enter_context(HeartbeatThread(self.storage, trial_id, self.settings.heartbeat))
+            trial.set_user_attr("worker", self.worker)
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+            self.heartbeats.enter_context(HeartbeatThread(self.storage, trial_id, self.settings.heartbeat))
         return trial
 
     def tell(self, trial: optuna.Trial, *, values: list[float] | None = None, state: TrialState | None = None,
              error: str | None = None) -> None:
-        if error:
-            trial.set_user_attr("error", error)
-        self.study.tell(trial, values, state=state)
+        with ctrl_c_held():  # an error recorded on a trial left RUNNING would be overwritten by the cleanup's
+            if error:
+                trial.set_user_attr("error", error)
+            self.study.tell(trial, values, state=state)
         if not self.running_here():
             self.heartbeats.close()
             self.heartbeats = contextlib.ExitStack()

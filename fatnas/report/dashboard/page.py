@@ -147,10 +147,9 @@ def dashboard_html(runs: Sequence[RunData]) -> str:
 
 
 def write_dashboard(runs: Sequence[Run], path: str | Path | None = None) -> Path:
-    """Write the dashboard of `runs` to `path` (a file, or a folder to hold dashboard.html; default: the first run's
-    folder), checked before any run is read."""
-    folder = Path(path) if path is not None and Path(path).is_dir() else runs[0].path if path is None else None
-    out = check_writable(folder / "dashboard.html" if folder is not None else path, "-o")
+    """Write the dashboard of `runs` to the file `path` (default: dashboard.html in the first run's folder), checked
+    before any run is read: a folder there is refused, as every `-o` refuses one."""
+    out = check_writable(runs[0].path / "dashboard.html" if path is None else path, "-o")
     datas = [load_run_data(r) for r in runs]
     atomic_write_text(out, dashboard_html(datas))
     return out
