@@ -21,7 +21,8 @@ from fatnas.estimate.proxy import ProxySettings
 from fatnas.model.space import load_space
 from fatnas.runs.store import open_run
 from fatnas.search import SearchSettings
-from fatnas.search.storage import Heartbeat, ctrl_c_held, mask_password, normalize_storage, open_storage
+from fatnas.search.interrupts import ctrl_c_allowed, ctrl_c_held
+from fatnas.search.storage import Heartbeat, mask_password, normalize_storage, open_storage
 
 from .conftest import ROOT, TINY_SPACE, needs_fashion_mnist, run_cli
 from .postgres import PASSWORD, free_port, postgres_server
@@ -90,6 +91,25 @@ def test_a_ctrl_c_inside_a_held_block_comes_when_the_block_ends():
     with ctrl_c_held():
         steps.append("quiet")  # no Ctrl-C: nothing raised afterwards
     assert steps == ["finished", "quiet"]
+
+
+def test_a_ctrl_c_inside_an_allowed_block_raises_at_once_and_a_pending_one_on_entry():
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held():
+            with ctrl_c_allowed():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+                steps.append("slept")  # never: the sleep is interrupted
+    assert steps == []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            steps.append("held")
+            with ctrl_c_allowed():
+                steps.append("never")
+    assert steps == ["held"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_storage_forms_are_normalized_and_passwords_masked(tmp_path):

@@ -52,8 +52,9 @@ from .evaluate import (
     train_candidate,
     trial_row,
 )
+from .interrupts import ctrl_c_allowed, ctrl_c_held
 from .record import storage_of
-from .storage import HeartbeatThread, ctrl_c_held, fail_stale_trials, is_lost, open_storage, worker_name
+from .storage import HeartbeatThread, fail_stale_trials, is_lost, open_storage, worker_name
 from .workers import start_workers, stop_workers, wait_workers
 
 DIRECTIONS = ("maximize", "minimize")  # accuracy, latency_ms
@@ -62,7 +63,7 @@ RUN_META_ATTR = "fatnas_run"  # the study's copy of run.yaml, so any machine can
 REFERENCES_ATTR = "fatnas_references"  # the study's copy of references.csv
 SURPLUS = "surplus: the target was reached or claimed by other workers; not trained"
 LOST = "interrupted: its worker stopped (no heartbeat within the grace period)"
-LEGACY = "interrupted: left running by a search process without heartbeats"
+UNCLAIMED = "interrupted: its worker stopped before claiming it (or ran without heartbeats)"
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -125,15 +126,16 @@ def open_study(run_id: str, settings: SearchSettings, storage: optuna.storages.B
     return study
 
 
-def fail_legacy_running(study: optuna.Study, storage: optuna.storages.BaseStorage, grace_s: int) -> int:
-    """FAIL running trials without a `worker` attribute (no heartbeat to wait for), older than the grace period."""
+def fail_unclaimed_running(study: optuna.Study, storage: optuna.storages.BaseStorage, grace_s: int) -> int:
+    """FAIL running trials older than the grace period that no worker claimed (a worker beats a trial's heartbeat,
+    then sets its `worker` attribute): killed in between, or left by a search process without heartbeats."""
     study_id = storage.get_study_id_from_name(study.study_name)
     now, count = time.time(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         started = t.datetime_start.timestamp() if t.datetime_start else now
         if "worker" not in t.user_attrs and now - started > grace_s:
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-            storage.set_trial_user_attr(trial_id, "error", LEGACY)
+            storage.set_trial_user_attr(trial_id, "error", UNCLAIMED)
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 storage.set_trial_state_values(trial_id, TrialState.FAIL)
             count += 1
@@ -189,7 +191,6 @@ class OptunaSearch:
         self.study = open_study(run.id, settings, self.storage, joining=joining)
         self.study_id = self.storage.get_study_id_from_name(run.id)
         self.worker = worker_name()
-        fail_legacy_running(self.study, self.storage, settings.heartbeat.grace_s)
         self.stopper = MedianStopper() if settings.early_stopping else None
         self.screener = None if not settings.prescreen else make_estimator(
             f"zero-cost:{settings.prescreen}", data=data, res=settings.proxy.res, seed=settings.seed,
@@ -208,13 +209,15 @@ class OptunaSearch:
         bar = progress_bar(self.run.id, self.settings, enabled=self.progress, done=self.finished_count())
         interrupted, reason = False, None
         try:
-            reason = self.trial_loop(rule, bar)
+            with ctrl_c_held():  # a Ctrl-C raises only inside the computations that touch no storage
+                reason = self.trial_loop(rule, bar)
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            if interrupted:  # past the except block, the interrupted frames are garbage: collect them now, and with
-                gc.collect()  # them a half-read SQLite cursor whose lock would block every write below for minutes
-            self.stop(bar, error="interrupted (Ctrl-C)" if interrupted else None)
+            if interrupted:  # past the except block the interrupted frames are garbage: collect them, and with them
+                gc.collect()  # any open SQLite cursor, whose lock would block every write below for minutes
+            with ctrl_c_held():
+                self.stop(bar, error="interrupted (Ctrl-C)" if interrupted else None)
         if interrupted:
             raise KeyboardInterrupt
         rule.raise_for(reason)
@@ -224,13 +227,15 @@ class OptunaSearch:
         target, failures = self.settings.trials, 0
         while True:
             fail_stale_trials(self.study, self.storage, self.settings.heartbeat)
+            fail_unclaimed_running(self.study, self.storage, self.settings.heartbeat.grace_s)
             trials = self.trials()
             done, running = sum(trained(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
             reason = rule.reason(done, failures)
             if reason is not None:
                 return reason
             if done + running >= target:  # the others' last trials: wait for them (or for their heartbeats to stop)
-                time.sleep(min(1.0, self.settings.heartbeat.interval_s / 2))
+                with ctrl_c_allowed():
+                    time.sleep(min(1.0, self.settings.heartbeat.interval_s / 2))
                 continue
             outcome = self.run_one_trial()
             failures = 0 if outcome is not False else failures + 1
@@ -256,13 +261,16 @@ class OptunaSearch:
             return None
         trial, ev = self.screen_out(drawn) if self.settings.prescreen else drawn[0]
         try:
-            time_candidate(ev, self.settings)
+            with ctrl_c_allowed():
+                time_candidate(ev, self.settings)
             trial.set_user_attr("latency_ms", ev.latency_ms)
             if ev.infeasible:  # a latency budget, known only once timed
                 trial.set_user_attr("infeasible", "; ".join(ev.infeasible))
                 self.tell(trial, state=TrialState.PRUNED)
                 return True
-            train_candidate(ev, self.data, self.settings, self.reporter(ev.cost.flops))
+            reporter = self.reporter(ev.cost.flops)
+            with ctrl_c_allowed():
+                train_candidate(ev, self.data, self.settings, reporter)
         except Exception as exc:  # out of memory and the like: record, go on
             self.tell(trial, state=TrialState.FAIL, error=f"{type(exc).__name__}: {exc}"[:500])
             return False
@@ -275,20 +283,19 @@ class OptunaSearch:
 
     def ask(self) -> optuna.Trial:
         """A new trial of this worker, beating its heartbeat until it is told."""
-        with ctrl_c_held(), warnings.catch_warnings():  # Optuna expects optimize() to beat; HeartbeatThread does
+        with warnings.catch_warnings():  # Optuna expects heartbeats from optimize(); HeartbeatThread beats ours
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
             trial = self.study.ask()
-            trial.set_user_attr("worker", self.worker)
-            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
-            self.heartbeats.enter_context(HeartbeatThread(self.storage, trial_id, self.settings.heartbeat))
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        self.heartbeats.enter_context(HeartbeatThread(self.storage, trial_id, self.settings.heartbeat))
+        trial.set_user_attr("worker", self.worker)  # claimed once it beats: a claimed trial is watched by heartbeat
         return trial
 
     def tell(self, trial: optuna.Trial, *, values: list[float] | None = None, state: TrialState | None = None,
              error: str | None = None) -> None:
-        with ctrl_c_held():  # an error recorded on a trial left RUNNING would be overwritten by the cleanup's
-            if error:
-                trial.set_user_attr("error", error)
-            self.study.tell(trial, values, state=state)
+        if error:
+            trial.set_user_attr("error", error)
+        self.study.tell(trial, values, state=state)
         if not self.running_here():
             self.heartbeats.close()
             self.heartbeats = contextlib.ExitStack()
@@ -335,7 +342,8 @@ class OptunaSearch:
         return drawn
 
     def score(self, ev: Evaluation) -> float:
-        return self.screener.estimate(ev.config).score
+        with ctrl_c_allowed():
+            return self.screener.estimate(ev.config).score
 
     def screen_out(self, drawn: list[tuple[optuna.Trial, Evaluation]]) -> tuple[optuna.Trial, Evaluation]:
         """The best scored of the drawn candidates; the others are told PRUNED as screened out."""

@@ -9,17 +9,15 @@ own heartbeats; a journal file (which has none) keeps a `heartbeat` user attribu
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 from urllib.parse import quote, unquote
 
 import optuna
@@ -214,25 +212,6 @@ def open_storage(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseS
     except Exception as exc:  # sqlalchemy's OperationalError and the like: one line, no password
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"--storage {mask_password(url)}: cannot open it: {redact(reason)[:300]}") from None
-
-
-@contextlib.contextmanager
-def ctrl_c_held() -> Iterator[None]:
-    """Hold a Ctrl-C back until the block ends, so that a trial is never left half made (created but not yet
-    marked as this worker's, which no cleanup could then find). Outside the main thread: no effect."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[tuple[int, object]] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught and callable(previous):
-        previous(*caught[0])
-    elif caught and previous == signal.SIG_DFL:
-        os.kill(os.getpid(), signal.SIGINT)
 
 
 def keeps_optuna_heartbeats(storage: optuna.storages.BaseStorage) -> bool:
