@@ -376,8 +376,9 @@ def publish_trials(run: Run, rows: list[dict[str, Any]]) -> pd.DataFrame:
     Where run.yaml records the estimator's noise, each trial carries its accuracy interval, and the front and
     the band (`noise.noise_aware_band`) their difference from the best published FAT under budget."""
     with run.lock():  # references.csv is also written by the worker that evaluates the published FATs
-        trials, references = one_latency_scale(pd.DataFrame(rows), run.references())
-        if not references.empty:
+        recorded = run.references()
+        trials, references = one_latency_scale(pd.DataFrame(rows), recorded)
+        if not references.empty and not references.equals(recorded):  # rewritten only when the scale moved
             run.write_table("references.csv", references)
     noise = run_noise(run)
     if noise is not None and not trials.empty and "accuracy" in trials:
