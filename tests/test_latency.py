@@ -226,3 +226,13 @@ def test_a_runs_latencies_are_put_on_one_scale_whatever_the_load_when_each_was_t
     # a run made before ratios were kept is left alone
     old, old_refs = one_latency_scale(trials.drop(columns=["latency_ratio"]), references.iloc[:0])
     assert list(old["latency_ms"]) == list(trials["latency_ms"]) and old_refs.empty
+
+
+def test_fat_b0_is_the_clocks_reference_so_its_ratio_is_one_and_its_passes_join_the_reference():
+    from fatnas.estimate.latency import measured_latency
+    from fatnas.model.variants import create_model
+
+    b0 = measured_latency(create_model("fat_b0").cfg, res=32, threads=1, warmup=1, repeats=3)  # drop path 0.05: same
+    assert b0.ratio == 1.0 and b0.latency_ms == b0.reference_ms and b0.candidate == b0.reference
+    b1 = measured_latency(create_model("fat_b1").cfg, res=32, threads=1, warmup=1, repeats=3)
+    assert b1.reference_ms > 0 and b1.candidate != b1.reference  # timed against fat_b0, interleaved

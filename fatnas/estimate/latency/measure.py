@@ -9,7 +9,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -203,6 +203,21 @@ class ReferenceClock:
         """The reference's median over every round so far (nan before the first)."""
         return statistics.median(self.reference_samples) if self.reference_samples else math.nan
 
+    def measure_reference(self) -> RelativeLatency:
+        """The reference itself: rounds of it alone (kept with its other passes), ratio 1 by definition. Timing it
+        against itself would only add noise, and on a loaded host a lot (measured 1.55 beside two busy processes),
+        while every figure of a run is read against it."""
+        with torch_threads(self.threads), torch.inference_mode():
+            for _ in range(self.warmup):
+                self.reference()
+            times = [self.reference() for _ in range(self.repeats)]
+            used_threads = torch.get_num_threads()
+        self.reference_samples += times
+        stats = latency_stats(times, device=str(self.dev), batch_size=self.batch_size, res=self.res,
+                              threads=used_threads)
+        return RelativeLatency(candidate=stats, reference=stats, ratio=1.0, ratio_cv=0.0,
+                               reference_ms=self.reference_ms)
+
     def measure(self, model: nn.Module) -> RelativeLatency:
         """Interleaved rounds of reference and `model` after warm-up; see the class docstring."""
         candidate = self.timer(model)
@@ -281,11 +296,15 @@ REFERENCE_CONFIG = dict(widths=[32, 80, 160, 256], depths=[2, 2, 6, 2], heads=[2
                         kernels=[3, 5, 7, 9], windows=[8, 4, 2, 1], ffn_ratios=4.0, ffn_kernels=5)  # fat_b0
 
 
+def reference_config(in_chans: int = 3) -> FATConfig:
+    return FATConfig.from_dict(dict(REFERENCE_CONFIG, in_chans=in_chans))
+
+
 def reference_network(in_chans: int = 3) -> FAT:
     """The network every latency here is timed against: fat_b0 with seed-0 weights (the global RNG untouched)."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return FAT(FATConfig.from_dict(dict(REFERENCE_CONFIG, in_chans=in_chans)))
+        return FAT(reference_config(in_chans))
 
 
 
@@ -316,6 +335,8 @@ def measured_latency(cfg: FATConfig, *, res: int, device: str = "cpu", threads: 
     if key not in _CLOCKS:
         _CLOCKS[key] = ReferenceClock(reference_network(cfg.in_chans), res=res, in_chans=cfg.in_chans, device=device,
                                       threads=threads, warmup=warmup, repeats=repeats)
+    if replace(cfg, drop_path_rate=0.0) == reference_config(cfg.in_chans):  # fat_b0 (drop path: off)
+        return _CLOCKS[key].measure_reference()
     return _CLOCKS[key].measure(FAT(cfg))
 
 
