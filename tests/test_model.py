@@ -343,3 +343,19 @@ def test_timm_interface_leaves_params_and_flops_unchanged():
     for name in PUBLISHED:
         model = create_model(name)
         assert sum(p.numel() for p in model.parameters()) == analytic_cost(get_config(name)).params
+
+
+@pytest.mark.parametrize("order", ["fatnas first", "timm first"])
+def test_importing_fatnas_makes_the_variants_timm_models_without_importing_timm(order):
+    import subprocess
+    import sys
+
+    pytest.importorskip("timm")
+    first, second = ("fatnas", "timm") if order == "fatnas first" else ("timm", "fatnas")
+    code = (f"import sys; import {first}; "
+            "assert order != 'fatnas first' or 'timm' not in sys.modules, 'import fatnas imported timm'; "
+            f"import {second}; "
+            "print(type(timm.create_model('fat_b0', num_classes=3)).__name__)")
+    out = subprocess.run([sys.executable, "-c", f"order = {order!r}; {code}"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "FAT", out.stderr
