@@ -23,9 +23,9 @@ import pandas as pd
 
 CHILD = """
 import json, sys
-from fatnas.proxy import ProxySettings, configure_threads, retain_freed_memory, train_proxy
-from fatnas.data import load_dataset
-from fatnas.variants import resolve_config
+from fatnas.estimate.proxy import ProxySettings, configure_threads, retain_freed_memory, train_proxy
+from fatnas.estimate.data import load_dataset
+from fatnas.model.variants import resolve_config
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 configure_threads(int(sys.argv[3]))

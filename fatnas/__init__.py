@@ -9,10 +9,9 @@ export) <- `search` (one SearchBackend protocol: Optuna, Ray) <- `study` and `sc
 """
 from typing import Any
 
-from . import _moved, _timm
+from . import _timm
 from ._version import __version__
 
-_moved.install()  # old module paths (fatnas.cost, fatnas.proxy, ...) keep working for one release
 _timm.install()  # the variants become timm models when timm is imported (fatnas never imports it)
 
 from .model import FAT, ConfigError, FATConfig, create_model, get_config, list_models, plan  # noqa: E402

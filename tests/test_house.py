@@ -1,9 +1,8 @@
-"""The house's doors: old import paths (and pickles naming them) for one release, the estimator and backend
-registries a new kind plugs into, shared CLI flags, and the Python API."""
+"""The house's doors: one import path per module, the estimator and backend registries a new kind plugs into,
+shared CLI flags, and the Python API."""
 from __future__ import annotations
 
 import importlib
-import pickle
 import sys
 import warnings
 
@@ -25,21 +24,12 @@ from fatnas.search.evaluate import price, train_candidate
 from .conftest import TINY_SPACE
 
 
-@pytest.mark.parametrize("old, new, name", [
-    ("fatnas.cost", "fatnas.estimate.cost", "analytic_cost"),
-    ("fatnas.cost", "fatnas.estimate.latency.measure", "measure_latency"),  # the half that moved to latency
-    ("fatnas.proxy", "fatnas.estimate.proxy", "ProxySettings"),
-    ("fatnas.latency", "fatnas.estimate.latency", "load_table"),
-    ("fatnas.store", "fatnas.runs.store", "Run"),
-    ("fatnas.fidelity", "fatnas.study.fidelity", "StudySettings"),
-    ("fatnas.dashboard", "fatnas.report.dashboard", "load_run_data"),
-    ("fatnas.config", "fatnas.model.config", "FATConfig"),
-])
-def test_an_old_path_still_imports_with_a_deprecation_warning(monkeypatch, old, new, name):
+@pytest.mark.parametrize("old", ["fatnas.cost", "fatnas.proxy", "fatnas.latency", "fatnas.store", "fatnas.fidelity",
+                                 "fatnas.dashboard", "fatnas.config"])
+def test_the_flat_module_paths_of_early_0_1_are_gone(monkeypatch, old):
     monkeypatch.delitem(sys.modules, old, raising=False)
-    with pytest.warns(DeprecationWarning, match=f"{old} moved to"):
-        module = importlib.import_module(old)
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
 
 
 def test_packages_that_replaced_a_module_keep_its_names_without_a_warning():
@@ -47,13 +37,6 @@ def test_packages_that_replaced_a_module_keep_its_names_without_a_warning():
         warnings.simplefilter("error", DeprecationWarning)
         from fatnas.model import FASA, FAT, DropPath  # noqa: F401  (fatnas/model.py before)
         from fatnas.report import html_table, page_html  # noqa: F401  (fatnas/report.py before)
-
-
-def test_pickles_that_name_old_modules_still_load(monkeypatch):
-    monkeypatch.delitem(sys.modules, "fatnas.proxy", raising=False)
-    old = pickle.dumps(ProxySettings(res=28), protocol=0).replace(b"fatnas.estimate.proxy", b"fatnas.proxy")
-    with pytest.warns(DeprecationWarning):
-        assert pickle.loads(old) == ProxySettings(res=28)
 
 
 class FixedEstimator:

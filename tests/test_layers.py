@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "fatnas"
 # layer of each module prefix (the longest matching prefix wins); higher layers may import lower ones
 LAYERS = {
-    "fatnas._version": 0, "fatnas._moved": 0, "fatnas.errors": 0, "fatnas.paths": 0, "fatnas.documents": 0,
+    "fatnas._version": 0, "fatnas.errors": 0, "fatnas.paths": 0, "fatnas.documents": 0,
     "fatnas.report.page": 0,  # the HTML page shell: a leaf that study, scaling and the dashboard all draw with
     "fatnas.model": 1,
     "fatnas.estimate": 2,
