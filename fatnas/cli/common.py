@@ -72,8 +72,8 @@ MAX_REPEATS = 1_000_000
 class Flags:
     """Parent parsers of the flags several commands share."""
 
-    device: argparse.ArgumentParser
-    threads: argparse.ArgumentParser
+    device_threads: argparse.ArgumentParser  # --device, --threads
+    resumable_device_threads: argparse.ArgumentParser  # the same, for a command with --resume (it keeps the run's)
     data: argparse.ArgumentParser  # --dataset, --data-dir
     seed: argparse.ArgumentParser
     quiet: argparse.ArgumentParser
@@ -87,13 +87,15 @@ class Flags:
                 p.add_argument(name, **options)
             return p
 
+        def device_and_threads(kept: str) -> list[tuple[str, dict[str, Any]]]:
+            return [("--device", dict(type=device_arg, default=None, metavar="DEVICE",
+                                      help=f"cpu (default), cuda or cuda:N{kept}")),
+                    ("--threads", dict(type=int, default=None, help=f"torch threads for timing and training "
+                                                                         f"(default {DEFAULT_THREADS}{kept})"))]
+
         return cls(
-            device=parent(("--device", dict(type=device_arg, default=None, metavar="DEVICE",
-                                            help="cpu (default), cuda or cuda:N (a --resume without it keeps "
-                                                 "the run's)"))),
-            threads=parent(("--threads", dict(type=int, default=None,
-                                              help=f"torch threads for timing and training (default "
-                                                   f"{DEFAULT_THREADS}; a --resume without it keeps the run's)"))),
+            device_threads=parent(*device_and_threads("")),
+            resumable_device_threads=parent(*device_and_threads("; a --resume without it keeps the run's")),
             data=parent(("--dataset", dict(default=None, help=f"{DEFAULT_DATASET} (default), fashion-mnist-mosaic or "
                                                    f"fashion-mnist-few (made from it), cifar10 or imagefolder")),
                         ("--data-dir", dict(default=None, help="folder of the data set (CIFAR-10 or ImageFolder)"))),

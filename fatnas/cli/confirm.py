@@ -11,7 +11,7 @@ CONFIRM_HELP = ("training budget of the confirm stage: 600s, 20m, 1.5h (seconds 
 
 
 def add_confirm(sub: Any, flags: Flags) -> None:
-    p = sub.add_parser("confirm", parents=[flags.device, flags.threads, flags.quiet],
+    p = sub.add_parser("confirm", parents=[flags.resumable_device_threads, flags.quiet],
                        help="retrain a search's band (the networks no other beats with confidence) with a stronger "
                             "recipe on several seeds, racing: confirmed.csv beside the search's files")
     p.add_argument("run", metavar="RUN", help="a search run id (or folder)")

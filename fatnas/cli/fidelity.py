@@ -10,7 +10,7 @@ from .models import SPACE_HELP
 
 
 def add_fidelity(sub: Any, flags: Flags) -> None:
-    p = sub.add_parser("fidelity", parents=[flags.device, flags.threads, flags.data, flags.seed, flags.quiet,
+    p = sub.add_parser("fidelity", parents=[flags.resumable_device_threads, flags.data, flags.seed, flags.quiet,
                                             flags.classes],
                        help="how well cheap proxies rank architectures against longer training")
     p.add_argument("--space", default=None, help=SPACE_HELP)

@@ -70,7 +70,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def add_cost(sub: Any, flags: Flags) -> None:
-    p = sub.add_parser("cost", parents=[flags.device, flags.threads],
+    p = sub.add_parser("cost", parents=[flags.device_threads],
                        help="params, FLOPs by operator, latency and memory")
     p.add_argument("model", nargs="?", help="variant name or CONFIG.yaml")
     p.add_argument("--all", action="store_true", help="compare fat_b0..b3 with the paper's figures")
@@ -179,7 +179,7 @@ def _cost_all(args: argparse.Namespace) -> int:
 
 
 def add_latency_profile(sub: Any, flags: Flags) -> None:
-    p = sub.add_parser("latency-profile", parents=[flags.device, flags.threads, flags.quiet],
+    p = sub.add_parser("latency-profile", parents=[flags.device_threads, flags.quiet],
                        help="time the parts a space can build on this machine: a latency table for "
                             "cost/search --latency-model")
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",

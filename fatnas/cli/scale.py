@@ -14,7 +14,7 @@ GRID_ONLY = ("widths", "depths", "resolutions", "compound", "gamma", "budget", "
 
 
 def add_scale(sub: Any, flags: Flags) -> None:
-    p = sub.add_parser("scale", parents=[flags.device, flags.threads, flags.data, flags.seed, flags.quiet],
+    p = sub.add_parser("scale", parents=[flags.device_threads, flags.data, flags.seed, flags.quiet],
                        help="scale a model's width, depth, resolution (and compound); fit cost and accuracy")
     p.add_argument("base", metavar="BASE", help="variant name or CONFIG.yaml")
     p.add_argument("--widths", type=finite_float, nargs="*", default=None, metavar="M",

@@ -13,7 +13,7 @@ RAY_FLAGS = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "ray_address"
 
 
 def add_search(sub: Any, flags: Flags) -> None:
-    p = sub.add_parser("search", parents=[flags.device, flags.threads, flags.data, flags.seed, flags.quiet,
+    p = sub.add_parser("search", parents=[flags.resumable_device_threads, flags.data, flags.seed, flags.quiet,
                                           flags.classes],
                        help="search the space for accuracy-latency Pareto fronts under a budget")
     p.add_argument("--budget", action="append", metavar="B",

@@ -10,7 +10,7 @@ from .common import DEFAULT_DATASET, Flags, dataset, device, finite_float, given
 
 
 def add_supernet(sub: Any, flags: Flags) -> None:
-    p = sub.add_parser("supernet", parents=[flags.device, flags.threads, flags.data, flags.seed, flags.quiet,
+    p = sub.add_parser("supernet", parents=[flags.resumable_device_threads, flags.data, flags.seed, flags.quiet,
                                             flags.classes],
                        help="train a weight-sharing supernet of a space once, to score its configs in seconds "
                             "(search --supernet ID)")
