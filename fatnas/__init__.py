@@ -4,7 +4,7 @@ The house, one way down: `model` (config, network, variants, spaces) <- `estimat
 latency, data, proxy training, zero-cost scores: one Estimator shape) <- `runs` (run folders,
 export) <- `search` (one SearchBackend protocol: Optuna, Ray) <- `study` and `scaling` <- `report`
 <- `cli`. The Python API (`fatnas.api`) is reachable from here: `fatnas.create_model`,
-`fatnas.cost`, `fatnas.measure`, `fatnas.search(...)`, `fatnas.new_search`, `fatnas.resume_search`,
+`fatnas.cost`, `fatnas.measure`, `fatnas.optimize(...)`, `fatnas.new_search`, `fatnas.resume_search`,
 `fatnas.confirm`.
 """
 from typing import Any
@@ -16,16 +16,12 @@ _timm.install()  # the variants become timm models when timm is imported (fatnas
 
 from .model import FAT, ConfigError, FATConfig, create_model, get_config, list_models, plan  # noqa: E402
 
-API = ("cost", "measure", "new_search", "resume_search", "search_settings", "paper_comparison", "parse_budget",
-       "load_space", "config_of", "Search", "confirm")
+API = ("cost", "measure", "optimize", "new_search", "resume_search", "search_settings", "paper_comparison",
+       "parse_budget", "load_space", "config_of", "Search", "confirm")
 
 
 def __getattr__(name: str) -> Any:
     """The API's calls, imported when first used (`import fatnas` stays light)."""
-    if name == "search":
-        import importlib
-
-        return importlib.import_module(".search", __name__)  # the search package, callable: fatnas.search(...)
     if name in API:
         from . import api
 
@@ -34,4 +30,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["__version__", "ConfigError", "FAT", "FATConfig", "create_model", "get_config", "list_models", "plan",
-           *API, "search"]
+           *API]

@@ -3,7 +3,7 @@
     import fatnas
     model = fatnas.create_model("fat_b0", num_classes=10, in_chans=1)
     fatnas.cost("fat_b2").flops                        # fvcore-total FLOPs at 224 px, no module built
-    done = fatnas.search(budget="2GFLOPs", trials=20)  # a whole search; done.run.pareto() is its front
+    done = fatnas.optimize(budget="2GFLOPs", trials=20)  # a whole search; done.run.pareto() is its front
     fatnas.confirm(done.run.id, "30m")                 # its band retrained: confirmed.csv beside its files
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .estimate.cost import Cost, analytic_cost, paper_comparison, parse_budget
 from .model.config import FATConfig
 from .model.space import load_space
 from .model.variants import create_model, get_config, list_models, resolve_config
-from .search.api import Search, new_search, resume_search, search, search_settings
+from .search.api import Search, new_search, optimize, resume_search, search_settings
 
 
 def config_of(model: str | Path | FATConfig) -> FATConfig:
@@ -56,4 +56,4 @@ def confirm(run_id: str, budget: str | None = None, *, resume: bool = False, **v
 
 
 __all__ = ["Search", "config_of", "confirm", "cost", "create_model", "get_config", "list_models", "load_space",
-           "measure", "new_search", "paper_comparison", "parse_budget", "resume_search", "search", "search_settings"]
+           "measure", "new_search", "optimize", "paper_comparison", "parse_budget", "resume_search", "search_settings"]

@@ -7,12 +7,8 @@ each backend's own state. An Optuna study also holds copies of run.yaml and refe
 `sync_run` rebuilds the run folder on any machine that reaches the storage. Rooms: `evaluate`
 (settings, one candidate), `core` (stop rule, cost bands, early stopping), `backend` (the protocol,
 its registry and `run_search`), `record` (run.yaml round trips, storage, sync), `workers`,
-`storage`, `optuna_backend`, `ray_backend/`, and `api` (a search from plain values: `fatnas.search(...)`).
+`storage`, `optuna_backend`, `ray_backend/`, and `api` (a search from plain values: `fatnas.optimize(...)`).
 """
-import sys
-import types
-from typing import Any
-
 from .backend import (
     BACKENDS,
     SearchBackend,
@@ -34,19 +30,6 @@ from .record import (
     sync_run,
 )
 from .workers import start_workers, stop_workers, wait_workers
-
-
-class _CallableSearch(types.ModuleType):
-    """`fatnas.search(budget="2GFLOPs", ...)` runs a whole search (`fatnas.search.api.search`); otherwise this
-    module is the search package."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .api import search
-
-        return search(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableSearch
 
 __all__ = ["BACKENDS", "SearchBackend", "SearchJob", "SearchSettings", "backend_options",
            "check_storage", "evaluate_references", "get_backend", "record_run", "register_backend", "resume_settings",

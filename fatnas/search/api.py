@@ -1,6 +1,6 @@
 """A search from plain values, as `fatnas search` runs one: `new_search` and `resume_search` check everything
 before any run folder exists and return a `Search`, whose `run()` carries it out; `search(...)` does both
-(`fatnas.search(budget="2GFLOPs", trials=20)`)."""
+(`fatnas.optimize(budget="2GFLOPs", trials=20)`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -153,7 +153,7 @@ def resume_search(run_id: str, *, join: bool = False, backend: str = "optuna", o
     return Search(run, settings, settings_data(settings), backend, options, url, join, count)
 
 
-def search(budget: str | Sequence[str] = (), *, run_id: str | None = None, backend: str = "optuna",
+def optimize(budget: str | Sequence[str] = (), *, run_id: str | None = None, backend: str = "optuna",
            options: dict[str, Any] | None = None, storage: str | None = None, workers: int | None = None,
            progress: bool = True, **values: Any) -> Search:
     """Run a new search to its end: `values` are `search_settings`'s, `options` the backend's own (ray:
@@ -166,4 +166,4 @@ def search(budget: str | Sequence[str] = (), *, run_id: str | None = None, backe
     return job
 
 
-__all__ = ["Search", "check_workers", "new_search", "resume_search", "search", "search_settings"]
+__all__ = ["Search", "check_workers", "new_search", "optimize", "resume_search", "search_settings"]
