@@ -80,7 +80,15 @@ def test_heartbeat_needs_a_grace_period_longer_than_its_interval():
         Heartbeat(interval_s=0)
 
 
-def test_a_ctrl_c_inside_a_held_block_comes_when_the_block_ends():
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test (a Ray runtime started earlier in the session installs its own)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_inside_a_held_block_comes_when_the_block_ends(python_sigint):
     steps = []
     with pytest.raises(KeyboardInterrupt):
         with ctrl_c_held():
@@ -93,7 +101,7 @@ def test_a_ctrl_c_inside_a_held_block_comes_when_the_block_ends():
     assert steps == ["finished", "quiet"]
 
 
-def test_a_ctrl_c_inside_an_allowed_block_raises_at_once_and_a_pending_one_on_entry():
+def test_a_ctrl_c_inside_an_allowed_block_raises_at_once_and_a_pending_one_on_entry(python_sigint):
     steps = []
     with pytest.raises(KeyboardInterrupt):
         with ctrl_c_held():
