@@ -1,8 +1,8 @@
 """Benchmark the analytic cost model against fvcore tracing on random realistic FAT configs.
 
-For each drawn config: the analytic cost (`fatnas.cost.analytic_cost`, timed over many calls
+For each drawn config: the analytic cost (`fatnas.estimate.cost.analytic_cost`, timed over many calls
 for a stable per-call figure), the model build (`FAT(cfg)`) and the fvcore trace
-(`fatnas.cost.fvcore_cost`), and whether the two agree exactly (params and every operator's
+(`fatnas.estimate.cost.fvcore_cost`), and whether the two agree exactly (params and every operator's
 FLOPs; FLOPs are fvcore totals, one multiply-add = one FLOP).
 
     .venv/bin/python bench/cost_bench.py --configs 40

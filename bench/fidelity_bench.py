@@ -11,7 +11,7 @@ finished job, so commit it as it grows, and a later session continues with --res
     python bench/fidelity_bench.py --phase study --resume --low res=28,train_images=3072   # add a low fidelity
 
 Both train the default proxy (the low fidelity), score the zero-cost proxies and baselines, and
-train the `reference` preset of fatnas.fidelity with 2 seeds per network. The pilot's verdict is
+train the `reference` preset of fatnas.study.fidelity with 2 seeds per network. The pilot's verdict is
 printed at the end: its reference must reach a seed-to-seed tau >= 0.5 with |tau with #params| <= 0.8;
 if not, try another reference under a new run id (e.g. --high reference,epochs=4 --run-id
 fidelity_pilot_e4, or --classes 0,2,4,6).

@@ -1,7 +1,7 @@
 """Latency model accuracy: 50 seeded random configs of the default space, predicted from a profiled table
 against their measured end-to-end median, for each runtime.
 
-Per runtime: profile the space on this machine (`fatnas.latency.profile_space`, timed), then
+Per runtime: profile the space on this machine (`fatnas.estimate.latency.profile_space`, timed), then
 measure each config whole, in rounds alternating with the table's reference network (fat_b0)
 as the profile did; measured ms = the median ratio x the profile's reference median, so host
 drift between the two phases cancels (the raw absolute medians are in the rows file too). No

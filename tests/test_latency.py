@@ -181,7 +181,7 @@ def test_profile_settings_refuse_bad_values():
 
 
 def test_latency_module_imports_without_optuna_ray_plotly_or_fvcore():
-    code = ("import sys, fatnas.latency; "
+    code = ("import sys, fatnas.estimate.latency; "
             "heavy = [m for m in ('optuna', 'ray', 'plotly', 'fvcore') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

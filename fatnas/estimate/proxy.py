@@ -56,7 +56,7 @@ class ProxySettings:
     """How one proxy trial trains: `train_images` distinct images, each seen `epochs` times."""
 
     # 56 px: the stages see 14, 7, 4 and 2 px maps, where as many kernel/window/head choices build
-    # distinct networks as at 64 px (fatnas.liveness), at 3/4 of the cost
+    # distinct networks as at 64 px (fatnas.estimate.liveness), at 3/4 of the cost
     res: int = 56
     train_images: int = 1024
     epochs: int = 1

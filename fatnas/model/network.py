@@ -1,7 +1,7 @@
 """The FAT network (Fan et al., NeurIPS 2023), built from a `FATConfig`.
 
 Each module has a static `complexity(cx, ...)` twin that walks the same structure with the
-layer costs of `fatnas.counting`; `FAT.complexity(cfg, h, w)` is the whole network's exact
+layer costs of `fatnas.model.counting`; `FAT.complexity(cfg, h, w)` is the whole network's exact
 fvcore-equivalent cost, known without building anything.
 """
 from __future__ import annotations

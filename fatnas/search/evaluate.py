@@ -24,7 +24,7 @@ from ..model.space import SearchSpace
 from .storage import Heartbeat
 
 Report = Callable[[int, float], bool]
-# what a proxy training measures besides its final validation accuracy (fatnas.proxy.ProxyResult)
+# what a proxy training measures besides its final validation accuracy (fatnas.estimate.proxy.ProxyResult)
 ESTIMATES = ("val_loss", "sotl_e", "curve_slope")
 # the two objectives of a proxy search, as run.yaml and the dashboard name them (`objectives` for any estimator)
 OBJECTIVES = dict(accuracy="proxy validation accuracy at the last checkpoint (maximized)",
@@ -66,7 +66,7 @@ class SearchSettings:
     prescreen: str | None = None  # a zero-cost proxy (or params/flops) that picks which candidates train
     prescreen_keep: float = 0.25  # fraction of the scored candidates that train
     collapse_inert: bool = True  # draw one value of each class of choices the proxy cannot tell apart
-    latency_model: str | None = None  # a latency table (fatnas.latency): latency priced from it, not measured
+    latency_model: str | None = None  # a latency table (fatnas.estimate.latency): latency priced from it, not measured
     heartbeat: Heartbeat = Heartbeat()  # how workers sharing the study find a dead one
     classes: tuple[int, ...] = ()  # train and validate on these classes of the data set only (empty: all)
     estimator: str = "proxy"  # what scores a candidate (`fatnas.estimate.make_estimator`); run.yaml names others only

@@ -1,7 +1,5 @@
 """Latency, measured and modelled: `measure` (timed passes, the reference clock, peak memory), `table` (the latency
 table of a target device and how a search prices with it), `profile` (making a table); imports model and errors.
-
-`fatnas.latency` (the table model) and the timing half of `fatnas.cost` moved here; their names stay importable.
 """
 from .measure import (
     MEASURED_METHOD,
